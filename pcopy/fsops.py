@@ -1,0 +1,347 @@
+"""The worker: copy (and hash) the files of one batch, return a Result for each.
+
+This is the one copy path. Copy, sync, watch and every pool backend call
+``run_batch``; it never raises for a single file. For each file it:
+
+1. opens the source relative to its directory's fd, with ``O_NOFOLLOW``;
+2. writes the data into ``.pcopy-tmp-<run token>-<n>`` created with
+   ``O_EXCL`` beside the final name, hashing (xxh128) as it goes;
+3. checks with a second ``fstat`` that the source did not change meanwhile;
+4. sets mode and ns times on the temporary file, then renames it into place.
+
+So a final name only ever holds a complete file. All destination paths are
+resolved component by component with ``O_NOFOLLOW`` from the DST root, so a
+symlink planted in DST can never redirect a write outside it.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import signal
+import stat
+import threading
+
+from . import errors
+from .hashing import new_hasher
+from .model import CANCELLED, COPIED, FAILED, FILE, HASH, LINK, SKIPPED, SYMLINK, Batch, Options, Result, relpath_join
+
+TMP_PREFIX = ".pcopy-tmp-"
+SMALL_FILE = 1 << 20  # read in one call up to this size
+CHUNK = 1 << 20
+RETRIES_ON_CHANGE = 2
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_state = threading.local()  # .stop: an Event set when the run is interrupted
+_counter = itertools.count()
+
+
+class _Cancelled(Exception):
+    """The run is being interrupted: drop this file."""
+
+
+class _SourceChanged(Exception):
+    """The source's size or mtime changed while it was read."""
+
+
+class _FastCopyUnavailable(Exception):
+    """copy_file_range/sendfile cannot serve this pair of files."""
+
+
+def worker_init(stop_event, in_subprocess: bool = True) -> None:
+    """Pool initializer: remember the stop flag; let only the parent see Ctrl-C."""
+    if in_subprocess:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _state.stop = stop_event
+
+
+def _stopping() -> bool:
+    event = getattr(_state, "stop", None)
+    return event is not None and event.is_set()
+
+
+def temp_name(token: str) -> str:
+    return f"{TMP_PREFIX}{token}-{os.getpid()}-{next(_counter)}"
+
+
+def open_dir_beneath(root: str, reldir: str, follow_symlinks: bool = False) -> int:
+    """Open ``root/reldir`` walking each component with ``O_NOFOLLOW``."""
+    fd = os.open(root, _DIR_FLAGS)
+    flags = _DIR_FLAGS if follow_symlinks else _DIR_FLAGS | os.O_NOFOLLOW
+    try:
+        for part in reldir.split(os.sep) if reldir else ():
+            next_fd = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def make_dir_beneath(root: str, reldir: str, mode: int = 0o700) -> bool:
+    """mkdir ``root/reldir`` (its parent must exist), never through a symlink.
+
+    Returns True when the directory was created, False when it already existed.
+    """
+    parent, _, name = reldir.rpartition(os.sep)
+    fd = open_dir_beneath(root, parent)
+    try:
+        os.mkdir(name, mode, dir_fd=fd)
+        return True
+    except FileExistsError:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+            raise NotADirectoryError(errno.ENOTDIR, f"destination exists and is {kind}") from None
+        return False
+    finally:
+        os.close(fd)
+
+
+def set_dir_metadata(root: str, reldir: str, mode: int, atime_ns: int, mtime_ns: int) -> None:
+    fd = open_dir_beneath(root, reldir)
+    try:
+        os.fchmod(fd, stat.S_IMODE(mode))
+        os.utime(fd, ns=(atime_ns, mtime_ns))
+    finally:
+        os.close(fd)
+
+
+def run_batch(options: Options, batch: Batch) -> list:
+    """Run every task of a batch; one Result per task, never an exception."""
+    try:
+        src_fd = open_dir_beneath(options.src, batch.reldir, options.follow_symlinks)
+    except OSError as exc:
+        return _fail_all(batch, f"source directory: {errors.describe(exc)}")
+    try:
+        dst_fd = open_dir_beneath(options.dst, batch.reldir)
+    except OSError as exc:
+        os.close(src_fd)
+        return _fail_all(batch, f"destination directory: {errors.describe(exc)}")
+    factory = new_hasher(options.hash)
+    results = []
+    try:
+        for task in batch.tasks:
+            relpath = relpath_join(batch.reldir, task.name)
+            if _stopping():
+                results.append(Result(relpath, CANCELLED, FILE, 0, None, "interrupted"))
+                continue
+            results.append(_run_task(options, factory, src_fd, dst_fd, relpath, task))
+    finally:
+        os.close(src_fd)
+        os.close(dst_fd)
+    return results
+
+
+def _fail_all(batch: Batch, message: str) -> list:
+    kinds = {LINK: SYMLINK}
+    return [Result(relpath_join(batch.reldir, t.name), FAILED, kinds.get(t.action, FILE), 0, None, message)
+            for t in batch.tasks]
+
+
+def _run_task(options, factory, src_fd, dst_fd, relpath, task) -> Result:
+    kind = SYMLINK if task.action == LINK else FILE
+    try:
+        if task.action == HASH:
+            return _hash_existing(factory, dst_fd, relpath, task.name)
+        if task.action == LINK:
+            return _copy_symlink(options, src_fd, dst_fd, relpath, task.name)
+        for _ in range(RETRIES_ON_CHANGE + 1):
+            try:
+                return _copy_file(options, factory, src_fd, dst_fd, relpath, task.name)
+            except _SourceChanged:
+                continue
+        return Result(relpath, FAILED, kind, 0, None, "source changed while being copied (tried 3 times)")
+    except _Cancelled:
+        return Result(relpath, CANCELLED, kind, 0, None, "interrupted")
+    except FileNotFoundError as exc:
+        if getattr(exc, "pcopy_side", "source") == "source":
+            return Result(relpath, SKIPPED, kind, 0, None, "vanished before it could be copied")
+        return Result(relpath, FAILED, kind, 0, None, f"destination: {errors.describe(exc)}")
+    except OSError as exc:
+        side = getattr(exc, "pcopy_side", "source")
+        return Result(relpath, FAILED, kind, 0, None, f"{side}: {errors.describe(exc)}")
+
+
+def _dst_error(exc: OSError) -> OSError:
+    exc.pcopy_side = "destination"
+    return exc
+
+
+def _copy_file(options, factory, src_fd, dst_fd, relpath, name) -> Result:
+    nofollow = 0 if options.follow_symlinks else os.O_NOFOLLOW
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | nofollow, dir_fd=src_fd)
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            return Result(relpath, SKIPPED, FILE, 0, None, "no longer a regular file")
+        tmp = temp_name(options.token)
+        try:
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          0o600, dir_fd=dst_fd)
+        except OSError as exc:
+            raise _dst_error(exc) from None
+        try:
+            digest = _copy_data(fd, out, before.st_size, factory)
+            after = os.fstat(fd)
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                raise _SourceChanged
+            try:
+                os.fchmod(out, stat.S_IMODE(before.st_mode))
+                os.utime(out, ns=(before.st_atime_ns, before.st_mtime_ns))
+                if options.fsync:
+                    os.fsync(out)
+            except OSError as exc:
+                raise _dst_error(exc) from None
+        except BaseException:
+            os.close(out)
+            _unlink_quietly(tmp, dst_fd)
+            raise
+        os.close(out)
+        try:
+            os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
+        except OSError as exc:
+            _unlink_quietly(tmp, dst_fd)
+            raise _dst_error(exc) from None
+        return Result(relpath, COPIED, FILE, before.st_size, digest)
+    finally:
+        os.close(fd)
+
+
+def _copy_data(fd: int, out: int, size: int, factory):
+    """Copy fd → out; return the xxh128 hex digest, or None when hashing is off."""
+    if factory is None:
+        try:
+            _kernel_copy(fd, out, size)
+            return None
+        except _FastCopyUnavailable:
+            pass
+    hasher = factory() if factory is not None else None
+    if size <= SMALL_FILE:
+        data = os.read(fd, size) if size else b""
+        if len(data) != size:
+            raise _SourceChanged
+        if hasher is not None:
+            hasher.update(data)
+        _write_all(out, data)
+    else:
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        total = 0
+        while True:
+            if _stopping():
+                raise _Cancelled
+            n = os.readv(fd, [buf])
+            if not n:
+                break
+            total += n
+            if hasher is not None:
+                hasher.update(view[:n])
+            _write_all(out, view[:n])
+        if total != size:
+            raise _SourceChanged
+    return hasher.hexdigest() if hasher is not None else None
+
+
+def _write_all(out: int, data) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(out, view):]
+    except OSError as exc:
+        raise _dst_error(exc) from None
+
+
+def _kernel_copy(fd: int, out: int, size: int) -> None:
+    """copy_file_range, then sendfile; _FastCopyUnavailable if neither applies."""
+    for call in (getattr(os, "copy_file_range", None), getattr(os, "sendfile", None)):
+        if call is None:
+            continue
+        done = 0
+        try:
+            while True:
+                if _stopping():
+                    raise _Cancelled
+                if call is os.sendfile:
+                    n = call(out, fd, done, CHUNK * 8)
+                else:
+                    n = call(fd, out, CHUNK * 8)
+                if not n:
+                    break
+                done += n
+            if done != size:
+                raise _SourceChanged
+            return
+        except OSError as exc:
+            if done == 0 and exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP,
+                                           errno.ENOTSUP, errno.EBADF, errno.EPERM):
+                continue
+            raise _dst_error(exc) from None
+    raise _FastCopyUnavailable
+
+
+def _copy_symlink(options, src_fd, dst_fd, relpath, name) -> Result:
+    target = os.readlink(name, dir_fd=src_fd)
+    st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
+    tmp = temp_name(options.token)
+    try:
+        os.symlink(target, tmp, dir_fd=dst_fd)
+    except OSError as exc:
+        raise _dst_error(exc) from None
+    try:
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_fd, follow_symlinks=False)
+        os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
+    except OSError as exc:
+        _unlink_quietly(tmp, dst_fd)
+        raise _dst_error(exc) from None
+    return Result(relpath, COPIED, SYMLINK, len(os.fsencode(target)), None)
+
+
+def _hash_existing(factory, dst_fd, relpath, name) -> Result:
+    """Hash a file that is already up to date at DST, for the manifest."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst_fd)
+    except OSError as exc:
+        raise _dst_error(exc) from None
+    try:
+        hasher = factory()
+        while True:
+            if _stopping():
+                raise _Cancelled
+            data = os.read(fd, CHUNK)
+            if not data:
+                break
+            hasher.update(data)
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    return Result(relpath, SKIPPED, FILE, size, hasher.hexdigest(), "unchanged")
+
+
+def _unlink_quietly(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+def remove_temp_files(root: str, reldirs, token: str) -> int:
+    """Remove this run's temporary files from the given DST directories."""
+    removed = 0
+    prefix = f"{TMP_PREFIX}{token}-"
+    for reldir in reldirs:
+        try:
+            fd = open_dir_beneath(root, reldir)
+        except OSError:
+            continue
+        try:
+            for name in os.listdir(fd):
+                if name.startswith(prefix):
+                    _unlink_quietly(name, fd)
+                    removed += 1
+        finally:
+            os.close(fd)
+    return removed
