@@ -31,7 +31,21 @@ from typing import Callable, Optional
 from . import fsops, walk
 from .errors import Interrupted, PcopyError, describe
 from .hashing import ManifestWriter
-from .model import COPIED, DIR, FAILED, FILE, SKIPPED, Options, Report, Result, relpath_join
+from .model import (
+    COPIED,
+    COPY,
+    DEFERRED,
+    DIR,
+    FAILED,
+    FILE,
+    SKIPPED,
+    Batch,
+    Options,
+    Report,
+    Result,
+    Task,
+    relpath_join,
+)
 from .plan import batches, plan_directory
 from .pool import BoundedPool, make_backend
 from .progress import Counters
@@ -50,12 +64,33 @@ class Consumer:
         self.on_result = on_result
 
     def add(self, result: Result) -> None:
-        self.report.add(result)
-        self.counters.finished(result.size if result.status == COPIED else 0, result.status == FAILED)
-        if self.manifest is not None and result.digest is not None and result.status in (COPIED, SKIPPED):
-            self.manifest.add(result.digest, result.relpath)
+        self.add_many((result,))
+
+    def add_many(self, results) -> None:
+        """Record a batch of results (one call per batch keeps the parent's per-file cost low)."""
+        report, counters = self.report, self.counters
+        nbytes = 0
+        for result in results:
+            status = result.status
+            if status == COPIED:
+                report.copied += 1
+                nbytes += result.size
+            elif status == SKIPPED:
+                report.skipped += 1
+            else:
+                report.failed += 1
+                report.failures.append(result)
+                counters.failed += 1
+        report.bytes_copied += nbytes
+        counters.files_done += len(results)
+        counters.bytes_done += nbytes
+        if report.results is not None:
+            report.results.extend(results)
+        if self.manifest is not None:
+            self.manifest.add_many(results)
         if self.on_result is not None:
-            self.on_result(result)
+            for result in results:
+                self.on_result(result)
 
 
 class SignalGuard:
@@ -141,7 +176,8 @@ class Run:
     def produce(self):
         """Yield batches for the pool; hand no-I/O results straight to the consumer."""
         options, consumer = self.options, self.consumer
-        for listing in walk.walk(options.src, options.follow_symlinks):
+        needs_stat = self._fresh.__contains__
+        for listing in walk.walk(options.src, options.follow_symlinks, lambda d: not needs_stat(d)):
             self.check()
             reldir = listing.reldir
             if listing.error is not None:
@@ -155,9 +191,9 @@ class Run:
                 existing = _dst_entries(options, reldir)
             plan = plan_directory(reldir, listing.entries, existing, options)
             consumer.counters.discovered(len(plan.tasks) + len(plan.results),
-                                         sum(t.size for t in plan.tasks))
-            for result in plan.results:
-                consumer.add(result)
+                                         sum(t.size for t in plan.tasks if t.size > 0))
+            if plan.results:
+                consumer.add_many(plan.results)
             for entry in plan.subdirs:
                 self._make_dir(relpath_join(reldir, entry.name), entry)
             yield from batches(reldir, plan.tasks, options.batch_files, options.batch_bytes)
@@ -174,14 +210,19 @@ class Run:
         self.consumer.report.dirs += 1
         self.dirs.append((reldir, entry.mode, entry.atime_ns, entry.mtime_ns))
 
-    def consume(self, batch, results, exc) -> None:
+    def consume(self, batch, results, exc, resubmit: Callable) -> None:
         if exc is not None:
             for task in batch.tasks:
                 self.consumer.add(Result(relpath_join(batch.reldir, task.name), FAILED, FILE, 0, None,
                                          f"worker failed: {describe(exc)}"))
             return
-        for result in results:
-            self.consumer.add(result)
+        if any(r.status == DEFERRED for r in results):
+            for result in results:
+                if result.status == DEFERRED:
+                    name = result.relpath[len(batch.reldir) + 1:] if batch.reldir else result.relpath
+                    resubmit(Batch(batch.reldir, (Task(COPY, name, result.size),)))
+            results = [r for r in results if r.status != DEFERRED]
+        self.consumer.add_many(results)
 
     def finish_dirs(self, root_stat: os.stat_result) -> None:
         """Set directory modes and times after their contents, deepest first."""
@@ -223,7 +264,7 @@ def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "p
         try:
             worker = functools.partial(fsops.run_batch, options)
             for batch, results, exc in pool.map_unordered(worker, run.produce(), guard.check):
-                run.consume(batch, results, exc)
+                run.consume(batch, results, exc, pool.push)
             pool.close()
             guard.check()
         except BaseException:

@@ -25,7 +25,23 @@ import threading
 
 from . import errors
 from .hashing import new_hasher
-from .model import CANCELLED, COPIED, FAILED, FILE, HASH, LINK, SKIPPED, SYMLINK, Batch, Options, Result, relpath_join
+from .model import (
+    CANCELLED,
+    COPIED,
+    COPY,
+    DEFERRED,
+    FAILED,
+    FILE,
+    HASH,
+    LINK,
+    SKIPPED,
+    SYMLINK,
+    UNKNOWN,
+    Batch,
+    Options,
+    Result,
+    relpath_join,
+)
 
 TMP_PREFIX = ".pcopy-tmp-"
 SMALL_FILE = 1 << 20  # read in one call up to this size
@@ -33,6 +49,7 @@ CHUNK = 1 << 20
 RETRIES_ON_CHANGE = 2
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _state = threading.local()  # .stop: an Event set when the run is interrupted
 _counter = itertools.count()
 
@@ -50,20 +67,18 @@ class _FastCopyUnavailable(Exception):
 
 
 def worker_init(stop_event, in_subprocess: bool = True) -> None:
-    """Pool initializer: remember the stop flag; let only the parent see Ctrl-C."""
+    """Pool initializer: remember the stop flag; let only the parent see Ctrl-C.
+
+    A worker process also sets its umask to 0 so files can be created with
+    their final mode (saving an fchmod per file); threads share the caller's
+    umask and chmod instead.
+    """
     if in_subprocess:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.umask(0)
+        _state.umask_zero = True
     _state.stop = stop_event
-
-
-def _stopping() -> bool:
-    event = getattr(_state, "stop", None)
-    return event is not None and event.is_set()
-
-
-def temp_name(token: str) -> str:
-    return f"{TMP_PREFIX}{token}-{os.getpid()}-{next(_counter)}"
 
 
 def open_dir_beneath(root: str, reldir: str, follow_symlinks: bool = False) -> int:
@@ -121,19 +136,11 @@ def run_batch(options: Options, batch: Batch) -> list:
     except OSError as exc:
         os.close(src_fd)
         return _fail_all(batch, f"destination directory: {errors.describe(exc)}")
-    factory = new_hasher(options.hash)
-    results = []
     try:
-        for task in batch.tasks:
-            relpath = relpath_join(batch.reldir, task.name)
-            if _stopping():
-                results.append(Result(relpath, CANCELLED, FILE, 0, None, "interrupted"))
-                continue
-            results.append(_run_task(options, factory, src_fd, dst_fd, relpath, task))
+        return _BatchCopier(options, src_fd, dst_fd).run(batch)
     finally:
         os.close(src_fd)
         os.close(dst_fd)
-    return results
 
 
 def _fail_all(batch: Batch, message: str) -> list:
@@ -142,80 +149,147 @@ def _fail_all(batch: Batch, message: str) -> list:
             for t in batch.tasks]
 
 
-def _run_task(options, factory, src_fd, dst_fd, relpath, task) -> Result:
-    kind = SYMLINK if task.action == LINK else FILE
-    try:
-        if task.action == HASH:
-            return _hash_existing(factory, dst_fd, relpath, task.name)
-        if task.action == LINK:
-            return _copy_symlink(options, src_fd, dst_fd, relpath, task.name)
-        for _ in range(RETRIES_ON_CHANGE + 1):
-            try:
-                return _copy_file(options, factory, src_fd, dst_fd, relpath, task.name)
-            except _SourceChanged:
-                continue
-        return Result(relpath, FAILED, kind, 0, None, "source changed while being copied (tried 3 times)")
-    except _Cancelled:
-        return Result(relpath, CANCELLED, kind, 0, None, "interrupted")
-    except FileNotFoundError as exc:
-        if getattr(exc, "pcopy_side", "source") == "source":
-            return Result(relpath, SKIPPED, kind, 0, None, "vanished before it could be copied")
-        return Result(relpath, FAILED, kind, 0, None, f"destination: {errors.describe(exc)}")
-    except OSError as exc:
-        side = getattr(exc, "pcopy_side", "source")
-        return Result(relpath, FAILED, kind, 0, None, f"{side}: {errors.describe(exc)}")
-
-
 def _dst_error(exc: OSError) -> OSError:
     exc.pcopy_side = "destination"
     return exc
 
 
-def _copy_file(options, factory, src_fd, dst_fd, relpath, name) -> Result:
-    nofollow = 0 if options.follow_symlinks else os.O_NOFOLLOW
-    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | nofollow, dir_fd=src_fd)
-    try:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            return Result(relpath, SKIPPED, FILE, 0, None, "no longer a regular file")
-        tmp = temp_name(options.token)
+class _BatchCopier:
+    """Per-batch state, so the per-file path does no repeated lookups (it is the hot loop)."""
+
+    def __init__(self, options: Options, src_fd: int, dst_fd: int) -> None:
+        self.options = options
+        self.src_fd = src_fd
+        self.dst_fd = dst_fd
+        self.factory = new_hasher(options.hash)
+        self.stop = getattr(_state, "stop", None)
+        self.exact_create = getattr(_state, "umask_zero", False)
+        self.src_flags = os.O_RDONLY | os.O_CLOEXEC | (0 if options.follow_symlinks else os.O_NOFOLLOW)
+        self.tmp_prefix = f"{TMP_PREFIX}{options.token}-{os.getpid()}-"
+
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def run(self, batch: Batch) -> list:
+        results = []
+        reldir = batch.reldir
+        shared = len(batch.tasks) > 1
+        for task in batch.tasks:
+            relpath = task.name if not reldir else reldir + os.sep + task.name
+            if self.stopping():
+                results.append(Result(relpath, CANCELLED, FILE, 0, None, "interrupted"))
+            else:
+                results.append(self.run_task(relpath, task, shared and task.size == UNKNOWN))
+        return results
+
+    def run_task(self, relpath: str, task, may_defer: bool = False) -> Result:
+        kind = SYMLINK if task.action == LINK else FILE
         try:
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                          0o600, dir_fd=dst_fd)
+            if task.action == COPY:
+                for _ in range(RETRIES_ON_CHANGE + 1):
+                    try:
+                        return self.copy_file(relpath, task.name, may_defer)
+                    except _SourceChanged:
+                        continue
+                return Result(relpath, FAILED, kind, 0, None, "source changed while being copied (tried 3 times)")
+            if task.action == HASH:
+                return self.hash_existing(relpath, task.name)
+            return self.copy_symlink(relpath, task.name)
+        except _Cancelled:
+            return Result(relpath, CANCELLED, kind, 0, None, "interrupted")
+        except OSError as exc:
+            side = getattr(exc, "pcopy_side", "source")
+            if side == "source" and isinstance(exc, FileNotFoundError):
+                return Result(relpath, SKIPPED, kind, 0, None, "vanished before it could be copied")
+            return Result(relpath, FAILED, kind, 0, None, f"{side}: {errors.describe(exc)}")
+
+    def copy_file(self, relpath: str, name: str, may_defer: bool = False) -> Result:
+        fd = os.open(name, self.src_flags, dir_fd=self.src_fd)
+        try:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                return Result(relpath, SKIPPED, FILE, 0, None, "no longer a regular file")
+            if may_defer and before.st_size > self.options.batch_bytes:
+                # Unstatted batch holds a big file: hand it back to run alone on any free worker.
+                return Result(relpath, DEFERRED, FILE, before.st_size)
+            mode = stat.S_IMODE(before.st_mode)
+            # With umask 0 (process workers) the file is born with its final mode: no fchmod.
+            born_right = self.exact_create and not mode & 0o7000
+            tmp = self.tmp_prefix + str(next(_counter))
+            try:
+                out = os.open(tmp, _TMP_FLAGS, mode if born_right else 0o600, dir_fd=self.dst_fd)
+            except OSError as exc:
+                raise _dst_error(exc) from None
+            try:
+                digest = _copy_data(fd, out, before.st_size, self.factory, self.stop)
+                after = os.fstat(fd)
+                if after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
+                    raise _SourceChanged
+                try:
+                    if not born_right:
+                        os.fchmod(out, mode)
+                    os.utime(out, ns=(before.st_atime_ns, before.st_mtime_ns))
+                    if self.options.fsync:
+                        os.fsync(out)
+                except OSError as exc:
+                    raise _dst_error(exc) from None
+            except BaseException:
+                os.close(out)
+                _unlink_quietly(tmp, self.dst_fd)
+                raise
+            os.close(out)
+            try:
+                os.rename(tmp, name, src_dir_fd=self.dst_fd, dst_dir_fd=self.dst_fd)
+            except OSError as exc:
+                _unlink_quietly(tmp, self.dst_fd)
+                raise _dst_error(exc) from None
+            return Result(relpath, COPIED, FILE, before.st_size, digest)
+        finally:
+            os.close(fd)
+
+    def copy_symlink(self, relpath: str, name: str) -> Result:
+        src_fd, dst_fd = self.src_fd, self.dst_fd
+        target = os.readlink(name, dir_fd=src_fd)
+        st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
+        tmp = self.tmp_prefix + str(next(_counter))
+        try:
+            os.symlink(target, tmp, dir_fd=dst_fd)
         except OSError as exc:
             raise _dst_error(exc) from None
         try:
-            digest = _copy_data(fd, out, before.st_size, factory)
-            after = os.fstat(fd)
-            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-                raise _SourceChanged
-            try:
-                os.fchmod(out, stat.S_IMODE(before.st_mode))
-                os.utime(out, ns=(before.st_atime_ns, before.st_mtime_ns))
-                if options.fsync:
-                    os.fsync(out)
-            except OSError as exc:
-                raise _dst_error(exc) from None
-        except BaseException:
-            os.close(out)
-            _unlink_quietly(tmp, dst_fd)
-            raise
-        os.close(out)
-        try:
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_fd, follow_symlinks=False)
             os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
         except OSError as exc:
             _unlink_quietly(tmp, dst_fd)
             raise _dst_error(exc) from None
-        return Result(relpath, COPIED, FILE, before.st_size, digest)
-    finally:
-        os.close(fd)
+        return Result(relpath, COPIED, SYMLINK, len(os.fsencode(target)), None)
+
+    def hash_existing(self, relpath: str, name: str) -> Result:
+        """Hash a file that is already up to date at DST, for the manifest."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dst_fd)
+        except OSError as exc:
+            raise _dst_error(exc) from None
+        try:
+            hasher = self.factory()
+            while True:
+                if self.stopping():
+                    raise _Cancelled
+                data = os.read(fd, CHUNK)
+                if not data:
+                    break
+                hasher.update(data)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        return Result(relpath, SKIPPED, FILE, size, hasher.hexdigest(), "unchanged")
 
 
-def _copy_data(fd: int, out: int, size: int, factory):
+def _copy_data(fd: int, out: int, size: int, factory, stop):
     """Copy fd → out; return the xxh128 hex digest, or None when hashing is off."""
     if factory is None:
         try:
-            _kernel_copy(fd, out, size)
+            _kernel_copy(fd, out, size, stop)
             return None
         except _FastCopyUnavailable:
             pass
@@ -232,7 +306,7 @@ def _copy_data(fd: int, out: int, size: int, factory):
         view = memoryview(buf)
         total = 0
         while True:
-            if _stopping():
+            if stop is not None and stop.is_set():
                 raise _Cancelled
             n = os.readv(fd, [buf])
             if not n:
@@ -255,7 +329,7 @@ def _write_all(out: int, data) -> None:
         raise _dst_error(exc) from None
 
 
-def _kernel_copy(fd: int, out: int, size: int) -> None:
+def _kernel_copy(fd: int, out: int, size: int, stop) -> None:
     """copy_file_range, then sendfile; _FastCopyUnavailable if neither applies."""
     for call in (getattr(os, "copy_file_range", None), getattr(os, "sendfile", None)):
         if call is None:
@@ -263,7 +337,7 @@ def _kernel_copy(fd: int, out: int, size: int) -> None:
         done = 0
         try:
             while True:
-                if _stopping():
+                if stop is not None and stop.is_set():
                     raise _Cancelled
                 if call is os.sendfile:
                     n = call(out, fd, done, CHUNK * 8)
@@ -281,44 +355,6 @@ def _kernel_copy(fd: int, out: int, size: int) -> None:
                 continue
             raise _dst_error(exc) from None
     raise _FastCopyUnavailable
-
-
-def _copy_symlink(options, src_fd, dst_fd, relpath, name) -> Result:
-    target = os.readlink(name, dir_fd=src_fd)
-    st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
-    tmp = temp_name(options.token)
-    try:
-        os.symlink(target, tmp, dir_fd=dst_fd)
-    except OSError as exc:
-        raise _dst_error(exc) from None
-    try:
-        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_fd, follow_symlinks=False)
-        os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
-    except OSError as exc:
-        _unlink_quietly(tmp, dst_fd)
-        raise _dst_error(exc) from None
-    return Result(relpath, COPIED, SYMLINK, len(os.fsencode(target)), None)
-
-
-def _hash_existing(factory, dst_fd, relpath, name) -> Result:
-    """Hash a file that is already up to date at DST, for the manifest."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst_fd)
-    except OSError as exc:
-        raise _dst_error(exc) from None
-    try:
-        hasher = factory()
-        while True:
-            if _stopping():
-                raise _Cancelled
-            data = os.read(fd, CHUNK)
-            if not data:
-                break
-            hasher.update(data)
-        size = os.fstat(fd).st_size
-    finally:
-        os.close(fd)
-    return Result(relpath, SKIPPED, FILE, size, hasher.hexdigest(), "unchanged")
 
 
 def _unlink_quietly(name: str, dir_fd: int) -> None:

@@ -71,6 +71,11 @@ class ManifestWriter:
     def add(self, digest: str, relpath: str) -> None:
         self._file.write(manifest_line(digest, relpath))
 
+    def add_many(self, results) -> None:
+        """Write a line for every result that carries a digest (copied or verified-unchanged)."""
+        self._file.write(b"".join([manifest_line(r.digest, r.relpath) for r in results
+                                   if r.digest is not None and r.status != "failed"]))
+
     def close(self) -> None:
         self._file.close()
         os.replace(self.tmp, self.path)

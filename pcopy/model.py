@@ -27,10 +27,16 @@ COPIED = "copied"
 SKIPPED = "skipped"
 FAILED = "failed"
 CANCELLED = "cancelled"
+DEFERRED = "deferred"  # a big file found inside a batch: the engine resubmits it alone
+
+UNKNOWN = -1  # size of an entry the walker did not stat
 
 
 class Entry(NamedTuple):
-    """One directory entry as the walker saw it (lstat unless following links)."""
+    """One directory entry as the walker saw it (lstat unless following links).
+
+    size is UNKNOWN (and times and mode 0) when the walker did not stat it.
+    """
 
     name: str
     kind: str
@@ -102,18 +108,6 @@ class Report:
     @property
     def ok(self) -> bool:
         return self.failed == 0
-
-    def add(self, result: Result) -> None:
-        if result.status == COPIED:
-            self.copied += 1
-            self.bytes_copied += result.size
-        elif result.status == SKIPPED:
-            self.skipped += 1
-        else:
-            self.failed += 1
-            self.failures.append(result)
-        if self.results is not None:
-            self.results.append(result)
 
     def to_dict(self) -> dict:
         rate = self.bytes_copied / self.seconds if self.seconds > 0 else 0.0

@@ -17,7 +17,6 @@ from .model import (
     LINK,
     SKIPPED,
     SPECIAL,
-    SYMLINK,
     Batch,
     Entry,
     Options,
@@ -84,11 +83,12 @@ def batches(reldir: str, tasks: list, max_files: int, max_bytes: int) -> Iterato
     """Group a directory's tasks so small files share a batch and big ones go alone."""
     group, group_bytes = [], 0
     for task in tasks:
-        if group and (len(group) >= max_files or group_bytes + task.size > max_bytes):
+        size = max(task.size, 0)  # UNKNOWN sizes batch by count; the worker defers big ones
+        if group and (len(group) >= max_files or group_bytes + size > max_bytes):
             yield Batch(reldir, tuple(group))
             group, group_bytes = [], 0
         group.append(task)
-        group_bytes += task.size
+        group_bytes += size
     if group:
         yield Batch(reldir, tuple(group))
 

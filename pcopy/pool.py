@@ -17,6 +17,7 @@ running, so Ctrl-C never hangs the way ``multiprocessing.Pool.map`` does.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import multiprocessing
 import os
@@ -83,9 +84,14 @@ class BoundedPool:
         self.backend = backend
         self.max_in_flight = max(1, max_in_flight)
         self._pending: dict = {}
+        self._extra: collections.deque = collections.deque()
 
     def in_flight(self) -> list:
         return list(self._pending.values())
+
+    def push(self, item) -> None:
+        """Queue an extra item (e.g. work handed back by a worker); it goes before new ones."""
+        self._extra.append(item)
 
     def map_unordered(self, fn: Callable, items: Iterable, check: Callable = lambda: None) -> Iterator:
         """Yield ``(item, result, exception)`` as each item completes.
@@ -96,15 +102,20 @@ class BoundedPool:
         exhausted = False
         while True:
             check()
-            while not exhausted and len(self._pending) < self.max_in_flight:
-                try:
-                    item = next(source)
-                except StopIteration:
-                    exhausted = True
+            while len(self._pending) < self.max_in_flight:
+                if self._extra:
+                    item = self._extra.popleft()
+                elif exhausted:
                     break
+                else:
+                    try:
+                        item = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        continue
                 self._pending[self.backend.submit(fn, item)] = item
                 check()
-            if not self._pending:
+            if not self._pending and not self._extra:
                 return
             for future in self.backend.wait(list(self._pending), WAIT_TICK):
                 item = self._pending.pop(future)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Iterator, NamedTuple, Optional
+from stat import S_ISREG
+from typing import Callable, Iterator, NamedTuple, Optional
 
-from .model import DIR, FILE, SPECIAL, SYMLINK, Entry, relpath_join
+from .model import DIR, FILE, SPECIAL, SYMLINK, UNKNOWN, Entry, relpath_join
 
 
 class Listing(NamedTuple):
@@ -35,11 +36,29 @@ def entry_from_stat(name: str, st: os.stat_result) -> Entry:
     return Entry(name, kind_of(st.st_mode), st.st_size, st.st_mtime_ns, st.st_atime_ns, st.st_mode)
 
 
-def scan_dir(path: str, follow_symlinks: bool = False) -> list:
-    """Entries of one directory, sorted by name. Raises OSError."""
+def scan_dir(path, follow_symlinks: bool = False, stat_files: bool = True) -> list:
+    """Entries of one directory (a path or an open directory fd), sorted by name.
+
+    With ``stat_files=False`` regular files and symlinks are typed from the
+    directory entry alone (no stat call) and get ``size=UNKNOWN``: a copy into
+    an empty destination needs nothing more, and the worker's fstat is then
+    the only stat of each file. Raises OSError when the directory cannot be
+    read. This loop runs once per file in the parent process: keep it lean.
+    """
     entries = []
+    append = entries.append
     with os.scandir(path) as it:
         for de in it:
+            if not stat_files:
+                try:
+                    if de.is_file(follow_symlinks=follow_symlinks):
+                        append(Entry(de.name, FILE, UNKNOWN, 0, 0, 0))
+                        continue
+                    if not follow_symlinks and de.is_symlink():
+                        append(Entry(de.name, SYMLINK, UNKNOWN, 0, 0, 0))
+                        continue
+                except OSError:
+                    pass  # fall through to a full stat, which reports properly
             try:
                 st = de.stat(follow_symlinks=follow_symlinks)
             except FileNotFoundError:
@@ -47,13 +66,20 @@ def scan_dir(path: str, follow_symlinks: bool = False) -> list:
                     st = de.stat(follow_symlinks=False)
                 else:
                     continue  # vanished between readdir and stat
-            entries.append(entry_from_stat(de.name, st))
+            mode = st.st_mode
+            kind = FILE if S_ISREG(mode) else kind_of(mode)
+            append(Entry(de.name, kind, st.st_size, st.st_mtime_ns, st.st_atime_ns, mode))
     entries.sort()
     return entries
 
 
-def walk(root: str, follow_symlinks: bool = False) -> Iterator[Listing]:
-    """Yield a Listing for ``root`` and each directory below it, parents first."""
+def walk(root: str, follow_symlinks: bool = False,
+         stat_files: Callable[[str], bool] = lambda reldir: True) -> Iterator[Listing]:
+    """Yield a Listing for ``root`` and each directory below it, parents first.
+
+    ``stat_files(reldir)`` says whether the files of a directory need a stat
+    (see ``scan_dir``); it is asked just before that directory is read.
+    """
     stack = [""]
     seen = set()  # (dev, ino) of directories entered, to break symlink loops
     while stack:
@@ -70,7 +96,7 @@ def walk(root: str, follow_symlinks: bool = False) -> Iterator[Listing]:
                 continue
             seen.add((st.st_dev, st.st_ino))
         try:
-            entries = scan_dir(path, follow_symlinks)
+            entries = scan_dir(path, follow_symlinks, stat_files(reldir))
         except OSError as exc:
             yield Listing(reldir, [], exc)
             continue
