@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from . import engine
 from .errors import UsageError
+from .filters import read_pattern_file
 from .hashing import ALGORITHMS
 from .model import Options, Report
 from .pool import BACKENDS
 from .progress import make_progress
 
 
-def copytree(src, dst, *, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
-             manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
-             keep_results: bool = True, on_result: Optional[Callable] = None) -> Report:
-    """Copy the tree at ``src`` into ``dst`` in parallel, checksumming as it writes.
-
-    Like ``pcopy copy``: files whose size and mtime already match at ``dst``
-    are skipped unless ``force``. Per-file failures do not raise: they are in
-    ``report.failures``. Raises ``PcopyError`` when the copy cannot start and
-    ``Interrupted`` on SIGINT/SIGTERM (after cleaning up).
-    """
+def _check(backend: str, hash: str, manifest, jobs: Optional[int]) -> None:
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if hash not in ALGORITHMS:
@@ -31,8 +23,68 @@ def copytree(src, dst, *, jobs: Optional[int] = None, backend: str = "process", 
         raise UsageError("a manifest needs checksums: do not combine manifest with hash='none'")
     if jobs is not None and jobs < 1:
         raise UsageError("jobs must be at least 1")
-    options = Options(src=os.fspath(src), dst=os.fspath(dst), hash=hash, force=force,
-                      follow_symlinks=follow_symlinks, manifest=manifest is not None)
+
+
+def _run(options: Options, *, jobs, backend, manifest, progress, keep_results, on_result, stop_event=None) -> Report:
+    _check(backend, options.hash, manifest, jobs)
     return engine.copy_tree(options, jobs=jobs, backend=backend, counters=make_progress(progress),
                             manifest_path=os.fspath(manifest) if manifest is not None else None,
-                            keep_results=keep_results, on_result=on_result)
+                            keep_results=keep_results, on_result=on_result, stop_event=stop_event)
+
+
+def copytree(src, dst, *, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
+             manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
+             hard_links: bool = False, fsync: bool = False, keep_results: bool = True,
+             on_result: Optional[Callable] = None) -> Report:
+    """Copy the tree at ``src`` into ``dst`` in parallel, checksumming as it writes.
+
+    Like ``pcopy copy``: files whose size and mtime already match at ``dst``
+    are skipped unless ``force``; an entry of another kind at ``dst`` is a
+    failure (``sync`` replaces it). Per-file failures do not raise: they are in
+    ``report.failures``. Raises ``PcopyError`` when the copy cannot start and
+    ``Interrupted`` on SIGINT/SIGTERM (after cleaning up).
+    """
+    options = Options(src=os.fspath(src), dst=os.fspath(dst), hash=hash, force=force,
+                      follow_symlinks=follow_symlinks, manifest=manifest is not None, fsync=fsync,
+                      hard_links=hard_links, owner=os.geteuid() == 0)
+    return _run(options, jobs=jobs, backend=backend, manifest=manifest, progress=progress,
+                keep_results=keep_results, on_result=on_result)
+
+
+def filter_lines(exclude: Iterable[str] = (), include: Iterable[str] = (), exclude_from=None,
+                 filters: Iterable[str] = ()) -> tuple:
+    """gitignore-style lines from the convenience arguments: excludes, then re-includes, then ``filters``."""
+    lines = list(exclude) + [f"!{p}" for p in include]
+    if exclude_from is not None:
+        lines += read_pattern_file(os.fspath(exclude_from))
+    return tuple(lines + list(filters))
+
+
+def sync(src, dst, *, delete: bool = False, checksum: bool = False, dry_run: bool = False,
+         exclude: Iterable[str] = (), include: Iterable[str] = (), exclude_from=None, filters: Iterable[str] = (),
+         delete_excluded: bool = False, max_delete: Optional[int] = None, link_dest: Iterable = (),
+         hard_links: bool = True, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
+         manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
+         fsync: bool = False, keep_results: bool = True, on_result: Optional[Callable] = None,
+         stop_event=None) -> Report:
+    """Make ``dst`` a copy of ``src`` (``pcopy sync``): copy what is new or changed, optionally delete the rest.
+
+    ``link_dest`` directories (relative ones are taken relative to ``dst``,
+    as rsync does) provide unchanged files as hard links. ``exclude`` and
+    ``include`` are gitignore patterns; includes re-include what excludes
+    dropped. Returns the Report; ``report.dry_run`` tells whether anything
+    was really done.
+    """
+    dst = os.fspath(dst)
+    roots = tuple(os.path.abspath(os.path.join(dst, os.fspath(d))) for d in link_dest)
+    if max_delete is not None and max_delete < 0:
+        raise UsageError("max_delete must be 0 or more")
+    if dry_run and manifest is not None:
+        raise UsageError("a dry run writes no manifest")
+    options = Options(src=os.fspath(src), dst=dst, hash=hash, force=force, follow_symlinks=follow_symlinks,
+                      manifest=manifest is not None, fsync=fsync, delete=delete or delete_excluded,
+                      delete_excluded=delete_excluded, max_delete=max_delete, checksum=checksum, dry_run=dry_run,
+                      hard_links=hard_links, link_dest=roots, owner=os.geteuid() == 0, replace=True,
+                      filters=filter_lines(exclude, include, exclude_from, filters))
+    return _run(options, jobs=jobs, backend=backend, manifest=manifest, progress=progress,
+                keep_results=keep_results, on_result=on_result, stop_event=stop_event)

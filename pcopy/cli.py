@@ -10,13 +10,15 @@ import argparse
 import json
 import multiprocessing
 import sys
+import time
 import traceback
 from typing import Optional
 
 from . import __version__, api
-from .errors import EXIT_OK, EXIT_PARTIAL, Interrupted, PcopyError
+from .errors import EXIT_OK, EXIT_PARTIAL, Interrupted, PcopyError, UsageError
+from .filters import read_pattern_file
 from .hashing import ALGORITHMS
-from .model import COPIED, FAILED, Report, Result
+from .model import COPIED, CREATED, DELETED, DIR, FAILED, LINKED, Report, Result
 from .pool import BACKENDS
 
 
@@ -37,8 +39,13 @@ def human_bytes(n: float) -> str:
 
 def summary(report: Report) -> str:
     rate = report.bytes_copied / report.seconds if report.seconds > 0 else 0.0
+    if report.dry_run:
+        return (f"pcopy: dry run: would copy {report.copied} files ({human_bytes(report.bytes_copied)}), "
+                f"link {report.linked}, delete {report.deleted}, create {report.dirs} directories; "
+                f"{report.skipped} unchanged, {report.failed} failed; nothing was changed")
+    extra = "".join(f", {label} {n}" for label, n in (("linked", report.linked), ("deleted", report.deleted)) if n)
     return (f"pcopy: copied {report.copied} files ({human_bytes(report.bytes_copied)}), "
-            f"skipped {report.skipped}, failed {report.failed} in {report.seconds:.2f} s "
+            f"skipped {report.skipped}{extra}, failed {report.failed} in {report.seconds:.2f} s "
             f"({human_bytes(rate)}/s)")
 
 
@@ -50,63 +57,162 @@ def build_parser() -> argparse.ArgumentParser:
     copy = commands.add_parser("copy", help="copy SRC's contents into DST in parallel, checksumming",
                                description="Copy the contents of SRC into DST (created if missing). "
                                            "Files whose size and mtime match at DST are skipped.")
-    copy.add_argument("src", metavar="SRC")
-    copy.add_argument("dst", metavar="DST")
-    _add_run_options(copy)
-    copy.add_argument("--hash", choices=ALGORITHMS, default="xxh128",
-                      help="checksum written files (default xxh128); 'none' uses the kernel's fast copy")
-    copy.add_argument("--manifest", metavar="FILE",
-                      help="write an 'xxhsum -H2' manifest of every file in DST (check: cd DST && xxhsum -c FILE)")
-    copy.add_argument("-L", "--follow-symlinks", action="store_true",
-                      help="copy what symlinks point to instead of the links")
-    copy.add_argument("--force", action="store_true", help="rewrite files even when size and mtime match")
+    _add_copy_options(copy)
+    copy.add_argument("-H", "--hard-links", action="store_true", help="keep hard-linked files hard-linked in DST")
+
+    sync = commands.add_parser("sync", help="make DST a copy of SRC (incremental, optional --delete)",
+                               description="Make DST a copy of SRC: copy new and changed files (size + mtime, "
+                                           "or content with -c), replace entries of another kind, and with "
+                                           "--delete remove what SRC does not have.")
+    _add_copy_options(sync)
+    sync.add_argument("--delete", action="store_true", help="delete DST entries that are not in SRC (after copying)")
+    sync.add_argument("--delete-excluded", action="store_true",
+                      help="also delete excluded entries from DST (implies --delete)")
+    sync.add_argument("--max-delete", type=_count, metavar="N",
+                      help="refuse to delete more than N entries (exit 1, nothing deleted)")
+    sync.add_argument("-c", "--checksum", action="store_true",
+                      help="decide what changed by xxh128 of the contents, not size + mtime")
+    sync.add_argument("-n", "--dry-run", action="store_true", help="show what would be done; change nothing")
+    sync.add_argument("--exclude", dest="filters", action=_FilterAction, metavar="PAT",
+                      help="skip paths matching PAT (gitignore syntax; repeatable; last match wins)")
+    sync.add_argument("--include", dest="filters", action=_FilterAction, metavar="PAT",
+                      help="re-include paths matching PAT that an earlier --exclude dropped")
+    sync.add_argument("--exclude-from", dest="filters", action=_FilterAction, metavar="FILE",
+                      help="read exclude patterns from FILE (a .gitignore-style file)")
+    links = sync.add_mutually_exclusive_group()
+    links.add_argument("-H", "--hard-links", dest="hard_links", action="store_true", default=True,
+                       help="keep hard-linked files hard-linked in DST (default for sync)")
+    links.add_argument("--no-hard-links", dest="hard_links", action="store_false")
+    sync.add_argument("--link-dest", action="append", default=[], metavar="DIR",
+                      help="hard-link files unchanged against DIR instead of copying (repeatable; relative to DST)")
     return parser
 
 
-def _add_run_options(sub: argparse.ArgumentParser) -> None:
+class _FilterAction(argparse.Action):
+    """Keeps --exclude/--include/--exclude-from in command-line order, as gitignore lines."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        lines = list(getattr(namespace, self.dest, None) or [])
+        if option_string == "--include":
+            lines.append("!" + value)
+        elif option_string == "--exclude-from":
+            try:
+                lines.extend(read_pattern_file(value))
+            except UsageError as exc:
+                parser.error(str(exc))
+        else:
+            lines.append(value)
+        setattr(namespace, self.dest, lines)
+
+
+def _add_copy_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("src", metavar="SRC")
+    sub.add_argument("dst", metavar="DST")
     sub.add_argument("-j", "--jobs", type=_positive_int, metavar="N", help="parallel workers (default: CPU count)")
     sub.add_argument("--backend", choices=BACKENDS, default="process",
                      help="worker kind (default: process; threads suit a few big files)")
+    sub.add_argument("--hash", choices=ALGORITHMS, default="xxh128",
+                     help="checksum written files (default xxh128); 'none' uses the kernel's fast copy")
+    sub.add_argument("--manifest", metavar="FILE",
+                     help="write an 'xxhsum -H2' manifest of every file in DST (check: cd DST && xxhsum -c FILE)")
+    sub.add_argument("-L", "--follow-symlinks", action="store_true",
+                     help="copy what symlinks point to instead of the links")
+    sub.add_argument("--force", action="store_true", help="rewrite files even when size and mtime match")
+    sub.add_argument("--fsync", action="store_true",
+                     help="fsync each file before its rename and each directory after (survives power loss)")
     bar = sub.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="show a progress bar (default: when stderr is a terminal)")
+                     help="show a progress bar (default: when stderr is a terminal and not -v)")
     bar.add_argument("--no-progress", dest="progress", action="store_false")
     sub.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    sub.add_argument("--log-file", metavar="FILE", help="append itemized actions and errors to FILE")
     talk = sub.add_mutually_exclusive_group()
-    talk.add_argument("-v", "--verbose", action="store_true", help="print one line per copied or failed file")
+    talk.add_argument("-v", "--verbose", action="store_true", help="print one itemized line per change")
     talk.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     sub.add_argument("--debug", action="store_true", help="show tracebacks for fatal errors")
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = _count(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
-def _verbose_printer(args) -> Optional[callable]:
-    if not args.verbose:
-        return None
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
 
-    def show(result: Result) -> None:
-        if result.status == COPIED:
-            print(f"{result.status} {printable(result.relpath)}", file=sys.stderr)
-        elif result.status != FAILED:
-            print(f"{result.status} {printable(result.relpath)} ({result.message})", file=sys.stderr)
-    return show
+
+def itemized(result: Result) -> Optional[str]:
+    """The rsync -i style line for a change, or None for results that are not changes."""
+    if result.status in (COPIED, LINKED, DELETED, CREATED):
+        suffix = "/" if result.kind == DIR and result.status != DELETED else ""
+        code = result.message or ">f+++++++++"
+        text, _, target = code.partition(" => ")
+        return f"{text} {printable(result.relpath)}{suffix}" + (f" => {printable(target)}" if target else "")
+    if result.status == FAILED:
+        return f"error {printable(result.relpath)}: {result.message}"
+    return None
+
+
+class _Reporter:
+    """Prints (-v) and logs (--log-file) one line per change or error, as results arrive."""
+
+    def __init__(self, args) -> None:
+        self.verbose = args.verbose
+        self.log = open(args.log_file, "a", encoding="utf-8", errors="backslashreplace") if args.log_file else None
+        if self.log is not None:
+            self.log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pcopy {args.command} {args.src} {args.dst}\n")
+
+    def __call__(self, result: Result) -> None:
+        line = itemized(result)
+        if line is None:
+            return
+        if self.verbose and result.status != FAILED:
+            print(line, file=sys.stderr)
+        if self.log is not None:
+            self.log.write(line + "\n")
+
+    def close(self, report: Optional[Report], error: Optional[str] = None) -> None:
+        if self.log is None:
+            return
+        if error:
+            self.log.write(f"fatal: {error}\n")
+        if report is not None:
+            self.log.write(summary(report) + "\n")
+        self.log.close()
 
 
 def run_copy(args) -> int:
-    report = api.copytree(args.src, args.dst, jobs=args.jobs, backend=args.backend, hash=args.hash,
-                          manifest=args.manifest, progress=args.progress and not args.quiet,
-                          follow_symlinks=args.follow_symlinks, force=args.force, keep_results=False,
-                          on_result=_verbose_printer(args))
+    reporter = _Reporter(args)
+    common = dict(jobs=args.jobs, backend=args.backend, hash=args.hash, manifest=args.manifest,
+                  progress=False if args.quiet or (args.verbose and args.progress is None) else args.progress,
+                  follow_symlinks=args.follow_symlinks, force=args.force, fsync=args.fsync,
+                  hard_links=args.hard_links, keep_results=False, on_result=reporter)
+    report = None
+    try:
+        if args.command == "sync":
+            report = api.sync(args.src, args.dst, delete=args.delete, delete_excluded=args.delete_excluded,
+                              max_delete=args.max_delete, checksum=args.checksum, dry_run=args.dry_run,
+                              filters=args.filters or (), link_dest=args.link_dest, **common)
+        else:
+            report = api.copytree(args.src, args.dst, **common)
+    except PcopyError as exc:
+        reporter.close(None, str(exc))
+        raise
+    finally:
+        if report is not None:
+            reporter.close(report)
     for failure in report.failures:
         print(f"pcopy: error: {printable(failure.relpath)}: {failure.message}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"pcopy: warning: {warning}", file=sys.stderr)
     if not args.quiet:
         print(summary(report), file=sys.stderr)
     if args.json:
@@ -114,14 +220,16 @@ def run_copy(args) -> int:
     return EXIT_OK if report.ok else EXIT_PARTIAL
 
 
-COMMANDS = {"copy": run_copy}
+COMMANDS = {"copy": run_copy, "sync": run_copy}
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "copy" and args.manifest and args.hash == "none":
+    if getattr(args, "manifest", None) and args.hash == "none":
         parser.error("--manifest needs checksums; drop --hash none")
+    if getattr(args, "dry_run", False) and args.manifest:
+        parser.error("a dry run writes no manifest; drop --manifest or --dry-run")
     try:
         return COMMANDS[args.command](args)
     except Interrupted as exc:
@@ -131,12 +239,12 @@ def main(argv=None) -> int:
         print("pcopy: interrupted", file=sys.stderr)
         return Interrupted(2).exit_code
     except PcopyError as exc:
-        if args.debug:
+        if getattr(args, "debug", False):
             traceback.print_exc()
         print(f"pcopy: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
-        if args.debug:
+        if getattr(args, "debug", False):
             traceback.print_exc()
         print(f"pcopy: error: {printable(str(exc.filename or ''))}: {exc.strerror or exc}", file=sys.stderr)
         return PcopyError.exit_code

@@ -19,6 +19,7 @@ the directory being planned: memory is flat for any tree size.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import os
 import secrets
@@ -30,23 +31,29 @@ from typing import Callable, Optional
 
 from . import fsops, walk
 from .errors import Interrupted, PcopyError, describe
+from .filters import make_filter
 from .hashing import ManifestWriter
 from .model import (
+    CHECKSUM,
     COPIED,
-    COPY,
+    CREATED,
     DEFERRED,
+    DELETED,
     DIR,
     FAILED,
     FILE,
+    LINK,
+    LINKDEST,
+    LINKED,
     SKIPPED,
+    SYMLINK,
     Batch,
     Options,
     Report,
     Result,
-    Task,
     relpath_join,
 )
-from .plan import batches, plan_directory
+from .plan import DELETING, NEW_DIR, batches, plan_directory
 from .pool import BoundedPool, make_backend
 from .progress import Counters
 
@@ -77,6 +84,12 @@ class Consumer:
                 nbytes += result.size
             elif status == SKIPPED:
                 report.skipped += 1
+            elif status == LINKED:
+                report.linked += 1
+            elif status == DELETED:
+                report.deleted += 1
+            elif status == CREATED:
+                report.dirs += 1
             else:
                 report.failed += 1
                 report.failures.append(result)
@@ -122,10 +135,10 @@ class SignalGuard:
             raise Interrupted(self.signum)
 
 
-def preflight(src: str, dst: str) -> bool:
+def preflight(src: str, dst: str, options: Options) -> bool:
     """Refuse impossible runs before touching anything; create DST.
 
-    Returns True when DST was created by this call (so it starts empty).
+    Returns True when DST did not exist (so it starts empty).
     """
     try:
         src_stat = os.stat(src)
@@ -138,10 +151,17 @@ def preflight(src: str, dst: str) -> bool:
         raise PcopyError(f"{dst}: source and destination are the same directory")
     if real_dst.startswith(real_src.rstrip(os.sep) + os.sep):
         raise PcopyError(f"{dst}: destination is inside the source")
+    if options.delete and real_src.startswith(real_dst.rstrip(os.sep) + os.sep):
+        raise PcopyError(f"{src}: source is inside the destination; --delete would remove it")
+    for root in options.link_dest:
+        if not os.path.isdir(root):
+            raise PcopyError(f"{root}: --link-dest directory does not exist")
     if os.path.lexists(dst):
         if not os.path.isdir(dst):
             raise PcopyError(f"{dst}: destination exists and is not a directory")
         return False
+    if options.dry_run:
+        return True
     try:
         os.makedirs(dst, 0o700)
     except OSError as exc:
@@ -149,66 +169,125 @@ def preflight(src: str, dst: str) -> bool:
     return True
 
 
-def _dst_entries(options: Options, reldir: str) -> dict:
-    """What DST already holds in one directory (empty when it does not exist)."""
+def _entries_at(root: str, reldir: str, keep: Optional[Callable] = None) -> dict:
+    """What a tree (DST or a --link-dest) holds in one directory; {} when it does not exist."""
     try:
-        fd = fsops.open_dir_beneath(options.dst, reldir)
+        fd = fsops.open_dir_beneath(root, reldir)
     except OSError:
         return {}  # missing, or not a directory: the workers report the latter
     try:
-        return {e.name: e for e in walk.scan_dir(fd)}
+        entries = walk.scan_dir(fd)
     except OSError:
         return {}
     finally:
         os.close(fd)
+    if keep is not None:
+        entries = [e for e in entries if keep(relpath_join(reldir, e.name), e.kind == DIR)]
+    return {e.name: e for e in entries}
 
 
 class Run:
-    """One copy: walks, plans, feeds the pool and records every result."""
+    """One copy or sync: walks, plans, feeds the pool, then links, deletes, sets directory times."""
 
-    def __init__(self, options: Options, consumer: Consumer, dst_is_new: bool, check: Callable) -> None:
+    def __init__(self, options: Options, consumer: Consumer, dst_is_new: bool, check: Callable,
+                 keep: Optional[Callable] = None) -> None:
         self.options = options
         self.consumer = consumer
         self.check = check
-        self.dirs: list = []  # (reldir, mode, atime_ns, mtime_ns), parents before children
-        self._fresh = {""} if dst_is_new else set()  # DST dirs created by us: known empty
+        self.keep = keep  # the source-side filter
+        self.dst_keep = None if options.delete_excluded else keep  # excluded DST entries are invisible
+        self.dirs: list = []  # reldirs entered, parents before children: metadata is set at the end
+        self.hardlinks: list = []  # (reldir, Task) to link once every first name is copied
+        self.deletions: list = []  # (relpath, kind), children before their parents
+        self._fresh = {""} if dst_is_new else set()  # DST dirs that are known to be empty
+        self._first_names: dict = {}  # (dev, ino) -> relpath of its first name (-H)
+        self._needs_stat = options.hard_links or bool(options.link_dest)
 
     def produce(self):
         """Yield batches for the pool; hand no-I/O results straight to the consumer."""
         options, consumer = self.options, self.consumer
-        needs_stat = self._fresh.__contains__
-        for listing in walk.walk(options.src, options.follow_symlinks, lambda d: not needs_stat(d)):
+        fresh = self._fresh
+        stat_files = (lambda d: True) if self._needs_stat else (lambda d: d not in fresh)
+        for listing in walk.walk(options.src, options.follow_symlinks, stat_files, self.keep):
             self.check()
             reldir = listing.reldir
+            self.dirs.append(reldir)
             if listing.error is not None:
                 consumer.add(Result(reldir or ".", FAILED, DIR, 0, None,
                                     f"cannot read directory: {describe(listing.error)}"))
                 continue
-            if reldir in self._fresh:
-                self._fresh.discard(reldir)
+            if reldir in fresh:
+                fresh.discard(reldir)
                 existing = {}
             else:
-                existing = _dst_entries(options, reldir)
-            plan = plan_directory(reldir, listing.entries, existing, options)
+                existing = _entries_at(options.dst, reldir, self.dst_keep)
+            link_dest = tuple((root, _entries_at(root, reldir)) for root in options.link_dest)
+            plan = plan_directory(reldir, listing.entries, existing, options, link_dest,
+                                  self._hardlink_names(reldir, listing.entries))
             consumer.counters.discovered(len(plan.tasks) + len(plan.results),
                                          sum(t.size for t in plan.tasks if t.size > 0))
             if plan.results:
                 consumer.add_many(plan.results)
-            for entry in plan.subdirs:
-                self._make_dir(relpath_join(reldir, entry.name), entry)
-            yield from batches(reldir, plan.tasks, options.batch_files, options.batch_bytes)
+            for name in plan.replace:
+                self._remove_for_replacement(relpath_join(reldir, name))
+            for entry, why in plan.subdirs:
+                self._make_dir(relpath_join(reldir, entry.name), why)
+            for entry in plan.deletions:
+                self._plan_deletion(relpath_join(reldir, entry.name), entry)
+            self.hardlinks.extend((reldir, task) for task in plan.hardlinks)
+            tasks = plan.tasks
+            if options.dry_run:  # report what would be done; only content checks need workers
+                consumer.add_many([Result(relpath_join(reldir, t.name), COPIED if t.action != LINKDEST else LINKED,
+                                          SYMLINK if t.action == LINK else FILE, max(t.size, 0), None, t.why)
+                                   for t in tasks if t.action != CHECKSUM])
+                tasks = [t for t in tasks if t.action == CHECKSUM]
+            yield from batches(reldir, tasks, options.batch_files, options.batch_bytes)
         self.consumer.counters.walk_done = True
 
-    def _make_dir(self, reldir: str, entry) -> None:
+    def _hardlink_names(self, reldir: str, entries: list) -> dict:
+        """-H: names in this directory whose inode was already seen under another name."""
+        if not self.options.hard_links:
+            return {}
+        names = {}
+        for e in entries:
+            if e.kind == FILE and e.nlink > 1:
+                first = self._first_names.setdefault((e.dev, e.ino), relpath_join(reldir, e.name))
+                if first != relpath_join(reldir, e.name):
+                    names[e.name] = first
+        return names
+
+    def _remove_for_replacement(self, relpath: str) -> None:
+        if self.options.dry_run:
+            self.consumer.add(Result(relpath, DELETED, FILE, 0, None, DELETING))
+            return
+        try:
+            fsops.remove_tree_beneath(self.options.dst, relpath)
+        except OSError as exc:
+            self.consumer.add(Result(relpath, FAILED, FILE, 0, None, f"cannot replace: {describe(exc)}"))
+
+    def _make_dir(self, reldir: str, why: str) -> None:
+        if self.options.dry_run:
+            if why:
+                self._fresh.add(reldir)
+                self.consumer.add(Result(reldir, CREATED, DIR, 0, None, why))
+            return
         try:
             if fsops.make_dir_beneath(self.options.dst, reldir):
                 self._fresh.add(reldir)
+                self.consumer.add(Result(reldir, CREATED, DIR, 0, None, NEW_DIR))
         except OSError as exc:
-            self.consumer.add(Result(reldir, FAILED, DIR, 0, None,
-                                     f"cannot create directory: {describe(exc)}"))
-            return
-        self.consumer.report.dirs += 1
-        self.dirs.append((reldir, entry.mode, entry.atime_ns, entry.mtime_ns))
+            self.consumer.add(Result(reldir, FAILED, DIR, 0, None, f"cannot create directory: {describe(exc)}"))
+
+    def _plan_deletion(self, relpath: str, entry) -> None:
+        """Queue an extraneous DST entry (a directory with everything below it) for deletion."""
+        found = [(relpath, entry.kind)]
+        if entry.kind == DIR:
+            keep = self.dst_keep
+            sub_keep = None if keep is None else (lambda p, d: keep(relpath_join(relpath, p), d))
+            for listing in walk.walk(os.path.join(self.options.dst, relpath), keep=sub_keep):
+                found.extend((relpath_join(relpath, relpath_join(listing.reldir, e.name)), e.kind)
+                             for e in listing.entries)
+        self.deletions.extend(reversed(found))
 
     def consume(self, batch, results, exc, resubmit: Callable) -> None:
         if exc is not None:
@@ -217,20 +296,57 @@ class Run:
                                          f"worker failed: {describe(exc)}"))
             return
         if any(r.status == DEFERRED for r in results):
+            by_name = {t.name: t for t in batch.tasks}
             for result in results:
                 if result.status == DEFERRED:
                     name = result.relpath[len(batch.reldir) + 1:] if batch.reldir else result.relpath
-                    resubmit(Batch(batch.reldir, (Task(COPY, name, result.size),)))
+                    task = by_name[name]
+                    resubmit(Batch(batch.reldir, (task._replace(size=result.size),)))
             results = [r for r in results if r.status != DEFERRED]
         self.consumer.add_many(results)
 
-    def finish_dirs(self, root_stat: os.stat_result) -> None:
-        """Set directory modes and times after their contents, deepest first."""
-        todo = reversed(self.dirs)
-        root = [("", root_stat.st_mode, root_stat.st_atime_ns, root_stat.st_mtime_ns)]
-        for reldir, mode, atime_ns, mtime_ns in [*todo, *root]:
+    def link_hardlinks(self) -> None:
+        """-H: every first name is in place now, so the other names can be linked to it."""
+        for reldir, task in self.hardlinks:
+            self.check()
+            if self.options.dry_run:
+                self.consumer.add(Result(relpath_join(reldir, task.name), LINKED, FILE, 0, None,
+                                         f"{task.why} => {task.source}"))
+            else:
+                self.consumer.add(fsops.make_hardlink(self.options, task, reldir))
+
+    def delete_extraneous(self) -> Optional[str]:
+        """--delete, after the copies: returns a fatal message instead of deleting too much."""
+        options, report = self.options, self.consumer.report
+        if not self.deletions:
+            return None
+        if options.max_delete is not None and len(self.deletions) > options.max_delete:
+            return (f"{options.dst}: refusing to delete {len(self.deletions)} entries "
+                    f"(more than --max-delete {options.max_delete}); nothing was deleted")
+        if report.failed and not options.dry_run:
+            report.warnings.append(f"{report.failed} failures: deletions skipped so nothing more is lost")
+            return None
+        for relpath, kind in self.deletions:
+            self.check()
+            if not options.dry_run:
+                try:
+                    fsops.remove_beneath(options.dst, relpath, kind == DIR)
+                except OSError as exc:
+                    if kind == DIR and exc.errno == errno.ENOTEMPTY:
+                        report.warnings.append(f"{relpath}: not deleted: it holds excluded files")
+                    else:
+                        self.consumer.add(Result(relpath, FAILED, kind, 0, None, f"cannot delete: {describe(exc)}"))
+                    continue
+            self.consumer.add(Result(relpath, DELETED, kind, 0, None, DELETING))
+        return None
+
+    def finish_dirs(self) -> None:
+        """Give DST directories their source's mode, owner and times, deepest first (after their contents)."""
+        options = self.options
+        for reldir in reversed(self.dirs):
             try:
-                fsops.set_dir_metadata(self.options.dst, reldir, mode, atime_ns, mtime_ns)
+                st = os.stat(os.path.join(options.src, reldir) if reldir else options.src)
+                fsops.set_dir_metadata(options.dst, reldir, st, options.owner)
             except OSError as exc:
                 self.consumer.add(Result(reldir or ".", FAILED, DIR, 0, None,
                                          f"cannot set directory metadata: {describe(exc)}"))
@@ -247,18 +363,19 @@ def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "p
               counters: Optional[Counters] = None, manifest_path: Optional[str] = None,
               keep_results: bool = False, on_result: Optional[Callable] = None,
               stop_event: Optional[threading.Event] = None) -> Report:
-    """Copy options.src into options.dst; see the module docstring for the flow."""
+    """Copy or sync options.src into options.dst; see the module docstring for the flow."""
     started = time.monotonic()
     jobs = jobs or default_jobs()
     counters = counters if counters is not None else Counters()
-    dst_is_new = preflight(options.src, options.dst)
+    keep = make_filter(options.filters)
+    dst_is_new = preflight(options.src, options.dst, options)
     options = _with_token(options)
-    root_stat = os.stat(options.src)
-    report = Report(results=[] if keep_results else None)
+    report = Report(results=[] if keep_results else None, dry_run=options.dry_run)
     manifest = ManifestWriter(manifest_path) if manifest_path else None
+    fatal = None
     with SignalGuard(stop_event) as guard:
         consumer = Consumer(report, counters, manifest, on_result)
-        run = Run(options, consumer, dst_is_new, guard.check)
+        run = Run(options, consumer, dst_is_new, guard.check, keep)
         pool = BoundedPool(make_backend(backend, jobs, fsops.worker_init), max_in_flight=jobs * 4)
         counters.start()
         try:
@@ -267,6 +384,8 @@ def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "p
                 run.consume(batch, results, exc, pool.push)
             pool.close()
             guard.check()
+            run.link_hardlinks()
+            fatal = run.delete_extraneous()
         except BaseException:
             in_flight = pool.abort(ABORT_GRACE)
             fsops.remove_temp_files(options.dst, {b.reldir for b in in_flight}, options.token)
@@ -274,10 +393,13 @@ def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "p
             if manifest is not None:
                 manifest.discard()
             raise
-        run.finish_dirs(root_stat)
+        if not options.dry_run:
+            run.finish_dirs()
         counters.close()
     if manifest is not None:
         manifest.close()
+    if fatal:
+        raise PcopyError(fatal)
     report.seconds = time.monotonic() - started
     return report
 

@@ -19,14 +19,18 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import shutil
 import signal
 import stat
 import threading
+
+import xxhash
 
 from . import errors
 from .hashing import new_hasher
 from .model import (
     CANCELLED,
+    CHECKSUM,
     COPIED,
     COPY,
     DEFERRED,
@@ -34,6 +38,8 @@ from .model import (
     FILE,
     HASH,
     LINK,
+    LINKDEST,
+    LINKED,
     SKIPPED,
     SYMLINK,
     UNKNOWN,
@@ -116,11 +122,14 @@ def make_dir_beneath(root: str, reldir: str, mode: int = 0o700) -> bool:
         os.close(fd)
 
 
-def set_dir_metadata(root: str, reldir: str, mode: int, atime_ns: int, mtime_ns: int) -> None:
+def set_dir_metadata(root: str, reldir: str, st: os.stat_result, owner: bool = False) -> None:
+    """Give DST's directory the mode, times (and, as root, owner) of the source's ``st``."""
     fd = open_dir_beneath(root, reldir)
     try:
-        os.fchmod(fd, stat.S_IMODE(mode))
-        os.utime(fd, ns=(atime_ns, mtime_ns))
+        if owner:
+            os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
     finally:
         os.close(fd)
 
@@ -166,13 +175,19 @@ class _BatchCopier:
         self.exact_create = getattr(_state, "umask_zero", False)
         self.src_flags = os.O_RDONLY | os.O_CLOEXEC | (0 if options.follow_symlinks else os.O_NOFOLLOW)
         self.tmp_prefix = f"{TMP_PREFIX}{options.token}-{os.getpid()}-"
+        self.reldir = ""
+        # Ownership (root only): files are born ours; chown only when the source's differ.
+        self.chown = options.owner
+        self.born_ids = (os.geteuid(), os.getegid())
+        if self.chown and os.fstat(dst_fd).st_mode & stat.S_ISGID:
+            self.born_ids = None  # a setgid directory decides the group: always chown
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
     def run(self, batch: Batch) -> list:
         results = []
-        reldir = batch.reldir
+        reldir = self.reldir = batch.reldir
         shared = len(batch.tasks) > 1
         for task in batch.tasks:
             relpath = task.name if not reldir else reldir + os.sep + task.name
@@ -186,15 +201,14 @@ class _BatchCopier:
         kind = SYMLINK if task.action == LINK else FILE
         try:
             if task.action == COPY:
-                for _ in range(RETRIES_ON_CHANGE + 1):
-                    try:
-                        return self.copy_file(relpath, task.name, may_defer)
-                    except _SourceChanged:
-                        continue
-                return Result(relpath, FAILED, kind, 0, None, "source changed while being copied (tried 3 times)")
+                return self.copy_file_retrying(relpath, task, may_defer)
             if task.action == HASH:
                 return self.hash_existing(relpath, task.name)
-            return self.copy_symlink(relpath, task.name)
+            if task.action == CHECKSUM:
+                return self.copy_if_content_differs(relpath, task)
+            if task.action == LINKDEST:
+                return self.link_from(relpath, task)
+            return self.copy_symlink(relpath, task.name, task.why)
         except _Cancelled:
             return Result(relpath, CANCELLED, kind, 0, None, "interrupted")
         except OSError as exc:
@@ -203,7 +217,15 @@ class _BatchCopier:
                 return Result(relpath, SKIPPED, kind, 0, None, "vanished before it could be copied")
             return Result(relpath, FAILED, kind, 0, None, f"{side}: {errors.describe(exc)}")
 
-    def copy_file(self, relpath: str, name: str, may_defer: bool = False) -> Result:
+    def copy_file_retrying(self, relpath: str, task, may_defer: bool = False) -> Result:
+        for _ in range(RETRIES_ON_CHANGE + 1):
+            try:
+                return self.copy_file(relpath, task.name, may_defer, task.why)
+            except _SourceChanged:
+                continue
+        return Result(relpath, FAILED, FILE, 0, None, "source changed while being copied (tried 3 times)")
+
+    def copy_file(self, relpath: str, name: str, may_defer: bool = False, why: str = "") -> Result:
         fd = os.open(name, self.src_flags, dir_fd=self.src_fd)
         try:
             before = os.fstat(fd)
@@ -226,6 +248,9 @@ class _BatchCopier:
                 if after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
                     raise _SourceChanged
                 try:
+                    if self.chown and (before.st_uid, before.st_gid) != self.born_ids:
+                        os.fchown(out, before.st_uid, before.st_gid)
+                        born_right = False  # chown may clear mode bits: set them after
                     if not born_right:
                         os.fchmod(out, mode)
                     os.utime(out, ns=(before.st_atime_ns, before.st_mtime_ns))
@@ -243,11 +268,48 @@ class _BatchCopier:
             except OSError as exc:
                 _unlink_quietly(tmp, self.dst_fd)
                 raise _dst_error(exc) from None
-            return Result(relpath, COPIED, FILE, before.st_size, digest)
+            return Result(relpath, COPIED, FILE, before.st_size, digest, why or None)
         finally:
             os.close(fd)
 
-    def copy_symlink(self, relpath: str, name: str) -> Result:
+    def copy_if_content_differs(self, relpath: str, task) -> Result:
+        """--checksum with equal sizes: compare xxh128 of both sides; copy only if they differ."""
+        src_digest = _digest_at(self.src_fd, task.name, self.src_flags, self.stop)
+        try:
+            dst_digest = _digest_at(self.dst_fd, task.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, self.stop)
+        except OSError as exc:
+            raise _dst_error(exc) from None
+        if src_digest != dst_digest:
+            if self.options.dry_run:
+                return Result(relpath, COPIED, FILE, task.size, None, task.why)
+            return self.copy_file_retrying(relpath, task)
+        st = os.stat(task.name, dir_fd=self.src_fd, follow_symlinks=self.options.follow_symlinks)
+        if not self.options.dry_run:
+            try:
+                os.chmod(task.name, stat.S_IMODE(st.st_mode), dir_fd=self.dst_fd, follow_symlinks=False)
+                os.utime(task.name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=self.dst_fd, follow_symlinks=False)
+            except OSError as exc:
+                raise _dst_error(exc) from None
+        return Result(relpath, SKIPPED, FILE, st.st_size, src_digest, "same content")
+
+    def link_from(self, relpath: str, task) -> Result:
+        """--link-dest: hard-link the identical file of an earlier snapshot instead of copying."""
+        try:
+            old_fd = open_dir_beneath(task.source, self.reldir)
+        except OSError:
+            return self.copy_file_retrying(relpath, task)  # the old snapshot moved: just copy
+        try:
+            link_beneath_fds(old_fd, task.name, self.dst_fd, task.name, self.tmp_prefix + str(next(_counter)))
+        except FileNotFoundError:
+            return self.copy_file_retrying(relpath, task)
+        finally:
+            os.close(old_fd)
+        digest = None
+        if self.factory is not None and self.options.manifest:
+            digest = _digest_at(self.dst_fd, task.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, self.stop)
+        return Result(relpath, LINKED, FILE, task.size, digest, f"{task.why} => {task.source}")
+
+    def copy_symlink(self, relpath: str, name: str, why: str = "") -> Result:
         src_fd, dst_fd = self.src_fd, self.dst_fd
         target = os.readlink(name, dir_fd=src_fd)
         st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
@@ -257,12 +319,14 @@ class _BatchCopier:
         except OSError as exc:
             raise _dst_error(exc) from None
         try:
+            if self.chown and (st.st_uid, st.st_gid) != self.born_ids:
+                os.chown(tmp, st.st_uid, st.st_gid, dir_fd=dst_fd, follow_symlinks=False)
             os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_fd, follow_symlinks=False)
             os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
         except OSError as exc:
             _unlink_quietly(tmp, dst_fd)
             raise _dst_error(exc) from None
-        return Result(relpath, COPIED, SYMLINK, len(os.fsencode(target)), None)
+        return Result(relpath, COPIED, SYMLINK, len(os.fsencode(target)), None, why or None)
 
     def hash_existing(self, relpath: str, name: str) -> Result:
         """Hash a file that is already up to date at DST, for the manifest."""
@@ -355,6 +419,91 @@ def _kernel_copy(fd: int, out: int, size: int, stop) -> None:
                 continue
             raise _dst_error(exc) from None
     raise _FastCopyUnavailable
+
+
+def _digest_at(dir_fd: int, name: str, flags: int, stop) -> str:
+    fd = os.open(name, flags, dir_fd=dir_fd)
+    try:
+        hasher = xxhash.xxh3_128()
+        while True:
+            if stop is not None and stop.is_set():
+                raise _Cancelled
+            data = os.read(fd, CHUNK)
+            if not data:
+                return hasher.hexdigest()
+            hasher.update(data)
+    finally:
+        os.close(fd)
+
+
+def link_beneath_fds(from_fd: int, from_name: str, to_fd: int, to_name: str, tmp: str) -> None:
+    """Hard-link from_fd/from_name as to_fd/to_name, atomically replacing what is there."""
+    os.link(from_name, tmp, src_dir_fd=from_fd, dst_dir_fd=to_fd, follow_symlinks=False)
+    try:
+        os.rename(tmp, to_name, src_dir_fd=to_fd, dst_dir_fd=to_fd)
+    except OSError as exc:
+        _unlink_quietly(tmp, to_fd)
+        raise _dst_error(exc) from None
+
+
+def make_hardlink(options: Options, task, reldir: str) -> Result:
+    """-H: give DST reldir/name the inode of DST task.source (the first name), unless it already has it."""
+    relpath = relpath_join(reldir, task.name)
+    parent, _, first = task.source.rpartition(os.sep)
+    try:
+        from_fd = open_dir_beneath(options.dst, parent)
+        try:
+            to_fd = open_dir_beneath(options.dst, reldir)
+            try:
+                want = os.stat(first, dir_fd=from_fd, follow_symlinks=False)
+                try:
+                    have = os.stat(task.name, dir_fd=to_fd, follow_symlinks=False)
+                    if (have.st_dev, have.st_ino) == (want.st_dev, want.st_ino):
+                        return Result(relpath, SKIPPED, FILE, 0, None, "hard link already in place")
+                except FileNotFoundError:
+                    pass
+                link_beneath_fds(from_fd, first, to_fd, task.name, temp_name(options.token))
+                digest = None
+                if options.manifest and options.hash != "none":
+                    digest = _digest_at(to_fd, task.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, None)
+            finally:
+                os.close(to_fd)
+        finally:
+            os.close(from_fd)
+    except OSError as exc:
+        return Result(relpath, FAILED, FILE, 0, None, f"hard link to {task.source}: {errors.describe(exc)}")
+    return Result(relpath, LINKED, FILE, 0, digest, f"{task.why} => {task.source}")
+
+
+def temp_name(token: str) -> str:
+    return f"{TMP_PREFIX}{token}-{os.getpid()}-{next(_counter)}"
+
+
+def remove_beneath(root: str, relpath: str, is_dir: bool) -> None:
+    """Delete one entry of DST (a directory must be empty), never through a symlink."""
+    parent, _, name = relpath.rpartition(os.sep)
+    fd = open_dir_beneath(root, parent)
+    try:
+        if is_dir:
+            os.rmdir(name, dir_fd=fd)
+        else:
+            os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def remove_tree_beneath(root: str, relpath: str) -> None:
+    """Delete a DST entry of any kind, a directory with all it holds (symlinks are not followed)."""
+    parent, _, name = relpath.rpartition(os.sep)
+    fd = open_dir_beneath(root, parent)
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(name, dir_fd=fd)  # fd-based: immune to symlink races on Linux
+        else:
+            os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _unlink_quietly(name: str, dir_fd: int) -> None:

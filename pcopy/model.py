@@ -21,6 +21,9 @@ SPECIAL = "special"  # FIFO, socket, device: never opened
 COPY = "copy"  # copy a regular file (hash while writing)
 LINK = "symlink"  # recreate a symbolic link
 HASH = "hash"  # only hash the file already at DST (skipped, but in the manifest)
+CHECKSUM = "checksum"  # same size at DST: compare contents, copy only if they differ
+LINKDEST = "linkdest"  # unchanged in a --link-dest directory: hard-link it from there
+HARDLINK = "hardlink"  # another name of an inode already copied in this run
 
 # Result statuses
 COPIED = "copied"
@@ -28,6 +31,9 @@ SKIPPED = "skipped"
 FAILED = "failed"
 CANCELLED = "cancelled"
 DEFERRED = "deferred"  # a big file found inside a batch: the engine resubmits it alone
+LINKED = "linked"  # hard link created (--link-dest or -H)
+CREATED = "created"  # directory created
+DELETED = "deleted"  # removed from DST by --delete
 
 UNKNOWN = -1  # size of an entry the walker did not stat
 
@@ -44,14 +50,24 @@ class Entry(NamedTuple):
     mtime_ns: int
     atime_ns: int
     mode: int
+    ino: int = 0
+    dev: int = 0
+    nlink: int = 1
 
 
 class Task(NamedTuple):
-    """One unit of work on one name inside a batch's directory."""
+    """One unit of work on one name inside a batch's directory.
+
+    ``why`` is the rsync-style itemized change (``>f.st......``) shown by -v
+    and dry runs; ``source`` is where a hard link comes from (LINKDEST: the
+    --link-dest root; HARDLINK: the relative path of the first name).
+    """
 
     action: str
     name: str
     size: int
+    why: str = ""
+    source: Optional[str] = None
 
 
 class Batch(NamedTuple):
@@ -86,6 +102,17 @@ class Options:
     token: str = "0"  # names this run's temporary files
     batch_files: int = 256
     batch_bytes: int = 16 << 20
+    # sync
+    delete: bool = False
+    delete_excluded: bool = False
+    max_delete: Optional[int] = None
+    checksum: bool = False  # decide "changed" by content instead of size + mtime
+    dry_run: bool = False
+    hard_links: bool = False
+    link_dest: tuple = ()  # absolute paths
+    owner: bool = False  # preserve uid/gid (numeric); set when running as root
+    replace: bool = False  # replace a DST entry of another kind (sync) instead of failing (copy)
+    filters: tuple = ()  # gitignore-style lines, in order ("!pat" re-includes)
 
 
 def relpath_join(reldir: str, name: str) -> str:
@@ -99,10 +126,14 @@ class Report:
     copied: int = 0
     skipped: int = 0
     failed: int = 0
+    linked: int = 0
+    deleted: int = 0
     bytes_copied: int = 0
     dirs: int = 0
     seconds: float = 0.0
+    dry_run: bool = False
     failures: list = dataclasses.field(default_factory=list)
+    warnings: list = dataclasses.field(default_factory=list)
     results: Optional[list] = None  # every Result, when the caller asked for them
 
     @property
@@ -115,11 +146,15 @@ class Report:
             "copied": self.copied,
             "skipped": self.skipped,
             "failed": self.failed,
+            "linked": self.linked,
+            "deleted": self.deleted,
             "bytes_copied": self.bytes_copied,
             "directories": self.dirs,
             "seconds": round(self.seconds, 6),
             "bytes_per_second": round(rate, 1),
+            "dry_run": self.dry_run,
             "failures": [{"path": r.relpath, "error": r.message} for r in self.failures],
+            "warnings": list(self.warnings),
         }
         if self.results is not None:
             data["results"] = [r._asdict() for r in self.results]

@@ -1,6 +1,10 @@
 """Pure decisions: what to do with each source entry, given what DST holds.
 
 Nothing here touches the disk, so every rule is testable with plain values.
+Each decision carries an rsync-style itemized change string (``YXcstpoguax``,
+as ``rsync -i`` prints it) saying what will change and why: ``>f+++++++++``
+a new file, ``>f.st......`` a file whose size and time differ, ``cd+++++++++``
+a new directory, ``hf`` a hard link, ``*deleting`` a deletion.
 """
 
 from __future__ import annotations
@@ -9,12 +13,15 @@ import stat
 from typing import Iterator, NamedTuple, Optional
 
 from .model import (
+    CHECKSUM,
     COPY,
     DIR,
     FAILED,
     FILE,
+    HARDLINK,
     HASH,
     LINK,
+    LINKDEST,
     SKIPPED,
     SPECIAL,
     Batch,
@@ -25,11 +32,17 @@ from .model import (
     relpath_join,
 )
 
+NEW_DIR = "cd+++++++++"
+DELETING = "*deleting  "
+
 
 class DirPlan(NamedTuple):
     tasks: list  # Task, for the workers
     results: list  # Result decided without any I/O (skips, conflicts)
-    subdirs: list  # Entry of each directory to create below this one
+    subdirs: list  # (Entry, why): each directory to create or enter below this one
+    replace: list  # names whose DST entry is of another kind and must go first (sync)
+    deletions: list  # DST Entries with no source counterpart (only with --delete)
+    hardlinks: list  # Task(HARDLINK): names to link once their first name is copied
 
 
 def is_unchanged(src: Entry, dst: Optional[Entry]) -> bool:
@@ -42,6 +55,22 @@ def is_unchanged(src: Entry, dst: Optional[Entry]) -> bool:
     )
 
 
+def itemize(src: Entry, dst: Optional[Entry], checksum_differs: bool = False) -> str:
+    """rsync's ``-i`` code for a file or symlink update."""
+    kind = "L" if src.kind != FILE else "f"
+    update = ">" if src.kind == FILE else "c"
+    if dst is None or dst.kind != src.kind:
+        return f"{update}{kind}+++++++++"
+    return "".join((
+        update, kind,
+        "c" if checksum_differs else ".",
+        "s" if dst.size != src.size else ".",
+        "t" if dst.mtime_ns != src.mtime_ns else ".",
+        "p" if stat.S_IMODE(dst.mode) != stat.S_IMODE(src.mode) else ".",
+        ".....",
+    ))
+
+
 def special_reason(mode: int) -> str:
     if stat.S_ISFIFO(mode):
         return "special file not copied: FIFO"
@@ -52,31 +81,63 @@ def special_reason(mode: int) -> str:
     return "special file not copied"
 
 
-def plan_directory(reldir: str, src_entries: list, dst_entries: dict, options: Options) -> DirPlan:
-    """Decide the fate of every entry of one source directory."""
-    tasks, results, subdirs = [], [], []
+def _same_for_link_dest(src: Entry, old: Optional[Entry]) -> bool:
+    return (old is not None and old.kind == FILE and old.size == src.size
+            and old.mtime_ns == src.mtime_ns and stat.S_IMODE(old.mode) == stat.S_IMODE(src.mode))
+
+
+def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], options: Options,
+                   link_dest: tuple = (), first_names: Optional[dict] = None) -> DirPlan:
+    """Decide the fate of every entry of one source directory.
+
+    ``dst_entries``: name → Entry already in DST (filtered like the source).
+    ``link_dest``: (root, {name: Entry}) for each --link-dest directory.
+    ``first_names``: name → relpath of the first-seen name of the same inode (-H).
+    """
+    tasks, results, subdirs, replace, hardlinks = [], [], [], [], []
+    dst_entries = dst_entries or {}
+    first_names = first_names or {}
     for src in src_entries:
-        dst = dst_entries.get(src.name) if dst_entries else None
+        dst = dst_entries.get(src.name)
         relpath = relpath_join(reldir, src.name)
-        if src.kind == DIR:
-            if dst is not None and dst.kind != DIR:
-                results.append(Result(relpath, FAILED, DIR, 0, None,
-                                      f"cannot overwrite non-directory ({dst.kind}) with directory"))
-            else:
-                subdirs.append(src)
-        elif src.kind == SPECIAL:
+        if src.kind == SPECIAL:
             results.append(Result(relpath, SKIPPED, SPECIAL, 0, None, special_reason(src.mode)))
-        elif dst is not None and dst.kind == DIR:
-            results.append(Result(relpath, FAILED, src.kind, 0, None,
-                                  f"cannot overwrite directory with non-directory ({src.kind})"))
-        elif not options.force and is_unchanged(src, dst):
+            continue
+        if dst is not None and (dst.kind == DIR) != (src.kind == DIR):
+            if not options.replace:
+                what = "non-directory with directory" if src.kind == DIR else "directory with non-directory"
+                results.append(Result(relpath, FAILED, src.kind, 0, None,
+                                      f"cannot overwrite {what} (use sync to replace it)"))
+                continue
+            replace.append(src.name)
+            dst = None
+        if src.kind == DIR:
+            subdirs.append((src, NEW_DIR if dst is None else ""))
+            continue
+        if src.name in first_names:
+            hardlinks.append(Task(HARDLINK, src.name, src.size, "hf+++++++++", first_names[src.name]))
+            continue
+        if not options.force and is_unchanged(src, dst) and not (options.checksum and src.kind == FILE):
             if options.manifest and src.kind == FILE:
                 tasks.append(Task(HASH, src.name, src.size))
             else:
                 results.append(Result(relpath, SKIPPED, src.kind, src.size, None, "unchanged"))
-        else:
-            tasks.append(Task(COPY if src.kind == FILE else LINK, src.name, src.size))
-    return DirPlan(tasks, results, subdirs)
+            continue
+        if (options.checksum and not options.force and src.kind == FILE and dst is not None
+                and dst.kind == FILE and dst.size == src.size):
+            tasks.append(Task(CHECKSUM, src.name, src.size, itemize(src, dst, checksum_differs=True)))
+            continue
+        if src.kind == FILE:
+            old_root = next((root for root, old in link_dest if _same_for_link_dest(src, old.get(src.name))), None)
+            if old_root is not None:
+                tasks.append(Task(LINKDEST, src.name, src.size, "hf+++++++++", old_root))
+                continue
+        tasks.append(Task(COPY if src.kind == FILE else LINK, src.name, src.size, itemize(src, dst)))
+    deletions = []
+    if options.delete and dst_entries:
+        src_names = {e.name for e in src_entries}
+        deletions = [d for name, d in dst_entries.items() if name not in src_names]
+    return DirPlan(tasks, results, subdirs, replace, deletions, hardlinks)
 
 
 def batches(reldir: str, tasks: list, max_files: int, max_bytes: int) -> Iterator[Batch]:
@@ -91,4 +152,3 @@ def batches(reldir: str, tasks: list, max_files: int, max_bytes: int) -> Iterato
         group_bytes += size
     if group:
         yield Batch(reldir, tuple(group))
-

@@ -33,7 +33,8 @@ def kind_of(mode: int) -> str:
 
 
 def entry_from_stat(name: str, st: os.stat_result) -> Entry:
-    return Entry(name, kind_of(st.st_mode), st.st_size, st.st_mtime_ns, st.st_atime_ns, st.st_mode)
+    return Entry(name, kind_of(st.st_mode), st.st_size, st.st_mtime_ns, st.st_atime_ns, st.st_mode,
+                 st.st_ino, st.st_dev, st.st_nlink)
 
 
 def scan_dir(path, follow_symlinks: bool = False, stat_files: bool = True) -> list:
@@ -52,10 +53,10 @@ def scan_dir(path, follow_symlinks: bool = False, stat_files: bool = True) -> li
             if not stat_files:
                 try:
                     if de.is_file(follow_symlinks=follow_symlinks):
-                        append(Entry(de.name, FILE, UNKNOWN, 0, 0, 0))
+                        append(Entry(de.name, FILE, UNKNOWN, 0, 0, 0, de.inode()))
                         continue
                     if not follow_symlinks and de.is_symlink():
-                        append(Entry(de.name, SYMLINK, UNKNOWN, 0, 0, 0))
+                        append(Entry(de.name, SYMLINK, UNKNOWN, 0, 0, 0, de.inode()))
                         continue
                 except OSError:
                     pass  # fall through to a full stat, which reports properly
@@ -68,17 +69,21 @@ def scan_dir(path, follow_symlinks: bool = False, stat_files: bool = True) -> li
                     continue  # vanished between readdir and stat
             mode = st.st_mode
             kind = FILE if S_ISREG(mode) else kind_of(mode)
-            append(Entry(de.name, kind, st.st_size, st.st_mtime_ns, st.st_atime_ns, mode))
+            append(Entry(de.name, kind, st.st_size, st.st_mtime_ns, st.st_atime_ns, mode,
+                         st.st_ino, st.st_dev, st.st_nlink))
     entries.sort()
     return entries
 
 
 def walk(root: str, follow_symlinks: bool = False,
-         stat_files: Callable[[str], bool] = lambda reldir: True) -> Iterator[Listing]:
+         stat_files: Callable[[str], bool] = lambda reldir: True,
+         keep: Optional[Callable[[str, bool], bool]] = None) -> Iterator[Listing]:
     """Yield a Listing for ``root`` and each directory below it, parents first.
 
     ``stat_files(reldir)`` says whether the files of a directory need a stat
     (see ``scan_dir``); it is asked just before that directory is read.
+    ``keep(relpath, is_dir)`` filters entries (see ``filters``); a directory
+    it drops is not entered.
     """
     stack = [""]
     seen = set()  # (dev, ino) of directories entered, to break symlink loops
@@ -100,6 +105,8 @@ def walk(root: str, follow_symlinks: bool = False,
         except OSError as exc:
             yield Listing(reldir, [], exc)
             continue
+        if keep is not None:
+            entries = [e for e in entries if keep(relpath_join(reldir, e.name), e.kind == DIR)]
         yield Listing(reldir, entries)
         subdirs = [relpath_join(reldir, e.name) for e in entries if e.kind == DIR]
         stack.extend(reversed(subdirs))  # pop in name order
