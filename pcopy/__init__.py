@@ -3,7 +3,6 @@
 from .api import copytree, sync
 from .errors import Interrupted, PcopyError, UsageError
 from .model import Report, Result
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["copytree", "sync", "Interrupted", "PcopyError", "Report", "Result", "UsageError", "__version__"]

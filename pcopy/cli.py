@@ -14,12 +14,13 @@ import time
 import traceback
 from typing import Optional
 
-from . import __version__, api
+from . import api
 from .errors import EXIT_OK, EXIT_PARTIAL, Interrupted, PcopyError, UsageError
 from .filters import read_pattern_file
 from .hashing import ALGORITHMS
-from .model import COPIED, CREATED, DELETED, DIR, FAILED, LINKED, Report, Result
+from .model import COPIED, CREATED, DELETED, DIR, FAILED, LINKED, SKIPPED, Report, Result
 from .pool import BACKENDS
+from .version import __version__
 
 
 def printable(path: str) -> str:
@@ -158,6 +159,8 @@ def itemized(result: Result) -> Optional[str]:
         return f"{text} {printable(result.relpath)}{suffix}" + (f" => {printable(target)}" if target else "")
     if result.status == FAILED:
         return f"error {printable(result.relpath)}: {result.message}"
+    if result.status == SKIPPED and result.message and result.message.startswith("."):
+        return f"{result.message} {printable(result.relpath)}"  # attributes-only update
     return None
 
 

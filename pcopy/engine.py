@@ -34,6 +34,7 @@ from .errors import Interrupted, PcopyError, describe
 from .filters import make_filter
 from .hashing import ManifestWriter
 from .model import (
+    ATTRS,
     CHECKSUM,
     COPIED,
     CREATED,
@@ -196,7 +197,7 @@ class Run:
         self.check = check
         self.keep = keep  # the source-side filter
         self.dst_keep = None if options.delete_excluded else keep  # excluded DST entries are invisible
-        self.dirs: list = []  # reldirs entered, parents before children: metadata is set at the end
+        self.dirs: list = [""]  # DST dirs made or found, parents first: their metadata is set at the end
         self.hardlinks: list = []  # (reldir, Task) to link once every first name is copied
         self.deletions: list = []  # (relpath, kind), children before their parents
         self._fresh = {""} if dst_is_new else set()  # DST dirs that are known to be empty
@@ -211,7 +212,6 @@ class Run:
         for listing in walk.walk(options.src, options.follow_symlinks, stat_files, self.keep):
             self.check()
             reldir = listing.reldir
-            self.dirs.append(reldir)
             if listing.error is not None:
                 consumer.add(Result(reldir or ".", FAILED, DIR, 0, None,
                                     f"cannot read directory: {describe(listing.error)}"))
@@ -237,7 +237,8 @@ class Run:
             self.hardlinks.extend((reldir, task) for task in plan.hardlinks)
             tasks = plan.tasks
             if options.dry_run:  # report what would be done; only content checks need workers
-                consumer.add_many([Result(relpath_join(reldir, t.name), COPIED if t.action != LINKDEST else LINKED,
+                done_as = {LINKDEST: LINKED, ATTRS: SKIPPED}
+                consumer.add_many([Result(relpath_join(reldir, t.name), done_as.get(t.action, COPIED),
                                           SYMLINK if t.action == LINK else FILE, max(t.size, 0), None, t.why)
                                    for t in tasks if t.action != CHECKSUM])
                 tasks = [t for t in tasks if t.action == CHECKSUM]
@@ -277,6 +278,8 @@ class Run:
                 self.consumer.add(Result(reldir, CREATED, DIR, 0, None, NEW_DIR))
         except OSError as exc:
             self.consumer.add(Result(reldir, FAILED, DIR, 0, None, f"cannot create directory: {describe(exc)}"))
+            return
+        self.dirs.append(reldir)
 
     def _plan_deletion(self, relpath: str, entry) -> None:
         """Queue an extraneous DST entry (a directory with everything below it) for deletion."""

@@ -29,6 +29,7 @@ import xxhash
 from . import errors
 from .hashing import new_hasher
 from .model import (
+    ATTRS,
     CANCELLED,
     CHECKSUM,
     COPIED,
@@ -208,6 +209,8 @@ class _BatchCopier:
                 return self.copy_if_content_differs(relpath, task)
             if task.action == LINKDEST:
                 return self.link_from(relpath, task)
+            if task.action == ATTRS:
+                return self.fix_mode(relpath, task)
             return self.copy_symlink(relpath, task.name, task.why)
         except _Cancelled:
             return Result(relpath, CANCELLED, kind, 0, None, "interrupted")
@@ -291,6 +294,18 @@ class _BatchCopier:
             except OSError as exc:
                 raise _dst_error(exc) from None
         return Result(relpath, SKIPPED, FILE, st.st_size, src_digest, "same content")
+
+    def fix_mode(self, relpath: str, task) -> Result:
+        """Same content, other permissions: chmod the DST file in place (rsync's ``.f...p.....``)."""
+        st = os.stat(task.name, dir_fd=self.src_fd, follow_symlinks=self.options.follow_symlinks)
+        try:
+            os.chmod(task.name, stat.S_IMODE(st.st_mode), dir_fd=self.dst_fd, follow_symlinks=False)
+            digest = None
+            if self.factory is not None and self.options.manifest:
+                digest = _digest_at(self.dst_fd, task.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, self.stop)
+        except OSError as exc:
+            raise _dst_error(exc) from None
+        return Result(relpath, SKIPPED, FILE, st.st_size, digest, task.why)
 
     def link_from(self, relpath: str, task) -> Result:
         """--link-dest: hard-link the identical file of an earlier snapshot instead of copying."""

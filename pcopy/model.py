@@ -24,6 +24,7 @@ HASH = "hash"  # only hash the file already at DST (skipped, but in the manifest
 CHECKSUM = "checksum"  # same size at DST: compare contents, copy only if they differ
 LINKDEST = "linkdest"  # unchanged in a --link-dest directory: hard-link it from there
 HARDLINK = "hardlink"  # another name of an inode already copied in this run
+ATTRS = "attrs"  # content unchanged, only the permissions differ: chmod in place
 
 # Result statuses
 COPIED = "copied"

@@ -13,6 +13,7 @@ import stat
 from typing import Iterator, NamedTuple, Optional
 
 from .model import (
+    ATTRS,
     CHECKSUM,
     COPY,
     DIR,
@@ -118,7 +119,9 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
             hardlinks.append(Task(HARDLINK, src.name, src.size, "hf+++++++++", first_names[src.name]))
             continue
         if not options.force and is_unchanged(src, dst) and not (options.checksum and src.kind == FILE):
-            if options.manifest and src.kind == FILE:
+            if src.kind == FILE and stat.S_IMODE(src.mode) != stat.S_IMODE(dst.mode):
+                tasks.append(Task(ATTRS, src.name, src.size, ".f...p....."))
+            elif options.manifest and src.kind == FILE:
                 tasks.append(Task(HASH, src.name, src.size))
             else:
                 results.append(Result(relpath, SKIPPED, src.kind, src.size, None, "unchanged"))
