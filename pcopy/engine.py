@@ -191,8 +191,9 @@ class Run:
     """One copy or sync: walks, plans, feeds the pool, then links, deletes, sets directory times."""
 
     def __init__(self, options: Options, consumer: Consumer, dst_is_new: bool, check: Callable,
-                 keep: Optional[Callable] = None) -> None:
+                 keep: Optional[Callable] = None, targets: Optional[list] = None) -> None:
         self.options = options
+        self.targets = targets if targets is not None else [("", True)]
         self.consumer = consumer
         self.check = check
         self.keep = keep  # the source-side filter
@@ -206,10 +207,32 @@ class Run:
 
     def produce(self):
         """Yield batches for the pool; hand no-I/O results straight to the consumer."""
-        options, consumer = self.options, self.consumer
+        options = self.options
         fresh = self._fresh
         stat_files = (lambda d: True) if self._needs_stat else (lambda d: d not in fresh)
-        for listing in walk.walk(options.src, options.follow_symlinks, stat_files, self.keep):
+        for start, recursive in self.targets:
+            if start and not self._enter_target(start):
+                continue
+            yield from self._produce_from(walk.walk(options.src, options.follow_symlinks, stat_files, self.keep,
+                                                    start, recursive))
+        self.consumer.counters.walk_done = True
+
+    def _enter_target(self, start: str) -> bool:
+        """Targeted runs (watch): skip a vanished or excluded start, make its DST parents."""
+        if self.keep is not None and not self.keep(start, True):
+            return False
+        if not os.path.isdir(os.path.join(self.options.src, start)) or self.options.dry_run:
+            return os.path.isdir(os.path.join(self.options.src, start))
+        parts = start.split(os.sep)
+        for i in range(1, len(parts) + 1):
+            reldir = os.sep.join(parts[:i])
+            if reldir not in self.dirs:
+                self._make_dir(reldir, NEW_DIR)
+        return True
+
+    def _produce_from(self, listings):
+        options, consumer, fresh = self.options, self.consumer, self._fresh
+        for listing in listings:
             self.check()
             reldir = listing.reldir
             if listing.error is not None:
@@ -243,7 +266,6 @@ class Run:
                                    for t in tasks if t.action != CHECKSUM])
                 tasks = [t for t in tasks if t.action == CHECKSUM]
             yield from batches(reldir, tasks, options.batch_files, options.batch_bytes)
-        self.consumer.counters.walk_done = True
 
     def _hardlink_names(self, reldir: str, entries: list) -> dict:
         """-H: names in this directory whose inode was already seen under another name."""
@@ -365,8 +387,14 @@ def default_jobs() -> int:
 def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "process",
               counters: Optional[Counters] = None, manifest_path: Optional[str] = None,
               keep_results: bool = False, on_result: Optional[Callable] = None,
-              stop_event: Optional[threading.Event] = None) -> Report:
-    """Copy or sync options.src into options.dst; see the module docstring for the flow."""
+              stop_event: Optional[threading.Event] = None, targets: Optional[list] = None,
+              pool: Optional[BoundedPool] = None) -> Report:
+    """Copy or sync options.src into options.dst; see the module docstring for the flow.
+
+    ``targets``: [(reldir, recursive)] to re-read only those directories (watch
+    mode); default the whole tree. ``pool``: a long-lived BoundedPool to reuse
+    (the caller closes it); default a new one for this run.
+    """
     started = time.monotonic()
     jobs = jobs or default_jobs()
     counters = counters if counters is not None else Counters()
@@ -378,14 +406,17 @@ def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "p
     fatal = None
     with SignalGuard(stop_event) as guard:
         consumer = Consumer(report, counters, manifest, on_result)
-        run = Run(options, consumer, dst_is_new, guard.check, keep)
-        pool = BoundedPool(make_backend(backend, jobs, fsops.worker_init), max_in_flight=jobs * 4)
+        run = Run(options, consumer, dst_is_new, guard.check, keep, targets)
+        own_pool = pool is None
+        if own_pool:
+            pool = BoundedPool(make_backend(backend, jobs, fsops.worker_init), max_in_flight=jobs * 4)
         counters.start()
         try:
             worker = functools.partial(fsops.run_batch, options)
             for batch, results, exc in pool.map_unordered(worker, run.produce(), guard.check):
                 run.consume(batch, results, exc, pool.push)
-            pool.close()
+            if own_pool:
+                pool.close()
             guard.check()
             run.link_hardlinks()
             fatal = run.delete_extraneous()

@@ -77,15 +77,18 @@ def scan_dir(path, follow_symlinks: bool = False, stat_files: bool = True) -> li
 
 def walk(root: str, follow_symlinks: bool = False,
          stat_files: Callable[[str], bool] = lambda reldir: True,
-         keep: Optional[Callable[[str, bool], bool]] = None) -> Iterator[Listing]:
-    """Yield a Listing for ``root`` and each directory below it, parents first.
+         keep: Optional[Callable[[str, bool], bool]] = None, start: str = "",
+         recursive: bool = True) -> Iterator[Listing]:
+    """Yield a Listing for ``root/start`` and each directory below it, parents first.
 
+    With ``recursive=False`` only ``start`` itself is listed (watch mode
+    re-reads just the directories whose contents changed).
     ``stat_files(reldir)`` says whether the files of a directory need a stat
     (see ``scan_dir``); it is asked just before that directory is read.
     ``keep(relpath, is_dir)`` filters entries (see ``filters``); a directory
     it drops is not entered.
     """
-    stack = [""]
+    stack = [start]
     seen = set()  # (dev, ino) of directories entered, to break symlink loops
     while stack:
         reldir = stack.pop()
@@ -108,5 +111,6 @@ def walk(root: str, follow_symlinks: bool = False,
         if keep is not None:
             entries = [e for e in entries if keep(relpath_join(reldir, e.name), e.kind == DIR)]
         yield Listing(reldir, entries)
-        subdirs = [relpath_join(reldir, e.name) for e in entries if e.kind == DIR]
-        stack.extend(reversed(subdirs))  # pop in name order
+        if recursive:
+            subdirs = [relpath_join(reldir, e.name) for e in entries if e.kind == DIR]
+            stack.extend(reversed(subdirs))  # pop in name order
