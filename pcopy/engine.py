@@ -33,6 +33,7 @@ from . import fsops, walk
 from .errors import Interrupted, PcopyError, describe
 from .filters import make_filter
 from .hashing import ManifestWriter
+from .lister import Lister, entries_at
 from .model import (
     ATTRS,
     CHECKSUM,
@@ -170,23 +171,6 @@ def preflight(src: str, dst: str, options: Options) -> bool:
     return True
 
 
-def _entries_at(root: str, reldir: str, keep: Optional[Callable] = None) -> dict:
-    """What a tree (DST or a --link-dest) holds in one directory; {} when it does not exist."""
-    try:
-        fd = fsops.open_dir_beneath(root, reldir)
-    except OSError:
-        return {}  # missing, or not a directory: the workers report the latter
-    try:
-        entries = walk.scan_dir(fd)
-    except OSError:
-        return {}
-    finally:
-        os.close(fd)
-    if keep is not None:
-        entries = [e for e in entries if keep(relpath_join(reldir, e.name), e.kind == DIR)]
-    return {e.name: e for e in entries}
-
-
 class Run:
     """One copy or sync: walks, plans, feeds the pool, then links, deletes, sets directory times."""
 
@@ -204,6 +188,13 @@ class Run:
         self._fresh = {""} if dst_is_new else set()  # DST dirs that are known to be empty
         self._first_names: dict = {}  # (dev, ino) -> relpath of its first name (-H)
         self._needs_stat = options.hard_links or bool(options.link_dest)
+        self._in_dst = set() if dst_is_new else {""}  # SRC dirs that DST has as directories
+        self._lister: Optional[Lister] = None
+
+    def start_lister(self) -> None:
+        """A whole-tree run into an existing DST reads DST in a helper process (see lister)."""
+        if self._in_dst and self.targets == [("", True)]:
+            self._lister = Lister(self.options.dst, self.dst_keep)
 
     def produce(self):
         """Yield batches for the pool; hand no-I/O results straight to the consumer."""
@@ -216,6 +207,12 @@ class Run:
             yield from self._produce_from(walk.walk(options.src, options.follow_symlinks, stat_files, self.keep,
                                                     start, recursive))
         self.consumer.counters.walk_done = True
+        self.close()
+
+    def close(self) -> None:
+        if self._lister is not None:
+            self._lister.close()
+            self._lister = None
 
     def _enter_target(self, start: str) -> bool:
         """Targeted runs (watch): skip a vanished or excluded start, make its DST parents."""
@@ -242,9 +239,12 @@ class Run:
             if reldir in fresh:
                 fresh.discard(reldir)
                 existing = {}
+            elif reldir in self._in_dst and self._lister is not None:
+                self._in_dst.discard(reldir)
+                existing = self._lister.get(reldir)
             else:
-                existing = _entries_at(options.dst, reldir, self.dst_keep)
-            link_dest = tuple((root, _entries_at(root, reldir)) for root in options.link_dest)
+                existing = entries_at(options.dst, reldir, self.dst_keep)
+            link_dest = tuple((root, entries_at(root, reldir)) for root in options.link_dest)
             plan = plan_directory(reldir, listing.entries, existing, options, link_dest,
                                   self._hardlink_names(reldir, listing.entries))
             consumer.counters.discovered(len(plan.tasks) + len(plan.results),
@@ -255,6 +255,8 @@ class Run:
                 self._remove_for_replacement(relpath_join(reldir, name))
             for entry, why in plan.subdirs:
                 self._make_dir(relpath_join(reldir, entry.name), why)
+                if not why:
+                    self._in_dst.add(relpath_join(reldir, entry.name))
             for entry in plan.deletions:
                 self._plan_deletion(relpath_join(reldir, entry.name), entry)
             self.hardlinks.extend((reldir, task) for task in plan.hardlinks)
@@ -410,6 +412,7 @@ def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "p
         own_pool = pool is None
         if own_pool:
             pool = BoundedPool(make_backend(backend, jobs, fsops.worker_init), max_in_flight=jobs * 4)
+        run.start_lister()  # forks: before any thread of ours exists
         counters.start()
         try:
             worker = functools.partial(fsops.run_batch, options)
@@ -421,6 +424,7 @@ def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "p
             run.link_hardlinks()
             fatal = run.delete_extraneous()
         except BaseException:
+            run.close()
             in_flight = pool.abort(ABORT_GRACE)
             fsops.remove_temp_files(options.dst, {b.reldir for b in in_flight}, options.token)
             counters.close()
