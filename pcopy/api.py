@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Callable, Optional
 
-from . import engine
-from .errors import UsageError
+from . import engine, transforms
+from .errors import UsageError, describe
 from .hashing import ALGORITHMS
 from .model import Options, Report
 from .pool import BACKENDS
@@ -15,11 +16,15 @@ from .progress import make_progress
 
 def copytree(src, dst, *, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
              manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
-             keep_results: bool = True, on_result: Optional[Callable] = None) -> Report:
+             keep_results: bool = True, on_result: Optional[Callable] = None,
+             transform=None, level: Optional[int] = None) -> Report:
     """Copy the tree at ``src`` into ``dst`` in parallel, checksumming as it writes.
 
     Like ``pcopy copy``: files whose size and mtime already match at ``dst``
-    are skipped unless ``force``. Per-file failures do not raise: they are in
+    are skipped unless ``force``. ``transform`` (a built-in or plugin name,
+    ``"module:function"``, a ``pcopy.transforms.Transform`` or a top-level
+    function ``f(src, dst, relpath)``) rewrites each file as it is written;
+    ``level`` is its compression level (see ``docs/transforms.md``). Per-file failures do not raise: they are in
     ``report.failures``. Raises ``PcopyError`` when the copy cannot start and
     ``Interrupted`` on SIGINT/SIGTERM (after cleaning up).
     """
@@ -32,7 +37,24 @@ def copytree(src, dst, *, jobs: Optional[int] = None, backend: str = "process", 
     if jobs is not None and jobs < 1:
         raise UsageError("jobs must be at least 1")
     options = Options(src=os.fspath(src), dst=os.fspath(dst), hash=hash, force=force,
-                      follow_symlinks=follow_symlinks, manifest=manifest is not None)
+                      follow_symlinks=follow_symlinks, manifest=manifest is not None,
+                      **_transform_options(transform, level, backend))
     return engine.copy_tree(options, jobs=jobs, backend=backend, counters=make_progress(progress),
                             manifest_path=os.fspath(manifest) if manifest is not None else None,
                             keep_results=keep_results, on_result=on_result)
+
+
+def _transform_options(transform, level: Optional[int], backend: str) -> dict:
+    """Options fields for ``transform``, checked here so a bad one fails before any work."""
+    if transform is None:
+        if level is not None:
+            raise UsageError("level needs a transform")
+        return {}
+    transforms.resolve(transform, level)  # raises UsageError
+    if backend == "process" and not isinstance(transform, str):
+        try:
+            pickle.dumps(transform)
+        except Exception as exc:
+            raise UsageError(f"the process backend needs a transform it can pickle (a top-level function, "
+                             f"or a 'module:function' name): {describe(exc)}") from None
+    return {"transform": transform, "transform_level": level}

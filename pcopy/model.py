@@ -86,6 +86,10 @@ class Options:
     token: str = "0"  # names this run's temporary files
     batch_files: int = 256
     batch_bytes: int = 16 << 20
+    # Transforms (pcopy.transforms): a name, "module:function", a Transform or a
+    # top-level function (pickled by reference); None copies bytes unchanged.
+    transform: object = None
+    transform_level: Optional[int] = None
 
 
 def relpath_join(reldir: str, name: str) -> str:
