@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
-from . import engine, transforms
+from . import engine, mapping, transforms
 from .errors import UsageError, describe
 from .hashing import ALGORITHMS
+from .mapping import MapResult
 from .model import Options, Report
 from .pool import BACKENDS
 from .progress import make_progress
@@ -58,3 +59,18 @@ def _transform_options(transform, level: Optional[int], backend: str) -> dict:
             raise UsageError(f"the process backend needs a transform it can pickle (a top-level function, "
                              f"or a 'module:function' name): {describe(exc)}") from None
     return {"transform": transform, "transform_level": level}
+
+
+def map_files(fn, root, *, jobs: Optional[int] = None, backend: str = "process", exclude=(),
+              progress: bool = False) -> Iterator[MapResult]:
+    """Run ``fn(path)`` on every regular file under ``root`` in parallel; yield a MapResult per file.
+
+    Results come as they complete (not in tree order), with bounded memory for
+    any tree size. ``fn`` is a top-level function (pickled by reference) or a
+    ``"module:function"`` name; lambdas and local functions need
+    ``backend="thread"``. A file whose call raises gets ``MapResult.error``
+    (one line) and the run goes on. ``exclude``: gitignore-style patterns.
+    Under the process backend a result that cannot be pickled becomes an error.
+    """
+    return mapping.map_files(fn, root, jobs=jobs, backend=backend, exclude=exclude,
+                             counters=make_progress(progress))
