@@ -307,7 +307,8 @@ class _BatchCopier:
         try:
             predicted = transforms.checked_name(transform.output_name(name), name, reldir)
         except Exception as exc:
-            return Result(relpath, FAILED, FILE, 0, None, f"transform {transform.name}: output name: {errors.describe(exc)}")
+            return Result(relpath, FAILED, FILE, 0, None,
+                          f"transform {transform.name}: output name: {errors.describe(exc)}")
         if not self.options.force:
             fresh = self.transformed_output_if_fresh(relpath_join(reldir, predicted), predicted, before)
             if fresh is not None:

@@ -369,7 +369,8 @@ def test_disk_full_under_a_transform_is_a_destination_error(tmp_path, monkeypatc
 
     monkeypatch.setattr(os, "write", full)
     report = pcopy.copytree(src, dst, backend="thread", transform="transform_helpers:swallow_errors")
-    assert [(r.relpath, r.message) for r in report.failures] == [("f", "destination: no space left on device (disk full)")]
+    assert [(r.relpath, r.message) for r in report.failures] == [
+        ("f", "destination: no space left on device (disk full)")]
     assert (dst / "g").read_bytes() == b"small"
     assert temp_files(dst) == []
 
