@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Optional
+import pickle
+from typing import Callable, Iterable, Iterator, Optional
 
-from . import engine
-from .errors import UsageError
+from . import engine, mapping, transforms
+from .errors import UsageError, describe
 from .filters import read_pattern_file
 from .hashing import ALGORITHMS
+from .mapping import MapResult
 from .model import Options, Report
 from .pool import BACKENDS
 from .progress import make_progress
@@ -35,18 +37,22 @@ def _run(options: Options, *, jobs, backend, manifest, progress, keep_results, o
 def copytree(src, dst, *, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
              manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
              hard_links: bool = False, fsync: bool = False, keep_results: bool = True,
-             on_result: Optional[Callable] = None) -> Report:
+             on_result: Optional[Callable] = None, transform=None, level: Optional[int] = None) -> Report:
     """Copy the tree at ``src`` into ``dst`` in parallel, checksumming as it writes.
 
     Like ``pcopy copy``: files whose size and mtime already match at ``dst``
     are skipped unless ``force``; an entry of another kind at ``dst`` is a
-    failure (``sync`` replaces it). Per-file failures do not raise: they are in
+    failure (``sync`` replaces it). ``transform`` (a built-in or plugin name,
+    ``"module:function"``, a ``pcopy.transforms.Transform`` or a top-level
+    function ``f(src, dst, relpath)``) rewrites each file as it is written;
+    ``level`` is its compression level. Per-file failures do not raise: they are in
     ``report.failures``. Raises ``PcopyError`` when the copy cannot start and
     ``Interrupted`` on SIGINT/SIGTERM (after cleaning up).
     """
     options = Options(src=os.fspath(src), dst=os.fspath(dst), hash=hash, force=force,
                       follow_symlinks=follow_symlinks, manifest=manifest is not None, fsync=fsync,
-                      hard_links=hard_links, owner=os.geteuid() == 0)
+                      hard_links=hard_links, owner=os.geteuid() == 0,
+                      **_transform_options(transform, level, backend))
     return _run(options, jobs=jobs, backend=backend, manifest=manifest, progress=progress,
                 keep_results=keep_results, on_result=on_result)
 
@@ -66,7 +72,7 @@ def sync(src, dst, *, delete: bool = False, checksum: bool = False, dry_run: boo
          hard_links: bool = True, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
          manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
          fsync: bool = False, keep_results: bool = True, on_result: Optional[Callable] = None,
-         stop_event=None) -> Report:
+         stop_event=None, transform=None, level: Optional[int] = None) -> Report:
     """Make ``dst`` a copy of ``src`` (``pcopy sync``): copy what is new or changed, optionally delete the rest.
 
     ``link_dest`` directories (relative ones are taken relative to ``dst``,
@@ -85,6 +91,38 @@ def sync(src, dst, *, delete: bool = False, checksum: bool = False, dry_run: boo
                       manifest=manifest is not None, fsync=fsync, delete=delete or delete_excluded,
                       delete_excluded=delete_excluded, max_delete=max_delete, checksum=checksum, dry_run=dry_run,
                       hard_links=hard_links, link_dest=roots, owner=os.geteuid() == 0, replace=True,
-                      filters=filter_lines(exclude, include, exclude_from, filters))
+                      filters=filter_lines(exclude, include, exclude_from, filters),
+                      **_transform_options(transform, level, backend))
     return _run(options, jobs=jobs, backend=backend, manifest=manifest, progress=progress,
                 keep_results=keep_results, on_result=on_result, stop_event=stop_event)
+
+
+def _transform_options(transform, level: Optional[int], backend: str) -> dict:
+    """Options fields for ``transform``, checked here so a bad one fails before any work."""
+    if transform is None:
+        if level is not None:
+            raise UsageError("level needs a transform")
+        return {}
+    transforms.resolve(transform, level)  # raises UsageError
+    if backend == "process" and not isinstance(transform, str):
+        try:
+            pickle.dumps(transform)
+        except Exception as exc:
+            raise UsageError(f"the process backend needs a transform it can pickle (a top-level function, "
+                             f"or a 'module:function' name): {describe(exc)}") from None
+    return {"transform": transform, "transform_level": level}
+
+
+def map_files(fn, root, *, jobs: Optional[int] = None, backend: str = "process", exclude=(),
+              progress: bool = False) -> Iterator[MapResult]:
+    """Run ``fn(path)`` on every regular file under ``root`` in parallel; yield a MapResult per file.
+
+    Results come as they complete (not in tree order), with bounded memory for
+    any tree size. ``fn`` is a top-level function (pickled by reference) or a
+    ``"module:function"`` name; lambdas and local functions need
+    ``backend="thread"``. A file whose call raises gets ``MapResult.error``
+    (one line) and the run goes on. ``exclude``: gitignore-style patterns.
+    Under the process backend a result that cannot be pickled becomes an error.
+    """
+    return mapping.map_files(fn, root, jobs=jobs, backend=backend, exclude=exclude,
+                             counters=make_progress(progress))

@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Copy the contents of SRC into DST (created if missing). "
                                            "Files whose size and mtime match at DST are skipped.")
     _add_copy_options(copy)
+    _add_transform_options(copy)
     copy.add_argument("-H", "--hard-links", action="store_true", help="keep hard-linked files hard-linked in DST")
 
     sync = commands.add_parser("sync", help="make DST a copy of SRC (incremental, optional --delete)",
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "or content with -c), replace entries of another kind, and with "
                                            "--delete remove what SRC does not have.")
     _add_copy_options(sync)
+    _add_transform_options(sync)
     sync.add_argument("--delete", action="store_true", help="delete DST entries that are not in SRC (after copying)")
     sync.add_argument("--delete-excluded", action="store_true",
                       help="also delete excluded entries from DST (implies --delete)")
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     links.add_argument("--no-hard-links", dest="hard_links", action="store_false")
     sync.add_argument("--link-dest", action="append", default=[], metavar="DIR",
                       help="hard-link files unchanged against DIR instead of copying (repeatable; relative to DST)")
+    _add_map_command(commands)
     return parser
 
 
@@ -197,7 +200,7 @@ def run_copy(args) -> int:
     common = dict(jobs=args.jobs, backend=args.backend, hash=args.hash, manifest=args.manifest,
                   progress=False if args.quiet or (args.verbose and args.progress is None) else args.progress,
                   follow_symlinks=args.follow_symlinks, force=args.force, fsync=args.fsync,
-                  hard_links=args.hard_links, keep_results=False, on_result=reporter)
+                  hard_links=args.hard_links, keep_results=False, on_result=reporter, **_transform_kwargs(args))
     report = None
     try:
         if args.command == "sync":
@@ -223,7 +226,66 @@ def run_copy(args) -> int:
     return EXIT_OK if report.ok else EXIT_PARTIAL
 
 
-COMMANDS = {"copy": run_copy, "sync": run_copy}
+# --------------------------------------------------------------------------- transforms and map
+
+
+def _add_transform_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--transform", metavar="NAME",
+                     help="rewrite each file as it is written: gzip, gunzip, xz, unxz, zstd, unzstd, a plugin's "
+                          "name (entry points 'pcopy.transforms') or module:function (see docs/transforms.md)")
+    sub.add_argument("--level", type=int, metavar="N", help="compression level for --transform gzip/xz/zstd")
+
+
+def _transform_kwargs(args) -> dict:
+    return {"transform": args.transform, "level": args.level}
+
+
+def _add_map_command(commands) -> None:
+    sub = commands.add_parser(
+        "map", help="run module:function(path) on every file under ROOT, one JSON line per file",
+        description="Run FUNCTION (module:function, importable from PYTHONPATH) on the path of every regular "
+                    "file under ROOT in parallel. Prints one JSON line per file on stdout, as each completes: "
+                    '{"path": ..., "result": ...} or {"path": ..., "error": "..."}. Results that are not '
+                    "JSON-serialisable are printed as their repr() string. Exit 3 if any file failed.")
+    sub.add_argument("root", metavar="ROOT")
+    sub.add_argument("function", metavar="FUNCTION")
+    sub.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                     help="skip paths matching this gitignore-style pattern (repeatable)")
+    sub.add_argument("-j", "--jobs", type=_positive_int, metavar="N", help="parallel workers (default: CPU count)")
+    sub.add_argument("--backend", choices=BACKENDS, default="process", help="worker kind (default: process)")
+    bar = sub.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="show a progress bar (default: when stderr is a terminal)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    sub.add_argument("-q", "--quiet", action="store_true", help="print only errors on stderr")
+    sub.add_argument("--debug", action="store_true", help="show tracebacks for fatal errors")
+
+
+def run_map(args) -> int:
+    from . import mapping
+    from .progress import make_progress
+
+    started = time.monotonic()
+    results = mapping.map_files(args.function, args.root, jobs=args.jobs, backend=args.backend,
+                                exclude=args.exclude, counters=make_progress(args.progress and not args.quiet),
+                                json_results=True, handle_signals=True)
+    done = failed = 0
+    out = sys.stdout
+    try:
+        for result in results:
+            done += 1
+            out.write(result.to_json() + "\n")
+            if result.error is not None:
+                failed += 1
+                print(f"pcopy: error: {printable(result.path)}: {result.error}", file=sys.stderr)
+    finally:
+        out.flush()
+    if not args.quiet:
+        print(f"pcopy: map: {done} files, {failed} failed in {time.monotonic() - started:.2f} s", file=sys.stderr)
+    return EXIT_OK if failed == 0 else EXIT_PARTIAL
+
+
+COMMANDS = {"copy": run_copy, "sync": run_copy, "map": run_map}
 
 
 def main(argv=None) -> int:

@@ -26,7 +26,7 @@ import threading
 
 import xxhash
 
-from . import errors
+from . import errors, transforms
 from .hashing import new_hasher
 from .model import (
     ATTRS,
@@ -182,6 +182,7 @@ class _BatchCopier:
         self.born_ids = (os.geteuid(), os.getegid())
         if self.chown and os.fstat(dst_fd).st_mode & stat.S_ISGID:
             self.born_ids = None  # a setgid directory decides the group: always chown
+        self.transform = transforms.for_options(options)
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -237,6 +238,8 @@ class _BatchCopier:
             if may_defer and before.st_size > self.options.batch_bytes:
                 # Unstatted batch holds a big file: hand it back to run alone on any free worker.
                 return Result(relpath, DEFERRED, FILE, before.st_size)
+            if self.transform is not None and self.transform.applies(name):
+                return self.transform_file(relpath, name, fd, before)
             mode = stat.S_IMODE(before.st_mode)
             # With umask 0 (process workers) the file is born with its final mode: no fchmod.
             born_right = self.exact_create and not mode & 0o7000
@@ -362,6 +365,115 @@ class _BatchCopier:
         finally:
             os.close(fd)
         return Result(relpath, SKIPPED, FILE, size, hasher.hexdigest(), "unchanged")
+
+    # ----------------------------------------------------------------- transforms (pcopy.transforms)
+
+    def check_stop(self) -> None:
+        if self.stopping():
+            raise _Cancelled
+
+    def transform_file(self, relpath: str, name: str, fd: int, before: os.stat_result) -> Result:
+        """Write ``name`` through the run's transform: temp file, stream, metadata, rename.
+
+        The output gets the source's mode and times and, in the xattr
+        ``transforms.SRC_SIZE_XATTR``, the source's size, so a later run can
+        tell it is up to date. Its Result carries the *output's* relpath and
+        the digest of the bytes written; a transform that raises fails this
+        file only (its temp file removed).
+        """
+        transform = self.transform
+        reldir = relpath[: -len(name) - 1] if relpath != name else ""
+        try:
+            predicted = transforms.checked_name(transform.output_name(name), name, reldir)
+        except Exception as exc:
+            return Result(relpath, FAILED, FILE, 0, None,
+                          f"transform {transform.name}: output name: {errors.describe(exc)}")
+        if not self.options.force:
+            fresh = self.transformed_output_if_fresh(relpath_join(reldir, predicted), predicted, before)
+            if fresh is not None:
+                return fresh
+        tmp = self.tmp_prefix + str(next(_counter))
+        try:
+            out = os.open(tmp, _TMP_FLAGS, 0o600, dir_fd=self.dst_fd)
+        except OSError as exc:
+            raise _dst_error(exc) from None
+        try:
+            hasher = self.factory() if self.factory is not None else None
+            try:
+                returned, _ = transforms.stream(transform, fd, out, relpath, hasher, self.check_stop)
+                final = transforms.checked_name(returned, predicted, reldir)
+            except transforms.TransformError as exc:
+                os.close(out)
+                _unlink_quietly(tmp, self.dst_fd)
+                return Result(relpath, FAILED, FILE, 0, None, f"transform {transform.name}: {exc}")
+            after = os.fstat(fd)
+            if after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
+                raise _SourceChanged
+            try:
+                _record_source_size(out, before.st_size)  # before fchmod: a 0o444 mode would forbid it
+                os.fchmod(out, stat.S_IMODE(before.st_mode))
+                os.utime(out, ns=(before.st_atime_ns, before.st_mtime_ns))
+                if self.options.fsync:
+                    os.fsync(out)
+            except OSError as exc:
+                raise _dst_error(exc) from None
+        except BaseException:
+            os.close(out)
+            _unlink_quietly(tmp, self.dst_fd)
+            raise
+        os.close(out)
+        try:
+            os.rename(tmp, final, src_dir_fd=self.dst_fd, dst_dir_fd=self.dst_fd)
+        except OSError as exc:
+            _unlink_quietly(tmp, self.dst_fd)
+            raise _dst_error(exc) from None
+        digest = hasher.hexdigest() if hasher is not None else None
+        return Result(relpath_join(reldir, final), COPIED, FILE, before.st_size, digest)
+
+    def transformed_output_if_fresh(self, out_relpath: str, out_name: str, before: os.stat_result):
+        """A SKIPPED Result when ``out_name`` in DST is this source's output already, else None.
+
+        Up to date: a regular file with the source's mtime (to the ns) whose
+        xattr holds the source's size; where xattrs are unsupported, mtime alone.
+        """
+        try:
+            out = os.open(out_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=self.dst_fd)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(out)
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime_ns != before.st_mtime_ns:
+                return None
+            try:
+                recorded = os.getxattr(out, transforms.SRC_SIZE_XATTR)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    return None  # no record (or unreadable): transform again
+            else:
+                if recorded != str(before.st_size).encode():
+                    return None
+            digest = None
+            if self.options.manifest and self.factory is not None:
+                hasher = self.factory()
+                while True:
+                    self.check_stop()
+                    data = os.read(out, CHUNK)
+                    if not data:
+                        break
+                    hasher.update(data)
+                digest = hasher.hexdigest()
+        finally:
+            os.close(out)
+        return Result(out_relpath, SKIPPED, FILE, before.st_size, digest, "unchanged")
+
+
+def _record_source_size(fd: int, size: int) -> None:
+    """Store the source's size on a transform's output; silently skipped without xattr support."""
+    try:
+        os.setxattr(fd, transforms.SRC_SIZE_XATTR, str(size).encode())
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            raise
 
 
 def _copy_data(fd: int, out: int, size: int, factory, stop):

@@ -114,6 +114,10 @@ class Options:
     owner: bool = False  # preserve uid/gid (numeric); set when running as root
     replace: bool = False  # replace a DST entry of another kind (sync) instead of failing (copy)
     filters: tuple = ()  # gitignore-style lines, in order ("!pat" re-includes)
+    # Transforms (pcopy.transforms): a name, "module:function", a Transform or a
+    # top-level function (pickled by reference); None copies bytes unchanged.
+    transform: object = None
+    transform_level: Optional[int] = None
 
 
 def relpath_join(reldir: str, name: str) -> str:

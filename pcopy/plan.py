@@ -9,9 +9,11 @@ a new directory, ``hf`` a hard link, ``*deleting`` a deletion.
 
 from __future__ import annotations
 
+import collections
 import stat
 from typing import Iterator, NamedTuple, Optional
 
+from . import transforms
 from .model import (
     ATTRS,
     CHECKSUM,
@@ -98,11 +100,17 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
     tasks, results, subdirs, replace, hardlinks = [], [], [], [], []
     dst_entries = dst_entries or {}
     first_names = first_names or {}
+    transform = transforms.for_options(options)
+    outputs = output_names(src_entries, transform) if transform is not None else None
+    taken = collections.Counter(outputs.values()) if outputs is not None else None
     for src in src_entries:
         dst = dst_entries.get(src.name)
         relpath = relpath_join(reldir, src.name)
         if src.kind == SPECIAL:
             results.append(Result(relpath, SKIPPED, SPECIAL, 0, None, special_reason(src.mode)))
+            continue
+        if outputs is not None and src.kind == FILE and outputs[src.name] != src.name:
+            plan_transformed(relpath, src, outputs[src.name], taken, dst_entries, tasks, results)
             continue
         if dst is not None and (dst.kind == DIR) != (src.kind == DIR):
             if not options.replace:
@@ -139,8 +147,52 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
     deletions = []
     if options.delete and dst_entries:
         src_names = {e.name for e in src_entries}
+        if outputs is not None:
+            src_names.update(name for name in outputs.values() if name)  # a transform's outputs are expected
         deletions = [d for name, d in dst_entries.items() if name not in src_names]
     return DirPlan(tasks, results, subdirs, replace, deletions, hardlinks)
+
+
+def output_names(src_entries: list, transform) -> dict:
+    """{source name: output name} for one directory under a transform.
+
+    Files the transform does not apply to, and non-files, keep their name; a
+    failing ``output_name`` maps to None (the file then fails alone).
+    """
+    names = {}
+    for entry in src_entries:
+        name = entry.name
+        if entry.kind == FILE:
+            try:
+                if transform.applies(name):
+                    name = transform.output_name(name)
+            except Exception:
+                name = None
+        names[entry.name] = name
+    return names
+
+
+def plan_transformed(relpath: str, src: Entry, out: Optional[str], taken: collections.Counter,
+                     dst_entries: dict, tasks: list, results: list) -> None:
+    """Plan a file whose output gets another name, ``out`` (``taken``: outputs per name).
+
+    Whether the output is up to date needs the source size recorded in its
+    xattr, so that check is the worker's (``fsops._BatchCopier.transform_file``);
+    here only conflicts are decided.
+    """
+    if out is None:
+        results.append(Result(relpath, FAILED, FILE, 0, None, "transform: cannot compute the output name"))
+        return
+    if taken[out] > 1:
+        results.append(Result(relpath, FAILED, FILE, 0, None,
+                              f"transform: output name {out!r} is also the output of another entry"))
+        return
+    dst = dst_entries.get(out) if dst_entries else None
+    if dst is not None and dst.kind == DIR:
+        results.append(Result(relpath, FAILED, FILE, 0, None,
+                              f"transform: cannot overwrite directory {out!r} with a file"))
+        return
+    tasks.append(Task(COPY, src.name, src.size))
 
 
 def batches(reldir: str, tasks: list, max_files: int, max_bytes: int) -> Iterator[Batch]:
