@@ -36,7 +36,7 @@ def _run(options: Options, *, jobs, backend, manifest, progress, keep_results, o
 
 def copytree(src, dst, *, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
              manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
-             hard_links: bool = False, fsync: bool = False, keep_results: bool = True,
+             hard_links: bool = False, fsync: bool = False, sparse: bool = False, keep_results: bool = True,
              on_result: Optional[Callable] = None, transform=None, level: Optional[int] = None) -> Report:
     """Copy the tree at ``src`` into ``dst`` in parallel, checksumming as it writes.
 
@@ -51,7 +51,7 @@ def copytree(src, dst, *, jobs: Optional[int] = None, backend: str = "process", 
     """
     options = Options(src=os.fspath(src), dst=os.fspath(dst), hash=hash, force=force,
                       follow_symlinks=follow_symlinks, manifest=manifest is not None, fsync=fsync,
-                      hard_links=hard_links, owner=os.geteuid() == 0,
+                      sparse=sparse, hard_links=hard_links, owner=os.geteuid() == 0,
                       **_transform_options(transform, level, backend))
     return _run(options, jobs=jobs, backend=backend, manifest=manifest, progress=progress,
                 keep_results=keep_results, on_result=on_result)
@@ -71,7 +71,7 @@ def sync(src, dst, *, delete: bool = False, checksum: bool = False, dry_run: boo
          delete_excluded: bool = False, max_delete: Optional[int] = None, link_dest: Iterable = (),
          hard_links: bool = True, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
          manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
-         fsync: bool = False, keep_results: bool = True, on_result: Optional[Callable] = None,
+         fsync: bool = False, sparse: bool = False, keep_results: bool = True, on_result: Optional[Callable] = None,
          stop_event=None, transform=None, level: Optional[int] = None) -> Report:
     """Make ``dst`` a copy of ``src`` (``pcopy sync``): copy what is new or changed, optionally delete the rest.
 
@@ -88,7 +88,7 @@ def sync(src, dst, *, delete: bool = False, checksum: bool = False, dry_run: boo
     if dry_run and manifest is not None:
         raise UsageError("a dry run writes no manifest")
     options = Options(src=os.fspath(src), dst=dst, hash=hash, force=force, follow_symlinks=follow_symlinks,
-                      manifest=manifest is not None, fsync=fsync, delete=delete or delete_excluded,
+                      manifest=manifest is not None, fsync=fsync, sparse=sparse, delete=delete or delete_excluded,
                       delete_excluded=delete_excluded, max_delete=max_delete, checksum=checksum, dry_run=dry_run,
                       hard_links=hard_links, link_dest=roots, owner=os.geteuid() == 0, replace=True,
                       filters=filter_lines(exclude, include, exclude_from, filters),

@@ -15,7 +15,7 @@ import traceback
 from typing import Optional
 
 from . import api
-from .errors import EXIT_OK, EXIT_PARTIAL, Interrupted, PcopyError, UsageError
+from .errors import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL, Interrupted, PcopyError, UsageError
 from .filters import read_pattern_file
 from .hashing import ALGORITHMS
 from .model import COPIED, CREATED, DELETED, DIR, FAILED, LINKED, SKIPPED, Report, Result
@@ -124,6 +124,7 @@ def _add_copy_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--force", action="store_true", help="rewrite files even when size and mtime match")
     sub.add_argument("--fsync", action="store_true",
                      help="fsync each file before its rename and each directory after (survives power loss)")
+    sub.add_argument("--sparse", action="store_true", help="turn runs of zeros (64 KiB blocks) into holes in DST")
     bar = sub.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="show a progress bar (default: when stderr is a terminal and not -v)")
@@ -199,7 +200,7 @@ def run_copy(args) -> int:
     reporter = _Reporter(args)
     common = dict(jobs=args.jobs, backend=args.backend, hash=args.hash, manifest=args.manifest,
                   progress=False if args.quiet or (args.verbose and args.progress is None) else args.progress,
-                  follow_symlinks=args.follow_symlinks, force=args.force, fsync=args.fsync,
+                  follow_symlinks=args.follow_symlinks, force=args.force, fsync=args.fsync, sparse=args.sparse,
                   hard_links=args.hard_links, keep_results=False, on_result=reporter, **_transform_kwargs(args))
     report = None
     try:
@@ -223,6 +224,8 @@ def run_copy(args) -> int:
         print(summary(report), file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_dict()))
+    if report.stopped_early and report.copied == 0 and report.linked == 0:
+        return EXIT_FATAL  # nothing could be written at all
     return EXIT_OK if report.ok else EXIT_PARTIAL
 
 

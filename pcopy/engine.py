@@ -30,7 +30,7 @@ import time
 from typing import Callable, Optional
 
 from . import fsops, walk
-from .errors import Interrupted, PcopyError, describe
+from .errors import DISK_FULL, Interrupted, PcopyError, describe
 from .filters import make_filter
 from .hashing import ManifestWriter
 from .lister import Lister, entries_at
@@ -190,6 +190,8 @@ class Run:
         self._needs_stat = options.hard_links or bool(options.link_dest)
         self._in_dst = set() if dst_is_new else {""}  # SRC dirs that DST has as directories
         self._lister: Optional[Lister] = None
+        self.stale_removed = 0  # temp files of killed runs cleaned up
+        self.disk_full = False  # DST ran out of space: stop handing out work
 
     def start_lister(self) -> None:
         """A whole-tree run into an existing DST reads DST in a helper process (see lister)."""
@@ -231,6 +233,8 @@ class Run:
         options, consumer, fresh = self.options, self.consumer, self._fresh
         for listing in listings:
             self.check()
+            if self.disk_full:
+                return
             reldir = listing.reldir
             if listing.error is not None:
                 consumer.add(Result(reldir or ".", FAILED, DIR, 0, None,
@@ -244,6 +248,8 @@ class Run:
                 existing = self._lister.get(reldir)
             else:
                 existing = entries_at(options.dst, reldir, self.dst_keep)
+            if existing and any(name.startswith(fsops.TMP_PREFIX) for name in existing):
+                existing = self._clean_stale_temps(reldir, existing)
             link_dest = tuple((root, entries_at(root, reldir)) for root in options.link_dest)
             plan = plan_directory(reldir, listing.entries, existing, options, link_dest,
                                   self._hardlink_names(reldir, listing.entries))
@@ -268,6 +274,20 @@ class Run:
                                    for t in tasks if t.action != CHECKSUM])
                 tasks = [t for t in tasks if t.action == CHECKSUM]
             yield from batches(reldir, tasks, options.batch_files, options.batch_bytes)
+
+    def _clean_stale_temps(self, reldir: str, existing: dict) -> dict:
+        """Remove temp files that killed runs left behind; hide every temp file from the plan."""
+        kept = {}
+        for name, entry in existing.items():
+            if not name.startswith(fsops.TMP_PREFIX):
+                kept[name] = entry
+            elif not self.options.dry_run and fsops.is_stale_temp(name):
+                try:
+                    fsops.remove_beneath(self.options.dst, relpath_join(reldir, name), False)
+                    self.stale_removed += 1
+                except OSError:
+                    pass
+        return kept
 
     def _hardlink_names(self, reldir: str, entries: list) -> dict:
         """-H: names in this directory whose inode was already seen under another name."""
@@ -309,11 +329,8 @@ class Run:
         """Queue an extraneous DST entry (a directory with everything below it) for deletion."""
         found = [(relpath, entry.kind)]
         if entry.kind == DIR:
-            keep = self.dst_keep
-            sub_keep = None if keep is None else (lambda p, d: keep(relpath_join(relpath, p), d))
-            for listing in walk.walk(os.path.join(self.options.dst, relpath), keep=sub_keep):
-                found.extend((relpath_join(relpath, relpath_join(listing.reldir, e.name)), e.kind)
-                             for e in listing.entries)
+            for listing in walk.walk(self.options.dst, keep=self.dst_keep, start=relpath):
+                found.extend((relpath_join(listing.reldir, e.name), e.kind) for e in listing.entries)
         self.deletions.extend(reversed(found))
 
     def consume(self, batch, results, exc, resubmit: Callable) -> None:
@@ -330,6 +347,11 @@ class Run:
                     task = by_name[name]
                     resubmit(Batch(batch.reldir, (task._replace(size=result.size),)))
             results = [r for r in results if r.status != DEFERRED]
+        if not self.disk_full and any(r.status == FAILED and DISK_FULL in (r.message or "") for r in results):
+            self.disk_full = True
+            self.consumer.report.warnings.append(
+                "the destination is full: pcopy stopped handing out work (files in flight were finished or "
+                "failed, the rest was not attempted); free some space and run again to complete")
         self.consumer.add_many(results)
 
     def link_hardlinks(self) -> None:
@@ -372,8 +394,7 @@ class Run:
         options = self.options
         for reldir in reversed(self.dirs):
             try:
-                st = os.stat(os.path.join(options.src, reldir) if reldir else options.src)
-                fsops.set_dir_metadata(options.dst, reldir, st, options.owner)
+                fsops.copy_dir_metadata(options.src, options.dst, reldir, options)
             except OSError as exc:
                 self.consumer.add(Result(reldir or ".", FAILED, DIR, 0, None,
                                          f"cannot set directory metadata: {describe(exc)}"))
@@ -433,6 +454,9 @@ def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "p
             raise
         if not options.dry_run:
             run.finish_dirs()
+        report.stopped_early = run.disk_full
+        if run.stale_removed:
+            report.warnings.append(f"removed {run.stale_removed} temporary files left by an interrupted run")
         counters.close()
     if manifest is not None:
         manifest.close()

@@ -51,10 +51,12 @@ class Interrupted(KeyboardInterrupt):
         self.exit_code = 128 + signum
 
 
+DISK_FULL = "(disk full)"  # marks the reasons after which writing more is pointless
+
 # Reasons worded for people; strerror is used for everything else.
 _REASONS = {
-    errno.ENOSPC: "no space left on device (disk full)",
-    errno.EDQUOT: "disk quota exceeded",
+    errno.ENOSPC: f"no space left on device {DISK_FULL}",
+    errno.EDQUOT: f"disk quota exceeded {DISK_FULL}",
     errno.EROFS: "read-only file system",
     errno.ENAMETOOLONG: "file name too long",
     errno.ELOOP: "too many levels of symbolic links (refusing to follow)",

@@ -49,13 +49,15 @@ from .model import (
     Result,
     relpath_join,
 )
+from .walk import open_dir_beneath
 
 TMP_PREFIX = ".pcopy-tmp-"
 SMALL_FILE = 1 << 20  # read in one call up to this size
 CHUNK = 1 << 20
 RETRIES_ON_CHANGE = 2
+SPARSE_BLOCK = 64 << 10  # --sparse: zero blocks of this size become holes
+_ZEROS = memoryview(bytes(SPARSE_BLOCK))
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _state = threading.local()  # .stop: an Event set when the run is interrupted
 _counter = itertools.count()
@@ -88,21 +90,6 @@ def worker_init(stop_event, in_subprocess: bool = True) -> None:
     _state.stop = stop_event
 
 
-def open_dir_beneath(root: str, reldir: str, follow_symlinks: bool = False) -> int:
-    """Open ``root/reldir`` walking each component with ``O_NOFOLLOW``."""
-    fd = os.open(root, _DIR_FLAGS)
-    flags = _DIR_FLAGS if follow_symlinks else _DIR_FLAGS | os.O_NOFOLLOW
-    try:
-        for part in reldir.split(os.sep) if reldir else ():
-            next_fd = os.open(part, flags, dir_fd=fd)
-            os.close(fd)
-            fd = next_fd
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def make_dir_beneath(root: str, reldir: str, mode: int = 0o700) -> bool:
     """mkdir ``root/reldir`` (its parent must exist), never through a symlink.
 
@@ -123,16 +110,37 @@ def make_dir_beneath(root: str, reldir: str, mode: int = 0o700) -> bool:
         os.close(fd)
 
 
-def set_dir_metadata(root: str, reldir: str, st: os.stat_result, owner: bool = False) -> None:
-    """Give DST's directory the mode, times (and, as root, owner) of the source's ``st``."""
-    fd = open_dir_beneath(root, reldir)
+def copy_dir_metadata(src: str, dst: str, reldir: str, options: Options) -> None:
+    """Give DST's directory the mode, times (and, as root, owner) of SRC's; fsync it with --fsync."""
+    src_fd = open_dir_beneath(src, reldir, options.follow_symlinks)
     try:
-        if owner:
+        st = os.fstat(src_fd)
+    finally:
+        os.close(src_fd)
+    fd = open_dir_beneath(dst, reldir)
+    try:
+        if options.owner:
             os.fchown(fd, st.st_uid, st.st_gid)
         os.fchmod(fd, stat.S_IMODE(st.st_mode))
         os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        if options.fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def is_stale_temp(name: str) -> bool:
+    """A temp file of ours whose writer process is gone (``.pcopy-tmp-<token>-<pid>-<n>``)."""
+    parts = name[len(TMP_PREFIX):].split("-")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False  # the writer is alive: maybe a concurrent run
 
 
 def run_batch(options: Options, batch: Batch) -> list:
@@ -147,7 +155,12 @@ def run_batch(options: Options, batch: Batch) -> list:
         os.close(src_fd)
         return _fail_all(batch, f"destination directory: {errors.describe(exc)}")
     try:
-        return _BatchCopier(options, src_fd, dst_fd).run(batch)
+        results = _BatchCopier(options, src_fd, dst_fd).run(batch)
+        if options.fsync:
+            os.fsync(dst_fd)  # the renames of this batch reach the disk too
+        return results
+    except OSError as exc:
+        return _fail_all(batch, f"destination directory: fsync: {errors.describe(exc)}")
     finally:
         os.close(src_fd)
         os.close(dst_fd)
@@ -249,7 +262,7 @@ class _BatchCopier:
             except OSError as exc:
                 raise _dst_error(exc) from None
             try:
-                digest = _copy_data(fd, out, before.st_size, self.factory, self.stop)
+                digest = _copy_data(fd, out, before.st_size, self.factory, self.stop, self.options.sparse)
                 after = os.fstat(fd)
                 if after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
                     raise _SourceChanged
@@ -476,8 +489,10 @@ def _record_source_size(fd: int, size: int) -> None:
             raise
 
 
-def _copy_data(fd: int, out: int, size: int, factory, stop):
+def _copy_data(fd: int, out: int, size: int, factory, stop, sparse: bool = False):
     """Copy fd → out; return the xxh128 hex digest, or None when hashing is off."""
+    if sparse and size >= SPARSE_BLOCK:
+        return _copy_sparse(fd, out, size, factory, stop)
     if factory is None:
         try:
             _kernel_copy(fd, out, size, stop)
@@ -508,6 +523,39 @@ def _copy_data(fd: int, out: int, size: int, factory, stop):
             _write_all(out, view[:n])
         if total != size:
             raise _SourceChanged
+    return hasher.hexdigest() if hasher is not None else None
+
+
+def _copy_sparse(fd: int, out: int, size: int, factory, stop):
+    """--sparse: blocks of zeros become holes (lseek instead of write); the digest covers every byte."""
+    hasher = factory() if factory is not None else None
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    total = 0
+    while True:
+        if stop is not None and stop.is_set():
+            raise _Cancelled
+        n = os.readv(fd, [buf])
+        if not n:
+            break
+        total += n
+        if hasher is not None:
+            hasher.update(view[:n])
+        for start in range(0, n, SPARSE_BLOCK):
+            block = view[start:min(n, start + SPARSE_BLOCK)]
+            if block == _ZEROS[:len(block)]:
+                try:
+                    os.lseek(out, len(block), os.SEEK_CUR)
+                except OSError as exc:
+                    raise _dst_error(exc) from None
+            else:
+                _write_all(out, block)
+    if total != size:
+        raise _SourceChanged
+    try:
+        os.ftruncate(out, total)  # a trailing hole still counts in the size
+    except OSError as exc:
+        raise _dst_error(exc) from None
     return hasher.hexdigest() if hasher is not None else None
 
 

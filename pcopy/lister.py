@@ -26,8 +26,8 @@ import signal
 from typing import Callable, Optional
 
 from . import walk
-from .fsops import open_dir_beneath
 from .model import DIR, relpath_join
+from .walk import open_dir_beneath
 
 
 def entries_at(root: str, reldir: str, keep: Optional[Callable] = None) -> dict:

@@ -114,6 +114,7 @@ class Options:
     owner: bool = False  # preserve uid/gid (numeric); set when running as root
     replace: bool = False  # replace a DST entry of another kind (sync) instead of failing (copy)
     filters: tuple = ()  # gitignore-style lines, in order ("!pat" re-includes)
+    sparse: bool = False  # write runs of zeros as holes
     # Transforms (pcopy.transforms): a name, "module:function", a Transform or a
     # top-level function (pickled by reference); None copies bytes unchanged.
     transform: object = None
@@ -137,6 +138,7 @@ class Report:
     dirs: int = 0
     seconds: float = 0.0
     dry_run: bool = False
+    stopped_early: bool = False  # the destination filled up; the rest was not attempted
     failures: list = dataclasses.field(default_factory=list)
     warnings: list = dataclasses.field(default_factory=list)
     results: Optional[list] = None  # every Result, when the caller asked for them
@@ -158,6 +160,7 @@ class Report:
             "seconds": round(self.seconds, 6),
             "bytes_per_second": round(rate, 1),
             "dry_run": self.dry_run,
+            "stopped_early": self.stopped_early,
             "failures": [{"path": r.relpath, "error": r.message} for r in self.failures],
             "warnings": list(self.warnings),
         }

@@ -15,6 +15,45 @@ from typing import Callable, Iterator, NamedTuple, Optional
 
 from .model import DIR, FILE, SPECIAL, SYMLINK, UNKNOWN, Entry, relpath_join
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_LONG_PATH = 3800  # bytes; PATH_MAX is 4096: past this, open directories component by component
+
+
+def open_dir_beneath(root: str, reldir: str, follow_symlinks: bool = False) -> int:
+    """Open ``root/reldir`` one component at a time, each with ``O_NOFOLLOW``.
+
+    A symlink planted anywhere below ``root`` makes this fail (ELOOP/ENOTDIR)
+    instead of leading outside the tree, and any depth works (no PATH_MAX).
+    """
+    fd = os.open(root, _DIR_FLAGS)
+    flags = _DIR_FLAGS if follow_symlinks else _DIR_FLAGS | os.O_NOFOLLOW
+    try:
+        for part in reldir.split(os.sep) if reldir else ():
+            next_fd = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _stat_deep(root: str, reldir: str) -> os.stat_result:
+    fd = open_dir_beneath(root, reldir, True)
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _scan_deep(root: str, reldir: str, follow_symlinks: bool, stat_files: bool) -> list:
+    """scan_dir for a directory whose path is longer than PATH_MAX allows."""
+    fd = open_dir_beneath(root, reldir, follow_symlinks)
+    try:
+        return scan_dir(fd, follow_symlinks, stat_files)
+    finally:
+        os.close(fd)
+
 
 class Listing(NamedTuple):
     reldir: str
@@ -95,7 +134,7 @@ def walk(root: str, follow_symlinks: bool = False,
         path = os.path.join(root, reldir) if reldir else root
         if follow_symlinks:
             try:
-                st = os.stat(path)
+                st = os.stat(path) if len(path) < _LONG_PATH else _stat_deep(root, reldir)
             except OSError as exc:
                 yield Listing(reldir, [], exc)
                 continue
@@ -104,7 +143,10 @@ def walk(root: str, follow_symlinks: bool = False,
                 continue
             seen.add((st.st_dev, st.st_ino))
         try:
-            entries = scan_dir(path, follow_symlinks, stat_files(reldir))
+            if len(path) < _LONG_PATH:
+                entries = scan_dir(path, follow_symlinks, stat_files(reldir))
+            else:
+                entries = _scan_deep(root, reldir, follow_symlinks, stat_files(reldir))
         except OSError as exc:
             yield Listing(reldir, [], exc)
             continue
