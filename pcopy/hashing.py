@@ -73,6 +73,10 @@ class ManifestWriter:
     def add(self, digest: str, relpath: str) -> None:
         self._file.write(manifest_line(digest, relpath))
 
+    def write_bytes(self, data: bytes) -> None:
+        """Append ready-made manifest lines."""
+        self._file.write(data)
+
     def add_many(self, results) -> None:
         """Write a line for every result that carries a digest (copied or verified-unchanged)."""
         self._file.write(b"".join([manifest_line(r.digest, r.relpath) for r in results

@@ -759,7 +759,7 @@ def _manifest_units(session: Session, root: str, reldir: str, algo: str, group: 
     records = []
     for name, entry in group:
         st = stats.get(name)
-        if isinstance(st, tuple):  # an error found while statting
+        if type(st) is tuple:  # an error found while statting
             kind, message = st
             if kind == MISSING:
                 records.append((Difference(MISSING, entry.relpath, "not found"), entry))
