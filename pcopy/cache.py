@@ -166,21 +166,24 @@ class HashCache:
             self.misses += len(keys)
             return {}
         table = f"digests_{algo}"
-        by_dev: Dict[int, Dict[int, tuple]] = {}
+        by_dev: Dict[int, list] = {}
         for key in keys:
-            by_dev.setdefault(key[0], {})[_signed(key[1])] = key
+            by_dev.setdefault(key[0], []).append(key)
         found = {}
         try:
-            for dev, wanted in by_dev.items():
-                inos = list(wanted)
+            for dev, group in by_dev.items():
+                # Rows come back as (dev, ino, size, mtime_ns, ctime_ns): a hit is a row equal to a key.
+                wanted = {(dev, k[1] if k[1] < _I64 else _signed(k[1])) + k[2:]: k for k in group}
+                inos = [k[1] for k in wanted]
                 for i in range(0, len(inos), _CHUNK):
                     chunk = inos[i:i + _CHUNK]
-                    sql = (f"SELECT ino, size, mtime_ns, ctime_ns, digest FROM {table} "
+                    sql = (f"SELECT dev, ino, size, mtime_ns, ctime_ns, digest FROM {table} "
                            f"WHERE dev = ? AND ino IN ({','.join('?' * len(chunk))})")
-                    for ino, size, mtime_ns, ctime_ns, digest in self.db.execute(sql, (_signed(dev), *chunk)):
-                        key = wanted.get(ino)
-                        if key is not None and key[2] == size and key[3] == mtime_ns and key[4] == ctime_ns:
-                            found[key] = digest
+                    signed_dev = dev if dev < _I64 else _signed(dev)
+                    for row in self.db.execute(sql, (signed_dev, *chunk)):
+                        key = wanted.get((dev,) + row[1:5])
+                        if key is not None:
+                            found[key] = row[5]
         except sqlite3.Error as exc:
             self._failed(exc)
             self.misses += len(keys)

@@ -14,7 +14,7 @@ import xxhash
 from conftest import BAD_UTF8, PYTHON, File, Link, big_content, make_tree, opens_source, oserror
 
 import pcopy
-from pcopy import cache, cli, hashing, integrity
+from pcopy import cache, cli, hashing
 from pcopy.pool import BoundedPool, ThreadBackend
 
 XXHSUM = shutil.which("xxhsum")
