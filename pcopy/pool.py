@@ -122,6 +122,46 @@ class BoundedPool:
                 exc = future.exception()
                 yield item, (None if exc is not None else future.result()), exc
 
+    def map_ordered(self, fn: Callable, items: Iterable, check: Callable = lambda: None,
+                    window: Optional[int] = None) -> Iterator:
+        """Yield ``(payload, result, exception)`` in the order of ``items``.
+
+        ``items`` yields ``(payload, work)``; ``fn(work)`` runs in the pool,
+        and a ``work`` of None means nothing to run (result None). At most
+        ``window`` items are held between being pulled and being yielded, so
+        a slow item at the head bounds memory instead of letting results pile up.
+        """
+        window = max(window or 4 * self.max_in_flight, 1)
+        queue: collections.deque = collections.deque()  # [payload, result, exc, done], in order
+
+        def settle():
+            check()
+            for future in self.backend.wait(list(self._pending), WAIT_TICK):
+                slot = self._pending.pop(future)
+                exc = future.exception()
+                slot[1], slot[2], slot[3] = (None if exc is not None else future.result()), exc, True
+
+        for payload, work in items:
+            check()
+            slot = [payload, None, None, work is None]
+            if work is not None:
+                while len(self._pending) >= self.max_in_flight:
+                    settle()
+                self._pending[self.backend.submit(fn, work)] = slot
+            queue.append(slot)
+            while queue and (queue[0][3] or len(queue) >= window):
+                if queue[0][3]:
+                    head = queue.popleft()
+                    yield head[0], head[1], head[2]
+                else:
+                    settle()
+        while queue:
+            if queue[0][3]:
+                head = queue.popleft()
+                yield head[0], head[1], head[2]
+            else:
+                settle()
+
     def close(self) -> None:
         """Normal end: every item was consumed; stop the workers."""
         self.backend.shutdown(kill=False)
