@@ -441,6 +441,8 @@ def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "p
                 run.consume(batch, results, exc, pool.push)
             if own_pool:
                 pool.close()
+            if pool.lost:  # a worker died mid-file: its temp files are garbage now
+                fsops.remove_temp_files(options.dst, {b.reldir for b in pool.lost}, options.token)
             guard.check()
             run.link_hardlinks()
             fatal = run.delete_extraneous()

@@ -83,8 +83,10 @@ def worker_init(stop_event, in_subprocess: bool = True) -> None:
     umask and chmod instead.
     """
     if in_subprocess:
+        # Ctrl-C and `kill -TERM -PGID` reach the whole group: only the parent may act on
+        # them (it sets the stop event, then kills workers that do not stop in time).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         os.umask(0)
         _state.umask_zero = True
     _state.stop = stop_event

@@ -46,6 +46,9 @@ class ThreadBackend:
     def shutdown(self, kill: bool = False) -> None:
         self._executor.shutdown(wait=True, cancel_futures=kill)
 
+    def restart(self) -> None:
+        raise RuntimeError("a thread pool cannot break")
+
 
 class ProcessBackend(ThreadBackend):
     """Workers are processes: no GIL contention on the many small syscalls of small files."""
@@ -55,8 +58,14 @@ class ProcessBackend(ThreadBackend):
         method = start_method or os.environ.get("PCOPY_START_METHOD") or None
         context = multiprocessing.get_context(method)
         self.stop_event = context.Event()
-        self._executor = cf.ProcessPoolExecutor(jobs, mp_context=context, initializer=initializer,
-                                                initargs=(self.stop_event, True))
+        self._make = lambda: cf.ProcessPoolExecutor(jobs, mp_context=context, initializer=initializer,
+                                                    initargs=(self.stop_event, True))
+        self._executor = self._make()
+
+    def restart(self) -> None:
+        """A worker died (OOM killer, kill -9): the executor is broken, start a fresh one."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor = self._make()
 
     def shutdown(self, kill: bool = False) -> None:
         if kill:
@@ -85,6 +94,8 @@ class BoundedPool:
         self.max_in_flight = max(1, max_in_flight)
         self._pending: dict = {}
         self._extra: collections.deque = collections.deque()
+        self._retried: set = set()  # id() of items resubmitted after a worker died
+        self.lost: list = []  # items whose worker died: they may have left temp files
 
     def in_flight(self) -> list:
         return list(self._pending.values())
@@ -113,13 +124,24 @@ class BoundedPool:
                     except StopIteration:
                         exhausted = True
                         continue
-                self._pending[self.backend.submit(fn, item)] = item
+                try:
+                    future = self.backend.submit(fn, item)
+                except cf.BrokenExecutor:
+                    self.backend.restart()
+                    future = self.backend.submit(fn, item)
+                self._pending[future] = item
                 check()
             if not self._pending and not self._extra:
                 return
             for future in self.backend.wait(list(self._pending), WAIT_TICK):
                 item = self._pending.pop(future)
                 exc = future.exception()
+                if isinstance(exc, cf.BrokenExecutor):
+                    self.lost.append(item)
+                    if id(item) not in self._retried:  # maybe another batch's worker died: try once more
+                        self._retried.add(id(item))
+                        self._extra.append(item)
+                        continue
                 yield item, (None if exc is not None else future.result()), exc
 
     def map_ordered(self, fn: Callable, items: Iterable, check: Callable = lambda: None,

@@ -8,6 +8,7 @@ error; the walk goes on.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from stat import S_ISREG
@@ -101,11 +102,13 @@ def scan_dir(path, follow_symlinks: bool = False, stat_files: bool = True) -> li
                     pass  # fall through to a full stat, which reports properly
             try:
                 st = de.stat(follow_symlinks=follow_symlinks)
-            except FileNotFoundError:
-                if follow_symlinks and de.is_symlink():  # dangling: keep the link itself
+            except OSError:
+                try:  # a dangling or looping link is kept as the link itself
+                    if not (follow_symlinks and de.is_symlink()):
+                        continue  # vanished between readdir and stat
                     st = de.stat(follow_symlinks=False)
-                else:
-                    continue  # vanished between readdir and stat
+                except OSError:
+                    continue
             mode = st.st_mode
             kind = FILE if S_ISREG(mode) else kind_of(mode)
             append(Entry(de.name, kind, st.st_size, st.st_mtime_ns, st.st_atime_ns, mode,
@@ -127,10 +130,9 @@ def walk(root: str, follow_symlinks: bool = False,
     ``keep(relpath, is_dir)`` filters entries (see ``filters``); a directory
     it drops is not entered.
     """
-    stack = [start]
-    seen = set()  # (dev, ino) of directories entered, to break symlink loops
+    stack = [(start, None)]  # (reldir, ancestors): ancestors is a linked list of (dev, ino)
     while stack:
-        reldir = stack.pop()
+        reldir, ancestors = stack.pop()
         path = os.path.join(root, reldir) if reldir else root
         if follow_symlinks:
             try:
@@ -138,10 +140,11 @@ def walk(root: str, follow_symlinks: bool = False,
             except OSError as exc:
                 yield Listing(reldir, [], exc)
                 continue
-            if (st.st_dev, st.st_ino) in seen:
-                yield Listing(reldir, [], OSError(40, "symbolic link loop, directory already visited"))
+            key = (st.st_dev, st.st_ino)
+            if _is_ancestor(key, ancestors):
+                yield Listing(reldir, [], OSError(errno.ELOOP, "symbolic link loop: leads back to a parent"))
                 continue
-            seen.add((st.st_dev, st.st_ino))
+            ancestors = (key, ancestors)
         try:
             if len(path) < _LONG_PATH:
                 entries = scan_dir(path, follow_symlinks, stat_files(reldir))
@@ -154,5 +157,13 @@ def walk(root: str, follow_symlinks: bool = False,
             entries = [e for e in entries if keep(relpath_join(reldir, e.name), e.kind == DIR)]
         yield Listing(reldir, entries)
         if recursive:
-            subdirs = [relpath_join(reldir, e.name) for e in entries if e.kind == DIR]
+            subdirs = [(relpath_join(reldir, e.name), ancestors) for e in entries if e.kind == DIR]
             stack.extend(reversed(subdirs))  # pop in name order
+
+
+def _is_ancestor(key: tuple, ancestors) -> bool:
+    while ancestors is not None:
+        if ancestors[0] == key:
+            return True
+        ancestors = ancestors[1]
+    return False
