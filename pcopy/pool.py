@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import multiprocessing
+import multiprocessing.connection as mp_connection
 import os
 import threading
 import time
@@ -50,32 +51,136 @@ class ThreadBackend:
         raise RuntimeError("a thread pool cannot break")
 
 
-class ProcessBackend(ThreadBackend):
-    """Workers are processes: no GIL contention on the many small syscalls of small files."""
+class WorkerDied(cf.BrokenExecutor):
+    """The worker process running this item exited (killed, out of memory)."""
 
-    def __init__(self, jobs: int, initializer: Callable, stop_event=None,
-                 start_method: Optional[str] = None) -> None:
+
+def _worker_main(conn, initializer: Callable, initargs: tuple) -> None:
+    """A worker process: run (fn, args) messages until told to stop or the parent goes away."""
+    initializer(*initargs)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        fn, args = message
+        try:
+            reply = (True, fn(*args))
+        except BaseException as exc:  # a failing item must not kill the worker
+            reply = (False, exc)
+        try:
+            conn.send(reply)
+        except (EOFError, OSError):
+            return
+        except Exception as exc:  # the result or exception could not be pickled
+            conn.send((False, RuntimeError(f"result not transferable: {type(exc).__name__}: {exc}")))
+
+
+class _Worker:
+    def __init__(self, context, initializer: Callable, initargs: tuple) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child, initializer, initargs),
+                                       name="pcopy-worker", daemon=True)
+        self.process.start()
+        child.close()
+        self.sent: collections.deque = collections.deque()  # futures whose items it holds, in order
+
+
+class ProcessBackend:
+    """Workers are processes: no GIL contention on the many small syscalls of small files.
+
+    Each worker has its own pipe and at most ``DEPTH`` items sent ahead; the
+    parent sends and receives only inside ``submit``/``wait``, in its own
+    thread. Unlike ``concurrent.futures.ProcessPoolExecutor`` there are no
+    feeder or manager threads, whose GIL hand-offs cost more than the
+    copying of small files itself. A worker that dies fails only the items
+    it held (``WorkerDied``) and is replaced.
+    """
+
+    DEPTH = 2
+
+    def __init__(self, jobs: int, initializer: Callable, start_method: Optional[str] = None) -> None:
         method = start_method or os.environ.get("PCOPY_START_METHOD") or None
-        context = multiprocessing.get_context(method)
-        self.stop_event = context.Event()
-        self._make = lambda: cf.ProcessPoolExecutor(jobs, mp_context=context, initializer=initializer,
-                                                    initargs=(self.stop_event, True))
-        self._executor = self._make()
+        self._context = multiprocessing.get_context(method)
+        self.stop_event = self._context.Event()
+        self._jobs = jobs
+        self._initializer = initializer
+        self._workers: list = []  # started on the first submit: a no-op run starts none
+        self._queue: collections.deque = collections.deque()  # (future, message) not sent yet
+
+    def _spawn(self) -> _Worker:
+        return _Worker(self._context, self._initializer, (self.stop_event, True))
+
+    def submit(self, fn, *args):
+        if not self._workers:
+            self._workers = [self._spawn() for _ in range(self._jobs)]
+        future = cf.Future()
+        self._queue.append((future, (fn, args)))
+        self._dispatch()
+        return future
+
+    def _dispatch(self) -> None:
+        while self._queue:
+            worker = min(self._workers, key=lambda w: len(w.sent))
+            if len(worker.sent) >= self.DEPTH:
+                return
+            future, message = self._queue.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while queued
+            worker.conn.send(message)
+            worker.sent.append(future)
+
+    def wait(self, futures, timeout):
+        futures = list(futures)
+        if not any(f.done() for f in futures):
+            busy = [w for w in self._workers if w.sent]
+            ready = mp_connection.wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout)
+            for worker in busy:
+                if worker.conn in ready:
+                    self._receive(worker)
+                elif worker.process.sentinel in ready:
+                    self._replace(worker)
+            self._dispatch()
+        return {f for f in futures if f.done()}
+
+    def _receive(self, worker: _Worker) -> None:
+        try:
+            while worker.sent and worker.conn.poll():
+                ok, value = worker.conn.recv()
+                future = worker.sent.popleft()
+                future.set_result(value) if ok else future.set_exception(value)
+        except (EOFError, OSError):
+            self._replace(worker)
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.process.join(timeout=1.0)
+        while worker.sent:
+            worker.sent.popleft().set_exception(WorkerDied(f"worker process {worker.process.pid} died "
+                                                           f"(exit code {worker.process.exitcode})"))
+        worker.conn.close()
+        self._workers[self._workers.index(worker)] = self._spawn()
 
     def restart(self) -> None:
-        """A worker died (OOM killer, kill -9): the executor is broken, start a fresh one."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._executor = self._make()
+        """Nothing to do: a dead worker is replaced as soon as it is noticed."""
 
     def shutdown(self, kill: bool = False) -> None:
-        if kill:
-            terminate = getattr(self._executor, "kill_workers", None)  # Python ≥ 3.14
-            if terminate is not None:
-                terminate()
+        for future, _ in self._queue:
+            future.cancel()
+        self._queue.clear()
+        for worker in self._workers:
+            if kill:
+                worker.process.kill()
             else:
-                for process in list((getattr(self._executor, "_processes", None) or {}).values()):
-                    process.kill()
-        self._executor.shutdown(wait=True, cancel_futures=kill)
+                try:
+                    worker.conn.send(None)
+                except OSError:
+                    pass
+        for worker in self._workers:
+            worker.process.join(timeout=None if not kill else 5.0)
+            worker.conn.close()
+        self._workers = []
 
 
 def make_backend(name: str, jobs: int, initializer: Callable):
@@ -200,9 +305,8 @@ class BoundedPool:
         deadline = time.monotonic() + grace
         running = [f for f in self._pending if not f.done()]
         while running and time.monotonic() < deadline:
+            self.backend.wait(running, min(WAIT_TICK, max(0.0, deadline - time.monotonic())))
             running = [f for f in running if not f.done()]
-            if running:
-                cf.wait(running, min(WAIT_TICK, max(0.0, deadline - time.monotonic())))
         self.backend.shutdown(kill=bool(running))
         self._pending.clear()
         return items
