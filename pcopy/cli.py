@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import sys
 import traceback
 from typing import Optional
@@ -64,9 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("-j", "--jobs", type=_positive_int, metavar="N", help="parallel workers (default: CPU count)")
+    sub.add_argument("-j", "--jobs", type=_positive_int, metavar="N",
+                     help="parallel workers (default: CPU count; with --scheduler, the cluster's worker threads)")
     sub.add_argument("--backend", choices=BACKENDS, default="process",
-                     help="worker kind (default: process; threads suit a few big files)")
+                     help="worker kind (default: process; threads suit a few big files; ignored with --scheduler)")
+    sub.add_argument("--scheduler", metavar="ADDRESS", default=os.environ.get("PCOPY_SCHEDULER") or None,
+                     help="run the per-file work on the Dask cluster at ADDRESS (tcp://HOST:PORT; default: "
+                          "$PCOPY_SCHEDULER); its workers must see SRC and DST at the same paths. "
+                          "Needs pip install 'pcopy[dask]'")
     bar = sub.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="show a progress bar (default: when stderr is a terminal)")
@@ -104,7 +110,7 @@ def run_copy(args) -> int:
     report = api.copytree(args.src, args.dst, jobs=args.jobs, backend=args.backend, hash=args.hash,
                           manifest=args.manifest, progress=args.progress and not args.quiet,
                           follow_symlinks=args.follow_symlinks, force=args.force, keep_results=False,
-                          on_result=_verbose_printer(args))
+                          on_result=_verbose_printer(args), scheduler=args.scheduler)
     for failure in report.failures:
         print(f"pcopy: error: {printable(failure.relpath)}: {failure.message}", file=sys.stderr)
     if not args.quiet:

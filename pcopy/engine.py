@@ -246,26 +246,41 @@ def default_jobs() -> int:
 def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "process",
               counters: Optional[Counters] = None, manifest_path: Optional[str] = None,
               keep_results: bool = False, on_result: Optional[Callable] = None,
-              stop_event: Optional[threading.Event] = None) -> Report:
-    """Copy options.src into options.dst; see the module docstring for the flow."""
+              stop_event: Optional[threading.Event] = None, scheduler=None) -> Report:
+    """Copy options.src into options.dst; see the module docstring for the flow.
+
+    ``scheduler``: run the workers on the cluster at that address instead of
+    locally (``jobs`` then defaults to the cluster's size).
+    """
     started = time.monotonic()
-    jobs = jobs or default_jobs()
+    jobs = jobs or (None if scheduler is not None else default_jobs())
     counters = counters if counters is not None else Counters()
     dst_is_new = preflight(options.src, options.dst)
     options = _with_token(options)
+    if scheduler is not None:  # remote workers do not share our working directory
+        options = dataclasses.replace(options, src=os.path.abspath(options.src), dst=os.path.abspath(options.dst))
     root_stat = os.stat(options.src)
     report = Report(results=[] if keep_results else None)
     manifest = ManifestWriter(manifest_path) if manifest_path else None
+    try:  # before the signal guard: connecting to a scheduler can take a while
+        workers = make_backend(backend, jobs, fsops.worker_init, scheduler=scheduler,
+                               roots=(options.src, options.dst))
+    except BaseException:
+        if manifest is not None:
+            manifest.discard()
+        raise
     with SignalGuard(stop_event) as guard:
         consumer = Consumer(report, counters, manifest, on_result)
         run = Run(options, consumer, dst_is_new, guard.check)
-        pool = BoundedPool(make_backend(backend, jobs, fsops.worker_init), max_in_flight=jobs * 4)
+        pool = BoundedPool(workers, max_in_flight=workers.jobs * 4)
         counters.start()
         try:
             worker = functools.partial(fsops.run_batch, options)
             for batch, results, exc in pool.map_unordered(worker, run.produce(), guard.check):
                 run.consume(batch, results, exc, pool.push)
-            pool.close()
+            lost = pool.close()
+            if lost:  # a worker died mid-batch: its batches were rerun, its temp files stayed
+                fsops.remove_temp_files(options.dst, {b.reldir for b in lost}, options.token)
             guard.check()
         except BaseException:
             in_flight = pool.abort(ABORT_GRACE)

@@ -25,6 +25,8 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator, Optional
 
+from .errors import PcopyError
+
 BACKENDS = ("process", "thread")
 WAIT_TICK = 0.1  # seconds between checks for a stop request while waiting
 
@@ -34,6 +36,7 @@ class ThreadBackend:
 
     def __init__(self, jobs: int, initializer: Callable, stop_event) -> None:
         self.stop_event = stop_event
+        self.jobs = jobs
         self._executor = cf.ThreadPoolExecutor(jobs, thread_name_prefix="pcopy-worker",
                                                initializer=initializer, initargs=(stop_event, False))
 
@@ -42,6 +45,10 @@ class ThreadBackend:
 
     def wait(self, futures, timeout):
         return cf.wait(futures, timeout, return_when=cf.FIRST_COMPLETED)[0]
+
+    def lost_items(self) -> list:
+        """Items whose worker vanished mid-run and that were rerun elsewhere (none here)."""
+        return []
 
     def shutdown(self, kill: bool = False) -> None:
         self._executor.shutdown(wait=True, cancel_futures=kill)
@@ -55,6 +62,7 @@ class ProcessBackend(ThreadBackend):
         method = start_method or os.environ.get("PCOPY_START_METHOD") or None
         context = multiprocessing.get_context(method)
         self.stop_event = context.Event()
+        self.jobs = jobs
         self._executor = cf.ProcessPoolExecutor(jobs, mp_context=context, initializer=initializer,
                                                 initargs=(self.stop_event, True))
 
@@ -69,7 +77,18 @@ class ProcessBackend(ThreadBackend):
         self._executor.shutdown(wait=True, cancel_futures=kill)
 
 
-def make_backend(name: str, jobs: int, initializer: Callable):
+def make_backend(name: str, jobs: Optional[int], initializer: Callable, scheduler=None, roots=None):
+    """A backend with ``jobs`` workers; with a ``scheduler``, the Dask cluster there.
+
+    ``jobs`` may be None only with a scheduler (the cluster's size is used);
+    ``roots`` (SRC, DST) are checked to be visible to remote workers.
+    """
+    if scheduler is not None:
+        try:
+            from .dask_backend import DaskBackend  # imports distributed: only when asked for
+        except ImportError as exc:
+            raise PcopyError(f"a scheduler needs the 'dask' extra (pip install 'pcopy[dask]'): {exc}") from None
+        return DaskBackend(scheduler, jobs, roots)
     if name == "thread":
         return ThreadBackend(jobs, initializer, threading.Event())
     if name == "process":
@@ -122,17 +141,24 @@ class BoundedPool:
                 exc = future.exception()
                 yield item, (None if exc is not None else future.result()), exc
 
-    def close(self) -> None:
-        """Normal end: every item was consumed; stop the workers."""
+    def close(self) -> list:
+        """Normal end: every item was consumed; stop the workers.
+
+        Returns the items a lost worker held (they were rerun elsewhere, but
+        their directories may hold that worker's temp files).
+        """
+        lost = self.backend.lost_items()
         self.backend.shutdown(kill=False)
+        return lost
 
     def abort(self, grace: float) -> list:
         """Interrupt: tell workers to stop, wait ``grace`` s, kill the rest.
 
-        Returns the items that were in flight (their temp files may need removing).
+        Returns the items that were in flight or held by a lost worker (their
+        temp files may need removing).
         """
         self.backend.stop_event.set()
-        items = self.in_flight()
+        items = self.in_flight() + self.backend.lost_items()
         for future in list(self._pending):
             future.cancel()
         deadline = time.monotonic() + grace
@@ -140,7 +166,7 @@ class BoundedPool:
         while running and time.monotonic() < deadline:
             running = [f for f in running if not f.done()]
             if running:
-                cf.wait(running, min(WAIT_TICK, max(0.0, deadline - time.monotonic())))
+                self.backend.wait(running, min(WAIT_TICK, max(0.0, deadline - time.monotonic())))
         self.backend.shutdown(kill=bool(running))
         self._pending.clear()
         return items
