@@ -85,12 +85,14 @@ def _check_roots(src: str, dst: str, probe: str, nonce: str) -> Optional[str]:
     if not os.path.isdir(src):
         return f"cannot see SRC {src}"
     try:
-        with open(os.path.join(dst, probe), "rb") as f:
-            if f.read() != nonce.encode():
-                return f"sees a different DST at {dst}"
+        fd = os.open(os.path.join(dst, probe), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            seen = os.read(fd, 64)
+        finally:
+            os.close(fd)
     except OSError as exc:
-        return f"sees a different DST at {dst} ({describe(exc)})"
-    return None
+        return f"sees a different DST at {dst} (no probe file: {describe(exc)})"
+    return None if seen == nonce.encode() else f"sees a different DST at {dst} (wrong probe file)"
 
 
 class _StopEvent:
@@ -113,6 +115,19 @@ class _StopEvent:
         return self._local.is_set()
 
 
+def _connect(address: str):
+    client = distributed.Client.__new__(distributed.Client)  # keep a handle if __init__ fails
+    try:
+        client.__init__(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        try:  # a failed start leaves the client's event-loop thread running (distributed 2026.8)
+            client._loop_runner.stop()
+        except Exception:
+            pass
+        raise PcopyError(f"{address}: cannot connect to the Dask scheduler: {describe(exc)}") from None
+    return client
+
+
 class DaskBackend:
     """A pool backend whose workers are the threads of a Dask cluster's workers.
 
@@ -127,11 +142,7 @@ class DaskBackend:
         if isinstance(scheduler, distributed.Client):
             self.client, self._own_client = scheduler, False
         else:
-            try:
-                self.client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
-            except (OSError, TimeoutError) as exc:
-                raise PcopyError(f"{scheduler}: cannot connect to the Dask scheduler: {describe(exc)}") from None
-            self._own_client = True
+            self.client, self._own_client = _connect(scheduler), True
         try:
             self.jobs = jobs or self._cluster_threads()
             if roots is not None:
