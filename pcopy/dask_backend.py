@@ -145,10 +145,10 @@ class DaskBackend:
     """A pool backend whose workers are the threads of a Dask cluster's workers.
 
     ``scheduler`` is an address (``tcp://host:port``) or an existing
-    ``distributed.Client`` (then it is used and left open). ``jobs`` caps the
-    number of batches running at once; by default it is the cluster's total
-    worker threads when it starts. ``roots`` (SRC, DST) are checked on every
-    worker present at start-up.
+    ``distributed.Client`` (then it is used and left open). ``jobs`` is the
+    parallelism the pool sizes its in-flight window by; by default the
+    cluster's total worker threads when it starts. ``roots`` (SRC, DST) are
+    checked on every worker present at start-up.
     """
 
     def __init__(self, scheduler, jobs: Optional[int] = None, roots: Optional[tuple] = None) -> None:

@@ -152,6 +152,15 @@ def test_many_batches_each_file_once(cluster, client, tmp_path):
 
 
 @needs_dask
+def test_an_existing_client_is_used_and_left_open(cluster, client, tmp_path):
+    make_tree(tmp_path / "src", {"a": b"a", "d/b": b"b"})
+    report = pcopy.copytree(tmp_path / "src", tmp_path / "dst", scheduler=client)
+    assert report.copied == 2 and report.failed == 0
+    assert client.status == "running"
+    assert client.submit(sum, [1, 2]).result() == 3
+
+
+@needs_dask
 def test_rerun_skips_unchanged_and_copies_changed(cluster, client, tmp_path, sample_src):
     """Stands in for ``sync`` (being built on the same engine): a rerun only copies changes."""
     dst = tmp_path / "dst"
