@@ -27,17 +27,20 @@ def _check(backend: str, hash: str, manifest, jobs: Optional[int]) -> None:
         raise UsageError("jobs must be at least 1")
 
 
-def _run(options: Options, *, jobs, backend, manifest, progress, keep_results, on_result, stop_event=None) -> Report:
+def _run(options: Options, *, jobs, backend, manifest, progress, keep_results, on_result, stop_event=None,
+         scheduler=None) -> Report:
     _check(backend, options.hash, manifest, jobs)
     return engine.copy_tree(options, jobs=jobs, backend=backend, counters=make_progress(progress),
                             manifest_path=os.fspath(manifest) if manifest is not None else None,
-                            keep_results=keep_results, on_result=on_result, stop_event=stop_event)
+                            keep_results=keep_results, on_result=on_result, stop_event=stop_event,
+                            scheduler=scheduler)
 
 
 def copytree(src, dst, *, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
              manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
              hard_links: bool = False, fsync: bool = False, sparse: bool = False, keep_results: bool = True,
-             on_result: Optional[Callable] = None, transform=None, level: Optional[int] = None) -> Report:
+             on_result: Optional[Callable] = None, transform=None, level: Optional[int] = None,
+             scheduler=None) -> Report:
     """Copy the tree at ``src`` into ``dst`` in parallel, checksumming as it writes.
 
     Like ``pcopy copy``: files whose size and mtime already match at ``dst``
@@ -48,13 +51,18 @@ def copytree(src, dst, *, jobs: Optional[int] = None, backend: str = "process", 
     ``level`` is its compression level. Per-file failures do not raise: they are in
     ``report.failures``. Raises ``PcopyError`` when the copy cannot start and
     ``Interrupted`` on SIGINT/SIGTERM (after cleaning up).
+
+    ``scheduler``: a Dask scheduler address (``tcp://host:port``) or a
+    ``distributed.Client``; the per-file work then runs on that cluster's
+    workers, which must see ``src`` and ``dst`` at the same paths (needs
+    ``pip install 'pcopy[dask]'``).
     """
     options = Options(src=os.fspath(src), dst=os.fspath(dst), hash=hash, force=force,
                       follow_symlinks=follow_symlinks, manifest=manifest is not None, fsync=fsync,
                       sparse=sparse, hard_links=hard_links, owner=os.geteuid() == 0,
                       **_transform_options(transform, level, backend))
     return _run(options, jobs=jobs, backend=backend, manifest=manifest, progress=progress,
-                keep_results=keep_results, on_result=on_result)
+                keep_results=keep_results, on_result=on_result, scheduler=scheduler)
 
 
 def filter_lines(exclude: Iterable[str] = (), include: Iterable[str] = (), exclude_from=None,
@@ -72,7 +80,7 @@ def sync(src, dst, *, delete: bool = False, checksum: bool = False, dry_run: boo
          hard_links: bool = True, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
          manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
          fsync: bool = False, sparse: bool = False, keep_results: bool = True, on_result: Optional[Callable] = None,
-         stop_event=None, transform=None, level: Optional[int] = None) -> Report:
+         stop_event=None, transform=None, level: Optional[int] = None, scheduler=None) -> Report:
     """Make ``dst`` a copy of ``src`` (``pcopy sync``): copy what is new or changed, optionally delete the rest.
 
     ``link_dest`` directories (relative ones are taken relative to ``dst``,
@@ -94,7 +102,7 @@ def sync(src, dst, *, delete: bool = False, checksum: bool = False, dry_run: boo
                       filters=filter_lines(exclude, include, exclude_from, filters),
                       **_transform_options(transform, level, backend))
     return _run(options, jobs=jobs, backend=backend, manifest=manifest, progress=progress,
-                keep_results=keep_results, on_result=on_result, stop_event=stop_event)
+                keep_results=keep_results, on_result=on_result, stop_event=stop_event, scheduler=scheduler)
 
 
 def _transform_options(transform, level: Optional[int], backend: str) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import sys
 import time
 import traceback
@@ -113,9 +114,14 @@ class _FilterAction(argparse.Action):
 def _add_copy_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("src", metavar="SRC")
     sub.add_argument("dst", metavar="DST")
-    sub.add_argument("-j", "--jobs", type=_positive_int, metavar="N", help="parallel workers (default: CPU count)")
+    sub.add_argument("-j", "--jobs", type=_positive_int, metavar="N",
+                     help="parallel workers (default: CPU count; with --scheduler, the cluster's worker threads)")
     sub.add_argument("--backend", choices=BACKENDS, default="process",
-                     help="worker kind (default: process; threads suit a few big files)")
+                     help="worker kind (default: process; threads suit a few big files; ignored with --scheduler)")
+    sub.add_argument("--scheduler", metavar="ADDRESS", default=os.environ.get("PCOPY_SCHEDULER") or None,
+                     help="run the per-file work on the Dask cluster at ADDRESS (tcp://HOST:PORT; default: "
+                          "$PCOPY_SCHEDULER); its workers must see SRC and DST at the same paths. "
+                          "Needs pip install 'pcopy[dask]'")
     sub.add_argument("--hash", choices=ALGORITHMS, default="xxh128",
                      help="checksum written files (default xxh128); 'none' uses the kernel's fast copy")
     sub.add_argument("--manifest", metavar="FILE",
@@ -202,7 +208,8 @@ def run_copy(args) -> int:
     common = dict(jobs=args.jobs, backend=args.backend, hash=args.hash, manifest=args.manifest,
                   progress=False if args.quiet or (args.verbose and args.progress is None) else args.progress,
                   follow_symlinks=args.follow_symlinks, force=args.force, fsync=args.fsync, sparse=args.sparse,
-                  hard_links=args.hard_links, keep_results=False, on_result=reporter, **_transform_kwargs(args))
+                  hard_links=args.hard_links, keep_results=False, on_result=reporter, scheduler=args.scheduler,
+                  **_transform_kwargs(args))
     report = None
     try:
         if args.command == "sync":

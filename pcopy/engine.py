@@ -411,38 +411,50 @@ def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "p
               counters: Optional[Counters] = None, manifest_path: Optional[str] = None,
               keep_results: bool = False, on_result: Optional[Callable] = None,
               stop_event: Optional[threading.Event] = None, targets: Optional[list] = None,
-              pool: Optional[BoundedPool] = None) -> Report:
+              pool: Optional[BoundedPool] = None, scheduler=None) -> Report:
     """Copy or sync options.src into options.dst; see the module docstring for the flow.
 
     ``targets``: [(reldir, recursive)] to re-read only those directories (watch
     mode); default the whole tree. ``pool``: a long-lived BoundedPool to reuse
-    (the caller closes it); default a new one for this run.
+    (the caller closes it); default a new one for this run. ``scheduler``: run
+    the workers on the Dask cluster at that address (``jobs`` then defaults
+    to the cluster's size).
     """
     started = time.monotonic()
-    jobs = jobs or default_jobs()
+    jobs = jobs or (None if scheduler is not None else default_jobs())
     counters = counters if counters is not None else Counters()
     keep = make_filter(options.filters)
     dst_is_new = preflight(options.src, options.dst, options)
     options = _with_token(options)
+    if scheduler is not None:  # remote workers do not share our working directory
+        options = dataclasses.replace(options, src=os.path.abspath(options.src), dst=os.path.abspath(options.dst))
     report = Report(results=[] if keep_results else None, dry_run=options.dry_run)
     manifest = ManifestWriter(manifest_path) if manifest_path else None
+    own_pool = pool is None
+    if own_pool:
+        try:  # before the signal guard: connecting to a scheduler can take a while
+            workers = make_backend(backend, jobs, fsops.worker_init, scheduler=scheduler,
+                                   roots=(options.src, options.dst))
+        except BaseException:
+            if manifest is not None:
+                manifest.discard()
+            raise
+        pool = BoundedPool(workers, max_in_flight=workers.jobs * 4)
     fatal = None
     with SignalGuard(stop_event) as guard:
         consumer = Consumer(report, counters, manifest, on_result)
         run = Run(options, consumer, dst_is_new, guard.check, keep, targets)
-        own_pool = pool is None
-        if own_pool:
-            pool = BoundedPool(make_backend(backend, jobs, fsops.worker_init), max_in_flight=jobs * 4)
         run.start_lister()  # forks: before any thread of ours exists
         counters.start()
         try:
             worker = functools.partial(fsops.run_batch, options)
             for batch, results, exc in pool.map_unordered(worker, run.produce(), guard.check):
                 run.consume(batch, results, exc, pool.push)
+            lost = pool.take_lost()
             if own_pool:
                 pool.close()
-            if pool.lost:  # a worker died mid-file: its temp files are garbage now
-                fsops.remove_temp_files(options.dst, {b.reldir for b in pool.lost}, options.token)
+            if lost:  # a worker died mid-batch (its batches ran again): its temp files are garbage
+                fsops.remove_temp_files(options.dst, {b.reldir for b in lost}, options.token)
             guard.check()
             run.link_hardlinks()
             fatal = run.delete_extraneous()

@@ -26,6 +26,8 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator, Optional
 
+from .errors import PcopyError
+
 BACKENDS = ("process", "thread")
 WAIT_TICK = 0.1  # seconds between checks for a stop request while waiting
 
@@ -35,6 +37,7 @@ class ThreadBackend:
 
     def __init__(self, jobs: int, initializer: Callable, stop_event) -> None:
         self.stop_event = stop_event
+        self.jobs = jobs
         self._executor = cf.ThreadPoolExecutor(jobs, thread_name_prefix="pcopy-worker",
                                                initializer=initializer, initargs=(stop_event, False))
 
@@ -49,6 +52,10 @@ class ThreadBackend:
 
     def restart(self) -> None:
         raise RuntimeError("a thread pool cannot break")
+
+    def lost_items(self) -> list:
+        """Items whose worker vanished and that ran again elsewhere (the Dask backend has some)."""
+        return []
 
 
 class WorkerDied(cf.BrokenExecutor):
@@ -105,7 +112,7 @@ class ProcessBackend:
         method = start_method or os.environ.get("PCOPY_START_METHOD") or None
         self._context = multiprocessing.get_context(method)
         self.stop_event = self._context.Event()
-        self._jobs = jobs
+        self.jobs = jobs
         self._initializer = initializer
         self._workers: list = []  # started on the first submit: a no-op run starts none
         self._queue: collections.deque = collections.deque()  # (future, message) not sent yet
@@ -115,7 +122,7 @@ class ProcessBackend:
 
     def submit(self, fn, *args):
         if not self._workers:
-            self._workers = [self._spawn() for _ in range(self._jobs)]
+            self._workers = [self._spawn() for _ in range(self.jobs)]
         future = cf.Future()
         self._queue.append((future, (fn, args)))
         self._dispatch()
@@ -165,6 +172,9 @@ class ProcessBackend:
     def restart(self) -> None:
         """Nothing to do: a dead worker is replaced as soon as it is noticed."""
 
+    def lost_items(self) -> list:
+        return []  # BoundedPool keeps track of the items of dead workers itself
+
     def shutdown(self, kill: bool = False) -> None:
         for future, _ in self._queue:
             future.cancel()
@@ -183,7 +193,18 @@ class ProcessBackend:
         self._workers = []
 
 
-def make_backend(name: str, jobs: int, initializer: Callable):
+def make_backend(name: str, jobs: Optional[int], initializer: Callable, scheduler=None, roots=None):
+    """A backend with ``jobs`` workers; with a ``scheduler``, the Dask cluster there.
+
+    ``jobs`` may be None only with a scheduler (the cluster's size is used);
+    ``roots`` (SRC, DST) are checked to be visible to remote workers.
+    """
+    if scheduler is not None:
+        try:
+            from .dask_backend import DaskBackend  # imports distributed: only when asked for
+        except ImportError as exc:
+            raise PcopyError(f"a scheduler needs the 'dask' extra (pip install 'pcopy[dask]'): {exc}") from None
+        return DaskBackend(scheduler, jobs, roots)
     if name == "thread":
         return ThreadBackend(jobs, initializer, threading.Event())
     if name == "process":
@@ -289,6 +310,11 @@ class BoundedPool:
             else:
                 settle()
 
+    def take_lost(self) -> list:
+        """Items whose worker died (they ran again): their directories may hold its temp files."""
+        lost, self.lost = self.lost + self.backend.lost_items(), []
+        return lost
+
     def close(self) -> None:
         """Normal end: every item was consumed; stop the workers."""
         self.backend.shutdown(kill=False)
@@ -299,7 +325,7 @@ class BoundedPool:
         Returns the items that were in flight (their temp files may need removing).
         """
         self.backend.stop_event.set()
-        items = self.in_flight()
+        items = self.in_flight() + self.take_lost()
         for future in list(self._pending):
             future.cancel()
         deadline = time.monotonic() + grace
