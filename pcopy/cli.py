@@ -172,6 +172,9 @@ def itemized(result: Result) -> Optional[str]:
         return f"error {printable(result.relpath)}: {result.message}"
     if result.status == SKIPPED and result.message and result.message.startswith("."):
         return f"{result.message} {printable(result.relpath)}"  # attributes-only update
+    if result.status == SKIPPED and result.message not in (None, "unchanged", "same content",
+                                                            "hard link already in place"):
+        return f"skipping {printable(result.relpath)}: {result.message}"  # specials, vanished files
     return None
 
 

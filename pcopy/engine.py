@@ -240,6 +240,10 @@ class Run:
                 consumer.add(Result(reldir or ".", FAILED, DIR, 0, None,
                                     f"cannot read directory: {describe(listing.error)}"))
                 continue
+            if listing.entry_errors:
+                consumer.add_many([Result(relpath_join(reldir, name), FAILED, FILE, 0, None,
+                                          f"source: cannot stat: {describe(exc)}")
+                                   for name, exc in listing.entry_errors])
             if reldir in fresh:
                 fresh.discard(reldir)
                 existing = {}
@@ -466,14 +470,15 @@ def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "p
             if manifest is not None:
                 manifest.discard()
             raise
+        if manifest is not None:
+            manifest.close()  # before directory times are set: the manifest may live in DST
+            manifest = None
         if not options.dry_run:
             run.finish_dirs()
         report.stopped_early = run.disk_full
         if run.stale_removed:
             report.warnings.append(f"removed {run.stale_removed} temporary files left by an interrupted run")
         counters.close()
-    if manifest is not None:
-        manifest.close()
     if fatal:
         raise PcopyError(fatal)
     report.seconds = time.monotonic() - started

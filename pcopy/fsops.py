@@ -189,7 +189,9 @@ class _BatchCopier:
         self.factory = new_hasher(options.hash)
         self.stop = getattr(_state, "stop", None)
         self.exact_create = getattr(_state, "umask_zero", False)
-        self.src_flags = os.O_RDONLY | os.O_CLOEXEC | (0 if options.follow_symlinks else os.O_NOFOLLOW)
+        # O_NONBLOCK: a file swapped for a FIFO after the walk must not hang the open (no effect on files)
+        self.src_flags = (os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+                          | (0 if options.follow_symlinks else os.O_NOFOLLOW))
         self.tmp_prefix = f"{TMP_PREFIX}{options.token}-{os.getpid()}-"
         self.reldir = ""
         # Ownership (root only): files are born ours; chown only when the source's differ.

@@ -47,11 +47,11 @@ def _stat_deep(root: str, reldir: str) -> os.stat_result:
         os.close(fd)
 
 
-def _scan_deep(root: str, reldir: str, follow_symlinks: bool, stat_files: bool) -> list:
+def _scan_deep(root: str, reldir: str, follow_symlinks: bool, stat_files: bool, errors: list) -> list:
     """scan_dir for a directory whose path is longer than PATH_MAX allows."""
     fd = open_dir_beneath(root, reldir, follow_symlinks)
     try:
-        return scan_dir(fd, follow_symlinks, stat_files)
+        return scan_dir(fd, follow_symlinks, stat_files, errors)
     finally:
         os.close(fd)
 
@@ -59,7 +59,8 @@ def _scan_deep(root: str, reldir: str, follow_symlinks: bool, stat_files: bool) 
 class Listing(NamedTuple):
     reldir: str
     entries: list  # of Entry, sorted by name
-    error: Optional[OSError] = None
+    error: Optional[OSError] = None  # the directory itself could not be read
+    entry_errors: tuple = ()  # (name, OSError) of entries that could not be stat'ed
 
 
 def kind_of(mode: int) -> str:
@@ -77,14 +78,16 @@ def entry_from_stat(name: str, st: os.stat_result) -> Entry:
                  st.st_ino, st.st_dev, st.st_nlink)
 
 
-def scan_dir(path, follow_symlinks: bool = False, stat_files: bool = True) -> list:
+def scan_dir(path, follow_symlinks: bool = False, stat_files: bool = True, errors: Optional[list] = None) -> list:
     """Entries of one directory (a path or an open directory fd), sorted by name.
 
     With ``stat_files=False`` regular files and symlinks are typed from the
     directory entry alone (no stat call) and get ``size=UNKNOWN``: a copy into
     an empty destination needs nothing more, and the worker's fstat is then
     the only stat of each file. Raises OSError when the directory cannot be
-    read. This loop runs once per file in the parent process: keep it lean.
+    read; an entry that cannot be stat'ed (EIO, EACCES) goes to ``errors`` as
+    ``(name, exc)`` when a list is given (one that vanished is just skipped).
+    This loop runs once per file in the parent process: keep it lean.
     """
     entries = []
     append = entries.append
@@ -102,13 +105,15 @@ def scan_dir(path, follow_symlinks: bool = False, stat_files: bool = True) -> li
                     pass  # fall through to a full stat, which reports properly
             try:
                 st = de.stat(follow_symlinks=follow_symlinks)
-            except OSError:
+            except OSError as exc:
                 try:  # a dangling or looping link is kept as the link itself
                     if not (follow_symlinks and de.is_symlink()):
-                        continue  # vanished between readdir and stat
+                        raise exc
                     st = de.stat(follow_symlinks=False)
-                except OSError:
-                    continue
+                except OSError as final:
+                    if errors is not None and not isinstance(final, FileNotFoundError):
+                        errors.append((de.name, final))
+                    continue  # FileNotFoundError: vanished between readdir and stat
             mode = st.st_mode
             kind = FILE if S_ISREG(mode) else kind_of(mode)
             append(Entry(de.name, kind, st.st_size, st.st_mtime_ns, st.st_atime_ns, mode,
@@ -145,17 +150,18 @@ def walk(root: str, follow_symlinks: bool = False,
                 yield Listing(reldir, [], OSError(errno.ELOOP, "symbolic link loop: leads back to a parent"))
                 continue
             ancestors = (key, ancestors)
+        entry_errors: list = []
         try:
             if len(path) < _LONG_PATH:
-                entries = scan_dir(path, follow_symlinks, stat_files(reldir))
+                entries = scan_dir(path, follow_symlinks, stat_files(reldir), entry_errors)
             else:
-                entries = _scan_deep(root, reldir, follow_symlinks, stat_files(reldir))
+                entries = _scan_deep(root, reldir, follow_symlinks, stat_files(reldir), entry_errors)
         except OSError as exc:
             yield Listing(reldir, [], exc)
             continue
         if keep is not None:
             entries = [e for e in entries if keep(relpath_join(reldir, e.name), e.kind == DIR)]
-        yield Listing(reldir, entries)
+        yield Listing(reldir, entries, None, tuple(entry_errors))
         if recursive:
             subdirs = [(relpath_join(reldir, e.name), ancestors) for e in entries if e.kind == DIR]
             stack.extend(reversed(subdirs))  # pop in name order

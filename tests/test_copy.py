@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import stat
@@ -16,6 +17,7 @@ from conftest import (
     File,
     Link,
     big_content,
+    fail_stat_of_entry,
     make_tree,
     opens_source,
     temp_files,
@@ -23,7 +25,7 @@ from conftest import (
 )
 
 import pcopy
-from pcopy import fsops, model, pool
+from pcopy import model, pool
 
 BACKENDS = ("process", "thread")
 
@@ -36,6 +38,8 @@ def test_copy_reproduces_the_tree(tmp_path, sample_src, backend):
     report = pcopy.copytree(sample_src, dst, backend=backend, jobs=2)
 
     assert report.failed == 0, report.failures
+    paths = [r.relpath for r in report.results if r.status != "created"]
+    assert len(paths) == len(set(paths)), "a path was reported twice"
     assert tree_snapshot(dst, atime=True) == before
     assert tree_snapshot(sample_src, atime=True) == before  # the source is untouched
     assert temp_files(dst) == []
@@ -251,6 +255,20 @@ def test_unknown_start_method_is_rejected(tmp_path, monkeypatch):
         pcopy.copytree(tmp_path / "src", tmp_path / "dst", backend="process")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_big_file_among_small_ones_is_copied_once(tmp_path, backend):
+    """A file above the batch byte limit, found in a batch of small files, still gets copied exactly once."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    huge = big_content((17 << 20) + 5, seed=3)
+    make_tree(src, {"a": b"a", "huge": huge, "z": b"z", "sub/huge2": huge[:-1], "sub/b": b"b"})
+    report = pcopy.copytree(src, dst, backend=backend, jobs=2)
+    copied = sorted(r.relpath for r in report.results if r.status == model.COPIED)
+    assert copied == ["a", "huge", "sub/b", "sub/huge2", "z"]
+    assert report.copied == 5 and report.bytes_copied == 2 * len(huge) - 1 + 3
+    assert (dst / "huge").read_bytes() == huge
+    assert tree_snapshot(dst) == tree_snapshot(src)
+
+
 def test_many_files_span_several_batches(tmp_path):
     """More files than a batch holds, in several directories: each copied once."""
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -258,7 +276,7 @@ def test_many_files_span_several_batches(tmp_path):
     make_tree(src, spec)
     report = pcopy.copytree(src, dst, backend="process", jobs=2)
     assert report.copied == len(spec) and report.failed == 0
-    assert sorted(r.relpath for r in report.results) == sorted(spec)
+    assert sorted(r.relpath for r in report.results if r.status == model.COPIED) == sorted(spec)
     assert tree_snapshot(dst) == tree_snapshot(src)
 
 
@@ -293,3 +311,48 @@ def test_source_file_unreadable_is_a_result(tmp_path, io_fault):
     assert again.copied == 1 and again.skipped == 2 and again.failed == 0
     assert tree_snapshot(dst) == tree_snapshot(src)
 
+
+
+def test_entry_whose_stat_fails_is_reported(tmp_path, monkeypatch):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a": b"a", "victim": b"v", "z": b"z"})
+    make_tree(dst, {"other": b"o"})  # DST exists: its entries and SRC's are stat'ed
+    fail_stat_of_entry(monkeypatch, "victim", lambda: OSError(errno.EIO, "Input/output error"))
+    report = pcopy.copytree(src, dst, backend="thread")
+    assert (dst / "a").exists() and (dst / "z").exists()
+    assert (dst / "victim").exists() or [r.relpath for r in report.failures] == ["victim"]
+
+
+def test_unreadable_source_directory_is_a_result(tmp_path, monkeypatch):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a": b"a", "locked/secret": b"s", "open/b": b"b"})
+    real = os.scandir
+    locked = str(src / "locked")
+
+    def scandir(path="."):
+        where = os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else os.fspath(path)
+        if where == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", where)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = pcopy.copytree(src, dst, backend="thread")
+    assert [(r.relpath, r.message) for r in report.failures] == [
+        ("locked", "cannot read directory: Permission denied")]
+    assert (dst / "a").read_bytes() == b"a" and (dst / "open" / "b").read_bytes() == b"b"
+    assert not (dst / "locked" / "secret").exists()
+
+
+def test_follow_symlinks_copies_what_links_point_to(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"real/f": b"f", "alias": Link("real"), "lf": Link("real/f"),
+                    "dangling": Link("nowhere"), "selfloop": Link("selfloop"), "d/up": Link("..")})
+    report = pcopy.copytree(src, dst, backend="thread", follow_symlinks=True)
+    assert (dst / "alias").is_dir() and not (dst / "alias").is_symlink()
+    assert (dst / "alias" / "f").read_bytes() == b"f" and (dst / "real" / "f").read_bytes() == b"f"
+    assert not (dst / "lf").is_symlink() and (dst / "lf").read_bytes() == b"f"
+    assert os.readlink(dst / "dangling") == "nowhere"  # nothing to follow: kept as a link
+    assert os.readlink(dst / "selfloop") == "selfloop"
+    # the only failure is the real loop (d/up leads back to an ancestor)
+    assert [r.relpath for r in report.failures] == [os.path.join("d", "up")]
+    assert "symbolic link" in report.failures[0].message

@@ -146,3 +146,13 @@ def test_file_digest_matches_xxhash(tmp_path):
     assert hashing.new_hasher("none") is None
     with pytest.raises(ValueError):
         hashing.new_hasher("md5")
+
+
+def test_manifest_inside_dst_keeps_root_mtime(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a": b"a", "d/b": b"b"})
+    report = pcopy.copytree(src, dst, backend="thread", manifest=dst / "MANIFEST")
+    assert report.failed == 0
+    assert (dst / "MANIFEST").exists()
+    assert os.stat(dst).st_mtime_ns == os.stat(src).st_mtime_ns
+    assert os.stat(dst / "d").st_mtime_ns == os.stat(src / "d").st_mtime_ns
