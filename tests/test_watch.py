@@ -458,3 +458,26 @@ def test_signal_stops_watch_quickly_with_no_temp_files_or_children(tmp_path, sig
     assert "interrupted by" in err and "Traceback" not in err
     assert temp_files(dst) == []
     assert not [pid for pid in children if _alive(pid)]
+
+
+def test_targeted_run_does_not_walk_through_a_directory_replaced_by_a_symlink(tmp_path):
+    """A watched directory swapped for a symlink before its batch runs: the link is copied, not followed."""
+    from pcopy import engine, fsops, pool
+    from pcopy.model import Options
+
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    make_tree(outside, {"secret/deep/file": b"outside the tree"})
+    make_tree(src, {"keep.txt": b"k", "x": Link(str(outside)), "y/z": Link(str(outside))})
+    options = Options(src=str(src), dst=str(dst), replace=True, delete=True)
+    shared = pool.BoundedPool(pool.make_backend("thread", 2, fsops.worker_init), max_in_flight=8)
+    try:
+        report = engine.copy_tree(options, jobs=2, backend="thread", keep_results=True, pool=shared,
+                                  targets=[("", False), ("x", True), ("y/z", True)])
+        assert report.failed == 0
+        again = engine.copy_tree(options, jobs=2, backend="thread", keep_results=True, pool=shared,
+                                 targets=[("y", False), ("x", True)])
+    finally:
+        shared.close()
+    assert again.failed == 0
+    assert os.readlink(dst / "x") == str(outside) and os.readlink(dst / "y" / "z") == str(outside)
+    assert not any("secret" in r.relpath for r in report.results + again.results)
