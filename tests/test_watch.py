@@ -310,7 +310,8 @@ def test_lost_events_lead_to_a_full_rescan(trees, monkeypatch):
         monkeypatch.setattr(watcher, "map_event", lambda *a: [])  # every event is "lost"
         (src / "unseen.txt").write_bytes(b"its events were dropped")
         # what watchdog logs when the kernel's inotify queue overflowed:
-        logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
+        overflow = "Inotify queue overflowed; filesystem events were lost"
+        logging.getLogger("watchdog.observers.inotify_c").warning(overflow)
         wait_mirrored(src, dst)
         assert any("lost" in w for w in session.status.warnings)
 
