@@ -1,10 +1,10 @@
 """pcopy: a parallel file-tree copier that checksums what it writes."""
 
-from .api import copytree, hash_tree, map_files, sync, verify
+from .api import copytree, hash_tree, map_files, sync, verify, watch
 from .errors import Interrupted, PcopyError, UsageError
 from .mapping import MapResult
 from .model import Report, Result
 from .version import __version__
 
-__all__ = ["copytree", "sync", "hash_tree", "verify", "map_files", "Interrupted", "MapResult", "PcopyError",
-           "Report", "Result", "UsageError", "__version__"]
+__all__ = ["copytree", "sync", "watch", "hash_tree", "verify", "map_files", "Interrupted", "MapResult",
+           "PcopyError", "Report", "Result", "UsageError", "__version__"]

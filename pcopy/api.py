@@ -227,3 +227,48 @@ def verify(src, dst=None, *, manifest=None, jobs: Optional[int] = None, backend:
         raise PcopyError(f"{name}: cannot read manifest: {describe(exc)}") from None
     with stream:
         return _verify.verify_manifest(stream, os.fspath(src), manifest_name=name, **common)
+
+
+def watch(src, dst, *, stop_event=None, debounce: float = 0.05, poll: bool = False, poll_interval: float = 1.0,
+          rescan_interval: Optional[float] = None, on_status: Optional[Callable] = None, delete: bool = False,
+          checksum: bool = False, exclude: Iterable[str] = (), include: Iterable[str] = (), exclude_from=None,
+          filters: Iterable[str] = (), delete_excluded: bool = False, max_delete: Optional[int] = None,
+          link_dest: Iterable = (), hard_links: bool = True, jobs: Optional[int] = None, backend: str = "process",
+          hash: str = "xxh128", follow_symlinks: bool = False, force: bool = False, fsync: bool = False,
+          sparse: bool = False, transform=None, level: Optional[int] = None,
+          on_result: Optional[Callable] = None) -> Report:
+    """Sync ``src`` to ``dst``, then keep ``dst`` following changes until ``stop_event`` is set.
+
+    Takes ``sync``'s options (not ``dry_run``/``manifest``). Changes are
+    debounced (``debounce`` seconds of quiet) into batches that go through the
+    same planner, pool and worker as ``sync``. ``poll`` uses watchdog's polling
+    observer (every ``poll_interval`` s) instead of inotify; it is also used
+    when native events are unavailable. ``rescan_interval`` adds a periodic
+    full check. ``on_status(WatchStatus)`` is called after each batch and a
+    few times a second. Can run in a thread; in the main thread SIGINT/SIGTERM
+    raise ``Interrupted`` (its ``report`` attribute holds the session's report).
+    Returns the session's Report: totals over all batches; ``failures`` (and
+    ``failed``) are the paths that still failed in the last batch.
+    """
+    from . import watcher  # imports watchdog: only in watch mode (not named "watch": that is this function)
+
+    _check(backend, hash, None, jobs)
+    if debounce < 0:
+        raise UsageError("debounce must be 0 or more seconds")
+    if poll_interval <= 0:
+        raise UsageError("poll_interval must be more than 0 seconds")
+    if rescan_interval is not None and rescan_interval <= 0:
+        raise UsageError("rescan_interval must be more than 0 seconds")
+    if max_delete is not None and max_delete < 0:
+        raise UsageError("max_delete must be 0 or more")
+    dst = os.fspath(dst)
+    roots = tuple(os.path.abspath(os.path.join(dst, os.fspath(d))) for d in link_dest)
+    options = Options(src=os.fspath(src), dst=dst, hash=hash, force=force, follow_symlinks=follow_symlinks,
+                      fsync=fsync, delete=delete or delete_excluded, delete_excluded=delete_excluded,
+                      max_delete=max_delete, checksum=checksum, hard_links=hard_links, link_dest=roots,
+                      owner=os.geteuid() == 0, replace=True, sparse=sparse,
+                      filters=filter_lines(exclude, include, exclude_from, filters),
+                      **_transform_options(transform, level, backend))
+    return watcher.watch(options, jobs=jobs, backend=backend, debounce=debounce, poll=poll,
+                         poll_interval=poll_interval, rescan_interval=rescan_interval, on_result=on_result,
+                         on_status=on_status, stop_event=stop_event)

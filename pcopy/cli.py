@@ -10,6 +10,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="hard-link files unchanged against DIR instead of copying (repeatable; relative to DST)")
     _add_map_command(commands)
     _add_integrity_parsers(commands)
+    _add_watch_command(commands)
     return parser
 
 
@@ -400,7 +402,124 @@ def run_verify(args) -> int:
     return report.exit_code
 
 
-COMMANDS = {"copy": run_copy, "sync": run_copy, "map": run_map, "hash": run_hash, "verify": run_verify}
+def _add_watch_command(commands) -> None:
+    """``pcopy watch``: every ``sync`` option (inherited from its parser), plus the watch settings."""
+    watch = commands.add_parser(
+        "watch", parents=[commands.choices["sync"]], conflict_handler="resolve",
+        help="sync SRC to DST, then keep DST following changes (Ctrl-C to stop)",
+        description="Sync SRC to DST, then follow changes in SRC (inotify; polling with --poll) and apply them "
+                    "in debounced batches through the same copy path as sync. Takes sync's options, except "
+                    "--dry-run and --manifest.")
+    watch.add_argument("--debounce", type=_seconds, metavar="SECONDS",
+                       help="apply a batch once no change came for SECONDS (default 0.05)")
+    watch.add_argument("--poll", action="store_true",
+                       help="poll the tree instead of using inotify (network file systems; slower)")
+    watch.add_argument("--poll-interval", type=_seconds, metavar="SECONDS", help="with --poll (default 1)")
+    watch.add_argument("--rescan-interval", type=_seconds, metavar="SECONDS",
+                       help="also re-read the whole tree every SECONDS (default: only when events were lost)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be 0 or more seconds")
+    return value
+
+
+class _StatusLine:
+    """The one-line watch status on a TTY, redrawn in place; cleared before any other line is printed."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.shown = False
+        self._drawn_at = 0.0
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            self.shown = False
+
+    def draw(self, status, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self._drawn_at < 0.2):
+            return
+        self._drawn_at = now
+        last = time.strftime("%H:%M:%S", time.localtime(status.last_sync)) if status.last_sync else "never"
+        text = (f"pcopy watch ({status.observer}): {status.pending} pending events, "
+                f"last sync {last} ({status.last_seconds:.2f} s), {status.errors} errors")
+        width = shutil.get_terminal_size((80, 20)).columns
+        sys.stderr.write("\r\x1b[K" + text[:max(width - 1, 10)])
+        sys.stderr.flush()
+        self.shown = True
+
+
+def run_watch(args) -> int:
+    if args.dry_run:
+        raise UsageError("watch does not take --dry-run")
+    if args.manifest:
+        raise UsageError("watch does not take --manifest (a manifest describes one finished run)")
+    reporter = _Reporter(args)
+    line = _StatusLine(not args.quiet and (args.progress if args.progress is not None else sys.stderr.isatty()))
+    errors: dict = {}  # relpath -> message already printed, so a file failing again is not repeated
+    warned = [0]
+
+    def on_result(result: Result) -> None:
+        if result.status == FAILED:
+            if errors.get(result.relpath) != result.message:
+                errors[result.relpath] = result.message
+                line.clear()
+                print(f"pcopy: error: {printable(result.relpath)}: {result.message}", file=sys.stderr)
+        else:
+            errors.pop(result.relpath, None)
+            if args.verbose:
+                line.clear()
+        reporter(result)
+
+    def on_status(status) -> None:
+        for warning in status.warnings[warned[0]:]:
+            line.clear()
+            print(f"pcopy: warning: {warning}", file=sys.stderr)
+        warned[0] = len(status.warnings)
+        if status.cycles == 1 and status.last_report is not None and not args.quiet:
+            line.clear()
+            print(f"{summary(status.last_report)} (initial sync)", file=sys.stderr)
+            print(f"pcopy: watching {printable(args.src)} ({status.observer}); Ctrl-C to stop", file=sys.stderr)
+        line.draw(status, force=status.last_report is not None)
+
+    settings = {name: getattr(args, name) for name in ("debounce", "poll_interval", "rescan_interval")
+                if getattr(args, name) is not None}
+    report = None
+    try:
+        report = api.watch(args.src, args.dst, poll=args.poll, delete=args.delete,
+                           delete_excluded=args.delete_excluded, max_delete=args.max_delete, checksum=args.checksum,
+                           filters=args.filters or (), link_dest=args.link_dest, hard_links=args.hard_links,
+                           jobs=args.jobs, backend=args.backend, hash=args.hash,
+                           follow_symlinks=args.follow_symlinks, force=args.force, fsync=args.fsync,
+                           sparse=args.sparse, on_result=on_result, on_status=on_status,
+                           **_transform_kwargs(args), **settings)
+    except Interrupted as exc:
+        report = getattr(exc, "report", None)
+        raise
+    except PcopyError as exc:
+        line.clear()
+        reporter.close(None, str(exc))
+        raise
+    finally:
+        line.clear()
+        if report is not None:
+            reporter.close(report)
+            if not args.quiet:
+                print(f"{summary(report)} (watch session)", file=sys.stderr)
+            if args.json:
+                print(json.dumps(report.to_dict()))
+    return EXIT_OK if report.ok else EXIT_PARTIAL
+
+
+COMMANDS = {"copy": run_copy, "sync": run_copy, "watch": run_watch, "map": run_map, "hash": run_hash,
+            "verify": run_verify}
 
 
 def main(argv=None) -> int:

@@ -220,8 +220,12 @@ class Run:
         """Targeted runs (watch): skip a vanished or excluded start, make its DST parents."""
         if self.keep is not None and not self.keep(start, True):
             return False
-        if not os.path.isdir(os.path.join(self.options.src, start)) or self.options.dry_run:
-            return os.path.isdir(os.path.join(self.options.src, start))
+        try:  # as the worker opens it: a start reached through a symlink is not walked (unless -L)
+            os.close(fsops.open_dir_beneath(self.options.src, start, self.options.follow_symlinks))
+        except OSError:
+            return False
+        if self.options.dry_run:
+            return True
         parts = start.split(os.sep)
         for i in range(1, len(parts) + 1):
             reldir = os.sep.join(parts[:i])

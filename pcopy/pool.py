@@ -50,6 +50,9 @@ class ThreadBackend:
     def shutdown(self, kill: bool = False) -> None:
         self._executor.shutdown(wait=True, cancel_futures=kill)
 
+    def start(self) -> None:
+        """Threads start with their first item."""
+
     def restart(self) -> None:
         raise RuntimeError("a thread pool cannot break")
 
@@ -120,9 +123,13 @@ class ProcessBackend:
     def _spawn(self) -> _Worker:
         return _Worker(self._context, self._initializer, (self.stop_event, True))
 
-    def submit(self, fn, *args):
+    def start(self) -> None:
+        """Start the worker processes now (they start on the first submit otherwise)."""
         if not self._workers:
             self._workers = [self._spawn() for _ in range(self.jobs)]
+
+    def submit(self, fn, *args):
+        self.start()
         future = cf.Future()
         self._queue.append((future, (fn, args)))
         self._dispatch()

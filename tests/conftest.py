@@ -264,6 +264,10 @@ def sample_spec() -> dict:
         "exec.sh": File(b"#!/bin/sh\necho hi\n", mode=0o755),
         "private": File(b"secret", mode=0o600),
         "odd-mode": File(b"x", mode=0o640),
+        "read-only": File(b"r", mode=0o444),
+        "no-access": File(b"n", mode=0o000),
+        "setuid": File(b"#!/bin/true\n", mode=0o4755),
+        "sticky-dir": Dir(mode=0o1777),
         "big.bin": big_content(),
         "with space.txt": b"spaces",
         "new\nline": b"newline in the name",
@@ -308,3 +312,97 @@ def sample_src(tmp_path):
 
 def enospc() -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# --------------------------------------------------------------------------- processes (via /proc)
+
+
+def _stat_fields(pid: int):
+    """(state, ppid, starttime) of a process, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return rest[0], int(rest[1]), int(rest[19])
+
+
+def children(pid: int) -> set:
+    """{(pid, starttime)} of the live direct children of ``pid``."""
+    out = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _stat_fields(int(name))
+            if fields and fields[1] == pid and fields[0] != "Z":
+                out.add((int(name), fields[2]))
+    return out
+
+
+def descendants(pid: int) -> set:
+    found, todo = set(), [pid]
+    while todo:
+        for child in children(todo.pop()):
+            if child not in found:
+                found.add(child)
+                todo.append(child[0])
+    return found
+
+
+def still_running(procs) -> set:
+    """Those of ``procs`` ((pid, starttime) pairs) that are alive and not zombies."""
+    alive = set()
+    for pid, start in procs:
+        fields = _stat_fields(pid)
+        if fields and fields[2] == start and fields[0] != "Z":
+            alive.add((pid, start))
+    return alive
+
+
+# --------------------------------------------------------------------------- directory entries whose stat fails
+
+
+class _FailingEntry:
+    """Wraps an os.DirEntry; its stat() raises (as on a flaky disk, or after a concurrent delete)."""
+
+    def __init__(self, de, exc_factory):
+        self._de, self._exc = de, exc_factory
+        self.name, self.path = de.name, de.path
+
+    def stat(self, follow_symlinks=True):
+        raise self._exc()
+
+    def is_symlink(self):
+        return self._de.is_symlink()
+
+    def is_file(self, follow_symlinks=True):
+        raise self._exc()
+
+    def is_dir(self, follow_symlinks=True):
+        raise self._exc()
+
+    def inode(self):
+        return self._de.inode()
+
+
+class _ScandirWrapper:
+    def __init__(self, it, name, exc_factory):
+        self._it, self._name, self._exc = it, name, exc_factory
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._it.close()
+
+    def close(self):
+        self._it.close()
+
+    def __iter__(self):
+        for de in self._it:
+            yield _FailingEntry(de, self._exc) if de.name == self._name else de
+
+
+def fail_stat_of_entry(monkeypatch, name: str, exc_factory) -> None:
+    """Make os.scandir yield ``name`` with a stat() that raises ``exc_factory()``."""
+    real = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path=".": _ScandirWrapper(real(path), name, exc_factory))

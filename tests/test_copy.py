@@ -320,7 +320,9 @@ def test_entry_whose_stat_fails_is_reported(tmp_path, monkeypatch):
     fail_stat_of_entry(monkeypatch, "victim", lambda: OSError(errno.EIO, "Input/output error"))
     report = pcopy.copytree(src, dst, backend="thread")
     assert (dst / "a").exists() and (dst / "z").exists()
-    assert (dst / "victim").exists() or [r.relpath for r in report.failures] == ["victim"]
+    assert [r.relpath for r in report.failures] == ["victim"]
+    assert "Input/output error" in report.failures[0].message
+    assert not (dst / "victim").exists()
 
 
 def test_unreadable_source_directory_is_a_result(tmp_path, monkeypatch):

@@ -208,18 +208,34 @@ def test_symlink_in_dst_is_replaced_not_written_through(tmp_path):
     assert not (dst / "f").is_symlink() and (dst / "f").read_bytes() == b"new content"
 
 
-def test_conflicts_between_files_and_directories(tmp_path):
+def _conflict_tree(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, {"was-file/inner": b"i", "was-dir": b"now a file", "fine": b"f"})
     make_tree(dst, {"was-file": b"a file in dst", "was-dir": Dir(), "was-dir/keep": b"k"})
+    return src, dst
+
+
+def test_conflicts_between_files_and_directories(tmp_path):
+    src, dst = _conflict_tree(tmp_path)
     report = _copy(src, dst)
-    status = _status(report)
-    assert status["was-file"][0] == model.FAILED and "non-directory" in status["was-file"][1]
-    assert status["was-dir"][0] == model.FAILED and "directory" in status["was-dir"][1]
-    assert status["fine"][0] == model.COPIED
+    messages = {}
+    for r in report.results:
+        messages.setdefault(r.relpath, []).append((r.status, r.message))
+    assert (model.FAILED, "cannot overwrite non-directory with directory (use sync to replace it)") \
+        in messages["was-file"]
+    assert messages["was-dir"] == [
+        (model.FAILED, "cannot overwrite directory with non-directory (use sync to replace it)")]
+    assert messages["fine"][0][0] == model.COPIED
     assert (dst / "was-file").read_bytes() == b"a file in dst"  # untouched
     assert (dst / "was-dir" / "keep").read_bytes() == b"k"
     assert temp_files(dst) == []
+
+
+def test_each_failed_path_is_reported_once(tmp_path):
+    src, dst = _conflict_tree(tmp_path)
+    report = _copy(src, dst)
+    paths = [r.relpath for r in report.failures]
+    assert len(paths) == len(set(paths)), paths
 
 
 # --------------------------------------------------------------------------- helpers of fsops
