@@ -136,13 +136,18 @@ def is_stale_temp(name: str) -> bool:
     parts = name[len(TMP_PREFIX):].split("-")
     if len(parts) != 3 or not parts[1].isdigit():
         return False
+    pid = int(parts[1])
     try:
-        os.kill(int(parts[1]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except OSError:
         return False
-    return False  # the writer is alive: maybe a concurrent run
+    try:  # a killed writer nobody reaped yet (pid 1 in many containers) is a zombie: dead too
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False  # the writer is alive: maybe a concurrent run
 
 
 def run_batch(options: Options, batch: Batch) -> list:
@@ -268,7 +273,8 @@ class _BatchCopier:
             try:
                 digest = _copy_data(fd, out, before.st_size, self.factory, self.stop, self.options.sparse)
                 after = os.fstat(fd)
-                if after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
+                if (after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns
+                        or after.st_ctime_ns != before.st_ctime_ns):  # ctime: even an mtime put back shows
                     raise _SourceChanged
                 try:
                     if self.chown and (before.st_uid, before.st_gid) != self.born_ids:
@@ -424,7 +430,8 @@ class _BatchCopier:
                 _unlink_quietly(tmp, self.dst_fd)
                 return Result(relpath, FAILED, FILE, 0, None, f"transform {transform.name}: {exc}")
             after = os.fstat(fd)
-            if after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
+            if (after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns
+                    or after.st_ctime_ns != before.st_ctime_ns):
                 raise _SourceChanged
             try:
                 _record_source_size(out, before.st_size)  # before fchmod: a 0o444 mode would forbid it

@@ -141,7 +141,7 @@ def walk(root: str, follow_symlinks: bool = False,
         path = os.path.join(root, reldir) if reldir else root
         if follow_symlinks:
             try:
-                st = os.stat(path) if len(path) < _LONG_PATH else _stat_deep(root, reldir)
+                st = os.stat(path) if len(os.fsencode(path)) < _LONG_PATH else _stat_deep(root, reldir)
             except OSError as exc:
                 yield Listing(reldir, [], exc)
                 continue
@@ -152,7 +152,7 @@ def walk(root: str, follow_symlinks: bool = False,
             ancestors = (key, ancestors)
         entry_errors: list = []
         try:
-            if len(path) < _LONG_PATH:
+            if len(os.fsencode(path)) < _LONG_PATH:
                 entries = scan_dir(path, follow_symlinks, stat_files(reldir), entry_errors)
             else:
                 entries = _scan_deep(root, reldir, follow_symlinks, stat_files(reldir), entry_errors)

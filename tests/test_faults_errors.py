@@ -214,9 +214,6 @@ def test_file_appended_by_a_writer_thread_during_copy(tmp_path, sentinel):  # no
     sentinel.check()
 
 
-@pytest.mark.xfail(reason="BUG fsops._BatchCopier.copy_file: only size and mtime are re-checked after the read, not "
-                          "ctime, so an in-place rewrite that restores the mtime (touch -r, rsync -t, tar x) yields "
-                          "a torn DST file that is no state the source ever had", strict=True)
 def test_in_place_rewrite_with_restored_mtime_is_detected(tmp_path, sentinel, monkeypatch):  # noqa: F811
     src = tmp_path / "src"
     old = b"A" * (3 << 20)

@@ -238,9 +238,6 @@ def test_stale_temp_of_a_dead_writer_is_removed(tmp_path, sentinel):  # noqa: F8
     assert_nothing_lost(src, dst, sentinel, prior={"d/x": str(tmp_path / "x-before")}, complete=True)
 
 
-@pytest.mark.xfail(reason="BUG fsops.is_stale_temp: a zombie writer (killed, not yet reaped: pid 1 of a container "
-                          "often never reaps) counts as alive, so a killed run's temp files are never cleaned up",
-                   strict=True)
 def test_stale_temp_of_a_zombie_writer_is_removed(tmp_path, sentinel):  # noqa: F811
     src = tmp_path / "src"
     make_tree(src, {"a": b"a"})

@@ -111,10 +111,6 @@ def test_tree_deeper_than_path_max(tmp_path, sentinel):  # noqa: F811
         rmtree_deep(dst)
 
 
-@pytest.mark.xfail(reason="BUG walk.walk: the switch to fd-based listing compares len(path) in characters with "
-                          "a byte limit (_LONG_PATH), so a tree deeper than PATH_MAX in bytes but not in characters "
-                          "(multi-byte names) fails with 'cannot stat: file name too long' (exit 3) below ~4 KiB",
-                   strict=True)
 def test_deep_tree_with_multibyte_names(tmp_path, sentinel):  # noqa: F811
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_deep(src, "日本語", 420)  # 1,680 characters but 4,200 bytes of path
