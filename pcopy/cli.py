@@ -213,7 +213,8 @@ def run_copy(args) -> int:
     common = dict(jobs=args.jobs, backend=args.backend, hash=args.hash, manifest=args.manifest,
                   progress=False if args.quiet or (args.verbose and args.progress is None) else args.progress,
                   follow_symlinks=args.follow_symlinks, force=args.force, fsync=args.fsync, sparse=args.sparse,
-                  hard_links=args.hard_links, keep_results=False, on_result=reporter, scheduler=args.scheduler,
+                  hard_links=args.hard_links, keep_results=False, scheduler=args.scheduler,
+                  on_result=reporter if args.verbose or args.log_file else None,  # per-file work only when asked
                   **_transform_kwargs(args))
     report = None
     try:

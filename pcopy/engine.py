@@ -72,8 +72,17 @@ class Consumer:
         self.manifest = manifest
         self.on_result = on_result
 
+    @property
+    def wants_each(self) -> bool:
+        """Whether every unchanged file needs a Result of its own (or only counting)."""
+        return self.report.results is not None or self.on_result is not None
+
     def add(self, result: Result) -> None:
         self.add_many((result,))
+
+    def add_unchanged(self, count: int) -> None:
+        self.report.skipped += count
+        self.counters.files_done += count
 
     def add_many(self, results) -> None:
         """Record a batch of results (one call per batch keeps the parent's per-file cost low)."""
@@ -260,11 +269,13 @@ class Run:
                 existing = self._clean_stale_temps(reldir, existing)
             link_dest = tuple((root, entries_at(root, reldir)) for root in options.link_dest)
             plan = plan_directory(reldir, listing.entries, existing, options, link_dest,
-                                  self._hardlink_names(reldir, listing.entries))
-            consumer.counters.discovered(len(plan.tasks) + len(plan.results),
+                                  self._hardlink_names(reldir, listing.entries), consumer.wants_each)
+            consumer.counters.discovered(len(plan.tasks) + len(plan.results) + plan.unchanged,
                                          sum(t.size for t in plan.tasks if t.size > 0))
             if plan.results:
                 consumer.add_many(plan.results)
+            if plan.unchanged:
+                consumer.add_unchanged(plan.unchanged)
             for name in plan.replace:
                 self._remove_for_replacement(relpath_join(reldir, name))
             for entry, why in plan.subdirs:

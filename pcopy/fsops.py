@@ -47,12 +47,14 @@ from .model import (
     Batch,
     Options,
     Result,
+    Results,
     relpath_join,
 )
 from .walk import open_dir_beneath
 
 TMP_PREFIX = ".pcopy-tmp-"
 SMALL_FILE = 1 << 20  # read in one call up to this size
+STOP_CHECK_EVERY = 16  # files between two checks of the stop flag
 CHUNK = 1 << 20
 RETRIES_ON_CHANGE = 2
 SPARSE_BLOCK = 64 << 10  # --sparse: zero blocks of this size become holes
@@ -162,7 +164,7 @@ def run_batch(options: Options, batch: Batch) -> list:
         os.close(src_fd)
         return _fail_all(batch, f"destination directory: {errors.describe(exc)}")
     try:
-        results = _BatchCopier(options, src_fd, dst_fd).run(batch)
+        results = Results(_BatchCopier(options, src_fd, dst_fd).run(batch))
         if options.fsync:
             os.fsync(dst_fd)  # the renames of this batch reach the disk too
         return results
@@ -192,6 +194,8 @@ class _BatchCopier:
         self.src_fd = src_fd
         self.dst_fd = dst_fd
         self.factory = new_hasher(options.hash)
+        # small files: one read, one call that hashes the whole buffer (no hasher object)
+        self.one_shot = xxhash.xxh3_128_hexdigest if options.hash == "xxh128" and not options.sparse else None
         self.stop = getattr(_state, "stop", None)
         self.exact_create = getattr(_state, "umask_zero", False)
         # O_NONBLOCK: a file swapped for a FIFO after the walk must not hang the open (no effect on files)
@@ -212,13 +216,16 @@ class _BatchCopier:
     def run(self, batch: Batch) -> list:
         results = []
         reldir = self.reldir = batch.reldir
+        prefix = reldir + os.sep if reldir else ""
         shared = len(batch.tasks) > 1
-        for task in batch.tasks:
-            relpath = task.name if not reldir else reldir + os.sep + task.name
-            if self.stopping():
-                results.append(Result(relpath, CANCELLED, FILE, 0, None, "interrupted"))
+        stopped = False
+        for i, task in enumerate(batch.tasks):
+            if not i % STOP_CHECK_EVERY:  # an Event check costs a lock: small files check in groups
+                stopped = stopped or self.stopping()
+            if stopped:
+                results.append(Result(prefix + task.name, CANCELLED, FILE, 0, None, "interrupted"))
             else:
-                results.append(self.run_task(relpath, task, shared and task.size == UNKNOWN))
+                results.append(self.run_task(prefix + task.name, task, shared and task.size == UNKNOWN))
         return results
 
     def run_task(self, relpath: str, task, may_defer: bool = False) -> Result:
@@ -271,7 +278,15 @@ class _BatchCopier:
             except OSError as exc:
                 raise _dst_error(exc) from None
             try:
-                digest = _copy_data(fd, out, before.st_size, self.factory, self.stop, self.options.sparse)
+                size = before.st_size
+                if size <= SMALL_FILE and self.one_shot is not None:  # the common case, kept tight
+                    data = os.read(fd, size) if size else b""
+                    if len(data) != size:
+                        raise _SourceChanged
+                    digest = self.one_shot(data)
+                    _write_all(out, data)
+                else:
+                    digest = _copy_data(fd, out, size, self.factory, self.stop, self.options.sparse)
                 after = os.fstat(fd)
                 if (after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns
                         or after.st_ctime_ns != before.st_ctime_ns):  # ctime: even an mtime put back shows
@@ -571,10 +586,12 @@ def _copy_sparse(fd: int, out: int, size: int, factory, stop):
 
 
 def _write_all(out: int, data) -> None:
-    view = memoryview(data)
     try:
-        while view:
-            view = view[os.write(out, view):]
+        written = os.write(out, data) if data else 0
+        if written != len(data):  # short write (e.g. the disk filling up): the rest, or the error
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(out, view):]
     except OSError as exc:
         raise _dst_error(exc) from None
 

@@ -10,6 +10,7 @@ Names are written as the bytes they have on disk (surrogateescape).
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Callable, NamedTuple, Optional
 
@@ -69,6 +70,9 @@ class ManifestWriter:
         self.path = path
         self.tmp = path + ".pcopy-tmp"
         self._file = open(self.tmp, "wb")
+        # the same bytes manifest_line makes, written through a text layer for speed
+        self._text = io.TextIOWrapper(self._file, encoding="utf-8", errors="surrogateescape", newline="\n",
+                                      write_through=True)
 
     def add(self, digest: str, relpath: str) -> None:
         self._file.write(manifest_line(digest, relpath))
@@ -79,14 +83,23 @@ class ManifestWriter:
 
     def add_many(self, results) -> None:
         """Write a line for every result that carries a digest (copied or verified-unchanged)."""
-        self._file.write(b"".join([manifest_line(r.digest, r.relpath) for r in results
-                                   if r.digest is not None and r.status != "failed"]))
+        plain = []
+        for r in results:
+            if r.digest is not None and r.status != "failed":
+                if "\n" in r.relpath or "\r" in r.relpath:
+                    self._file.write(manifest_line(r.digest, r.relpath))  # escaped form, rare
+                else:
+                    plain.append(f"{r.digest}  {r.relpath}\n")
+        if plain:
+            self._text.write("".join(plain))
 
     def close(self) -> None:
+        self._text.detach()
         self._file.close()
         os.replace(self.tmp, self.path)
 
     def discard(self) -> None:
+        self._text.detach()
         self._file.close()
         try:
             os.unlink(self.tmp)

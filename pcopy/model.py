@@ -8,6 +8,7 @@ cheapest immutable objects to build and pickle.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import NamedTuple, Optional
 
@@ -77,6 +78,15 @@ class Batch(NamedTuple):
     reldir: str
     tasks: tuple
 
+    def __reduce__(self):
+        # Pickle the tasks as plain tuples: a NamedTuple costs a Python call per
+        # instance to pickle, and a batch crosses to a worker for every 256 files.
+        return _unpickle_batch, (self.reldir, tuple(map(tuple, self.tasks)))
+
+
+def _unpickle_batch(reldir: str, plain: tuple) -> Batch:
+    return Batch(reldir, tuple(map(functools.partial(tuple.__new__, Task), plain)))
+
 
 class Result(NamedTuple):
     """What happened to one path; a failure is a result, never an exception."""
@@ -87,6 +97,17 @@ class Result(NamedTuple):
     size: int = 0
     digest: Optional[str] = None
     message: Optional[str] = None
+
+
+class Results(list):
+    """A worker's list of Results, pickled as plain tuples (see Batch.__reduce__)."""
+
+    def __reduce__(self):
+        return _unpickle_results, (tuple(map(tuple, self)),)
+
+
+def _unpickle_results(plain: tuple) -> list:
+    return list(map(functools.partial(tuple.__new__, Result), plain))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,6 +27,8 @@ from .model import (
     LINKDEST,
     SKIPPED,
     SPECIAL,
+    SYMLINK,
+    UNKNOWN,
     Batch,
     Entry,
     Options,
@@ -36,6 +38,8 @@ from .model import (
 )
 
 NEW_DIR = "cd+++++++++"
+NEW_FILE = ">f+++++++++"
+NEW_LINK = "cL+++++++++"
 DELETING = "*deleting  "
 
 
@@ -46,6 +50,7 @@ class DirPlan(NamedTuple):
     replace: list  # names whose DST entry is of another kind and must go first (sync)
     deletions: list  # DST Entries with no source counterpart (only with --delete)
     hardlinks: list  # Task(HARDLINK): names to link once their first name is copied
+    unchanged: int = 0  # skipped as unchanged without a Result (when the caller wants only counts)
 
 
 def is_unchanged(src: Entry, dst: Optional[Entry]) -> bool:
@@ -90,13 +95,19 @@ def _same_for_link_dest(src: Entry, old: Optional[Entry]) -> bool:
 
 
 def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], options: Options,
-                   link_dest: tuple = (), first_names: Optional[dict] = None) -> DirPlan:
+                   link_dest: tuple = (), first_names: Optional[dict] = None,
+                   unchanged_results: bool = True) -> DirPlan:
     """Decide the fate of every entry of one source directory.
 
     ``dst_entries``: name → Entry already in DST (filtered like the source).
     ``link_dest``: (root, {name: Entry}) for each --link-dest directory.
     ``first_names``: name → relpath of the first-seen name of the same inode (-H).
+    ``unchanged_results=False``: count unchanged entries instead of making a
+    Result for each (a no-op sync of a big tree then builds almost nothing).
     """
+    if not dst_entries and not first_names and not link_dest and options.transform is None:
+        return _plan_into_empty(reldir, src_entries)
+    unchanged = 0
     tasks, results, subdirs, replace, hardlinks = [], [], [], [], []
     dst_entries = dst_entries or {}
     first_names = first_names or {}
@@ -131,8 +142,10 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
                 tasks.append(Task(ATTRS, src.name, src.size, ".f...p....."))
             elif options.manifest and src.kind == FILE:
                 tasks.append(Task(HASH, src.name, src.size))
-            else:
+            elif unchanged_results:
                 results.append(Result(relpath, SKIPPED, src.kind, src.size, None, "unchanged"))
+            else:
+                unchanged += 1
             continue
         if (options.checksum and not options.force and src.kind == FILE and dst is not None
                 and dst.kind == FILE and dst.size == src.size):
@@ -150,7 +163,7 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
         if outputs is not None:
             src_names.update(name for name in outputs.values() if name)  # a transform's outputs are expected
         deletions = [d for name, d in dst_entries.items() if name not in src_names]
-    return DirPlan(tasks, results, subdirs, replace, deletions, hardlinks)
+    return DirPlan(tasks, results, subdirs, replace, deletions, hardlinks, unchanged)
 
 
 def output_names(src_entries: list, transform) -> dict:
@@ -195,8 +208,29 @@ def plan_transformed(relpath: str, src: Entry, out: Optional[str], taken: collec
     tasks.append(Task(COPY, src.name, src.size))
 
 
+def _plan_into_empty(reldir: str, src_entries: list) -> DirPlan:
+    """The common case of a first copy: DST has nothing here, so every entry is new (no comparisons)."""
+    tasks, results, subdirs = [], [], []
+    for src in src_entries:
+        kind = src.kind
+        if kind == FILE:
+            tasks.append(Task(COPY, src.name, src.size, NEW_FILE))
+        elif kind == DIR:
+            subdirs.append((src, NEW_DIR))
+        elif kind == SYMLINK:
+            tasks.append(Task(LINK, src.name, src.size, NEW_LINK))
+        else:
+            results.append(Result(relpath_join(reldir, src.name), SKIPPED, SPECIAL, 0, None,
+                                  special_reason(src.mode)))
+    return DirPlan(tasks, results, subdirs, [], [], [])
+
+
 def batches(reldir: str, tasks: list, max_files: int, max_bytes: int) -> Iterator[Batch]:
     """Group a directory's tasks so small files share a batch and big ones go alone."""
+    if tasks and all(t.size == UNKNOWN for t in tasks):  # sizes unknown: by count (the worker defers big files)
+        for start in range(0, len(tasks), max_files):
+            yield Batch(reldir, tuple(tasks[start:start + max_files]))
+        return
     group, group_bytes = [], 0
     for task in tasks:
         size = max(task.size, 0)  # UNKNOWN sizes batch by count; the worker defers big ones
