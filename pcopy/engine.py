@@ -18,11 +18,9 @@ the directory being planned: memory is flat for any tree size.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import functools
 import os
-import secrets
 import signal
 import stat
 import threading
@@ -446,7 +444,7 @@ def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "p
     dst_is_new = preflight(options.src, options.dst, options)
     options = _with_token(options)
     if scheduler is not None:  # remote workers do not share our working directory
-        options = dataclasses.replace(options, src=os.path.abspath(options.src), dst=os.path.abspath(options.dst))
+        options = options._replace(src=os.path.abspath(options.src), dst=os.path.abspath(options.dst))
     report = Report(results=[] if keep_results else None, dry_run=options.dry_run)
     manifest = ManifestWriter(manifest_path) if manifest_path else None
     own_pool = pool is None
@@ -502,4 +500,4 @@ def copy_tree(options: Options, *, jobs: Optional[int] = None, backend: str = "p
 
 def _with_token(options: Options) -> Options:
     """Give the run a random token that names (and later finds) its temp files."""
-    return dataclasses.replace(options, token=secrets.token_hex(4))
+    return options._replace(token=os.urandom(4).hex())

@@ -7,7 +7,6 @@ cheapest immutable objects to build and pickle.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from typing import NamedTuple, Optional
@@ -110,9 +109,9 @@ def _unpickle_results(plain: tuple) -> list:
     return list(map(functools.partial(tuple.__new__, Result), plain))
 
 
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """Everything a run needs; also travels, pickled, to every worker."""
+class Options(NamedTuple):
+    """Everything a run needs; also travels, pickled, to every worker (a NamedTuple: immutable,
+    cheap to import, ``options._replace(field=value)`` makes a changed copy)."""
 
     src: str
     dst: str
@@ -146,23 +145,28 @@ def relpath_join(reldir: str, name: str) -> str:
     return name if not reldir else reldir + os.sep + name
 
 
-@dataclasses.dataclass
 class Report:
     """What a run did; the CLI prints it, ``--json`` serialises it."""
 
-    copied: int = 0
-    skipped: int = 0
-    failed: int = 0
-    linked: int = 0
-    deleted: int = 0
-    bytes_copied: int = 0
-    dirs: int = 0
-    seconds: float = 0.0
-    dry_run: bool = False
-    stopped_early: bool = False  # the destination filled up; the rest was not attempted
-    failures: list = dataclasses.field(default_factory=list)
-    warnings: list = dataclasses.field(default_factory=list)
-    results: Optional[list] = None  # every Result, when the caller asked for them
+    def __init__(self, results: Optional[list] = None, dry_run: bool = False) -> None:
+        self.copied = 0
+        self.skipped = 0
+        self.failed = 0
+        self.linked = 0
+        self.deleted = 0
+        self.bytes_copied = 0
+        self.dirs = 0
+        self.seconds = 0.0
+        self.dry_run = dry_run
+        self.stopped_early = False  # the destination filled up; the rest was not attempted
+        self.failures: list = []
+        self.warnings: list = []
+        self.results = results  # every Result, when the caller asked for them
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={getattr(self, k)}" for k in ("copied", "skipped", "failed", "linked", "deleted",
+                                                                "bytes_copied", "dirs", "seconds"))
+        return f"Report({counts})"
 
     @property
     def ok(self) -> bool:

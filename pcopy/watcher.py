@@ -285,7 +285,7 @@ class Watcher:
         """Initial sync, then follow changes until stop_event or SIGINT/SIGTERM (``Interrupted``)."""
         started = time.monotonic()
         # Validate SRC/DST before any thread starts (nothing is created by a dry preflight).
-        engine.preflight(self.options.src, self.options.dst, dataclasses.replace(self.options, dry_run=True))
+        engine.preflight(self.options.src, self.options.dst, self.options._replace(dry_run=True))
         clean = False
         with engine.SignalGuard() as guard:
             try:
