@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import operator
 import os
 import signal
 import stat
@@ -113,6 +114,9 @@ class Consumer:
         if self.on_result is not None:
             for result in results:
                 self.on_result(result)
+
+
+_is_temp_name = operator.methodcaller("startswith", fsops.TMP_PREFIX)
 
 
 class SignalGuard:
@@ -263,7 +267,7 @@ class Run:
                 existing = self._lister.get(reldir)
             else:
                 existing = entries_at(options.dst, reldir, self.dst_keep)
-            if existing and any(name.startswith(fsops.TMP_PREFIX) for name in existing):
+            if existing and any(map(_is_temp_name, existing)):
                 existing = self._clean_stale_temps(reldir, existing)
             link_dest = tuple((root, entries_at(root, reldir)) for root in options.link_dest)
             plan = plan_directory(reldir, listing.entries, existing, options, link_dest,

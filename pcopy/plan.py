@@ -114,8 +114,16 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
     transform = transforms.for_options(options)
     outputs = output_names(src_entries, transform) if transform is not None else None
     taken = collections.Counter(outputs.values()) if outputs is not None else None
+    # An unchanged file needs no further thought: the common case of a sync, checked first and cheaply.
+    quick = not (options.force or options.checksum or options.manifest or unchanged_results
+                 or outputs is not None)
+    get = dst_entries.get
     for src in src_entries:
-        dst = dst_entries.get(src.name)
+        dst = get(src[0])
+        if (quick and dst is not None and src[1:4] == dst[1:4] and src[1] != DIR
+                and (src[5] & 0o7777) == (dst[5] & 0o7777) and src[0] not in first_names):
+            unchanged += 1  # same kind, size, mtime and permissions
+            continue
         relpath = relpath_join(reldir, src.name)
         if src.kind == SPECIAL:
             results.append(Result(relpath, SKIPPED, SPECIAL, 0, None, special_reason(src.mode)))
