@@ -287,34 +287,39 @@ class _BatchCopier:
                     _write_all(out, data)
                 else:
                     digest = _copy_data(fd, out, size, self.factory, self.stop, self.options.sparse)
-                after = os.fstat(fd)
-                if (after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns
-                        or after.st_ctime_ns != before.st_ctime_ns):  # ctime: even an mtime put back shows
-                    raise _SourceChanged
-                try:
-                    if self.chown and (before.st_uid, before.st_gid) != self.born_ids:
-                        os.fchown(out, before.st_uid, before.st_gid)
-                        born_right = False  # chown may clear mode bits: set them after
-                    if not born_right:
-                        os.fchmod(out, mode)
-                    os.utime(out, ns=(before.st_atime_ns, before.st_mtime_ns))
-                    if self.options.fsync:
-                        os.fsync(out)
-                except OSError as exc:
-                    raise _dst_error(exc) from None
+                _check_unchanged(fd, before)
+                self.seal(out, before, born_right)
             except BaseException:
                 os.close(out)
                 _unlink_quietly(tmp, self.dst_fd)
                 raise
-            os.close(out)
-            try:
-                os.rename(tmp, name, src_dir_fd=self.dst_fd, dst_dir_fd=self.dst_fd)
-            except OSError as exc:
-                _unlink_quietly(tmp, self.dst_fd)
-                raise _dst_error(exc) from None
+            self.publish(out, tmp, name)
             return Result(relpath, COPIED, FILE, before.st_size, digest, why or None)
         finally:
             os.close(fd)
+
+    def seal(self, out: int, before: os.stat_result, born_right: bool) -> None:
+        """Give the written temp file its source's owner (as root), mode and times; fsync with --fsync."""
+        try:
+            if self.chown and (before.st_uid, before.st_gid) != self.born_ids:
+                os.fchown(out, before.st_uid, before.st_gid)
+                born_right = False  # chown may clear mode bits: set them after
+            if not born_right:
+                os.fchmod(out, stat.S_IMODE(before.st_mode))
+            os.utime(out, ns=(before.st_atime_ns, before.st_mtime_ns))
+            if self.options.fsync:
+                os.fsync(out)
+        except OSError as exc:
+            raise _dst_error(exc) from None
+
+    def publish(self, out: int, tmp: str, name: str) -> None:
+        """Close the complete temp file and rename it to its final name (the only way a name appears)."""
+        os.close(out)
+        try:
+            os.rename(tmp, name, src_dir_fd=self.dst_fd, dst_dir_fd=self.dst_fd)
+        except OSError as exc:
+            _unlink_quietly(tmp, self.dst_fd)
+            raise _dst_error(exc) from None
 
     def copy_if_content_differs(self, relpath: str, task) -> Result:
         """--checksum with equal sizes: compare xxh128 of both sides; copy only if they differ."""
@@ -444,28 +449,17 @@ class _BatchCopier:
                 os.close(out)
                 _unlink_quietly(tmp, self.dst_fd)
                 return Result(relpath, FAILED, FILE, 0, None, f"transform {transform.name}: {exc}")
-            after = os.fstat(fd)
-            if (after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns
-                    or after.st_ctime_ns != before.st_ctime_ns):
-                raise _SourceChanged
+            _check_unchanged(fd, before)
             try:
-                _record_source_size(out, before.st_size)  # before fchmod: a 0o444 mode would forbid it
-                os.fchmod(out, stat.S_IMODE(before.st_mode))
-                os.utime(out, ns=(before.st_atime_ns, before.st_mtime_ns))
-                if self.options.fsync:
-                    os.fsync(out)
+                _record_source_size(out, before.st_size)  # before the mode: a 0o444 mode would forbid it
             except OSError as exc:
                 raise _dst_error(exc) from None
+            self.seal(out, before, born_right=False)
         except BaseException:
             os.close(out)
             _unlink_quietly(tmp, self.dst_fd)
             raise
-        os.close(out)
-        try:
-            os.rename(tmp, final, src_dir_fd=self.dst_fd, dst_dir_fd=self.dst_fd)
-        except OSError as exc:
-            _unlink_quietly(tmp, self.dst_fd)
-            raise _dst_error(exc) from None
+        self.publish(out, tmp, final)
         digest = hasher.hexdigest() if hasher is not None else None
         return Result(relpath_join(reldir, final), COPIED, FILE, before.st_size, digest)
 
@@ -513,6 +507,14 @@ def _record_source_size(fd: int, size: int) -> None:
     except OSError as exc:
         if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
             raise
+
+
+def _check_unchanged(fd: int, before: os.stat_result) -> None:
+    """Raise _SourceChanged when the open source changed while it was read (ctime: even an mtime put back)."""
+    after = os.fstat(fd)
+    if (after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns
+            or after.st_ctime_ns != before.st_ctime_ns):
+        raise _SourceChanged
 
 
 def _copy_data(fd: int, out: int, size: int, factory, stop, sparse: bool = False):

@@ -37,7 +37,7 @@ from .errors import EXIT_DIFFERENCES, EXIT_OK, EXIT_PARTIAL, PcopyError, describ
 from .model import DIR, FILE, SPECIAL, SYMLINK
 from .pool import BoundedPool, make_backend
 from .progress import Counters
-from .walk import kind_of
+from .walk import kind_name, kind_of
 
 BATCH_FILES = 256
 BATCH_BYTES = 16 << 20
@@ -200,20 +200,6 @@ def _hash_file(dfd: int, name: str, one_shot, factory, may_defer: bool) -> tuple
         return (None, 0, None, (ERROR, "file changed while being read (tried 3 times)"))
     finally:
         os.close(fd)
-
-
-def kind_name(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISLNK(mode):
-        return "symbolic link"
-    if stat.S_ISFIFO(mode):
-        return "FIFO"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    return "regular file" if S_ISREG(mode) else "special file"
 
 
 # --------------------------------------------------------------------------- parent: walking

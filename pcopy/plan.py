@@ -36,6 +36,7 @@ from .model import (
     Task,
     relpath_join,
 )
+from .walk import kind_name
 
 NEW_DIR = "cd+++++++++"
 NEW_FILE = ">f+++++++++"
@@ -80,13 +81,8 @@ def itemize(src: Entry, dst: Optional[Entry], checksum_differs: bool = False) ->
 
 
 def special_reason(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "special file not copied: FIFO"
-    if stat.S_ISSOCK(mode):
-        return "special file not copied: socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "special file not copied: device"
-    return "special file not copied"
+    kind = kind_name(mode)
+    return "special file not copied" if kind == "special file" else f"special file not copied: {kind}"
 
 
 def _same_for_link_dest(src: Entry, old: Optional[Entry]) -> bool:

@@ -73,6 +73,21 @@ def kind_of(mode: int) -> str:
     return SPECIAL
 
 
+def kind_name(mode: int) -> str:
+    """The kind of a file in words, for messages."""
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "regular file" if stat.S_ISREG(mode) else "special file"
+
+
 def entry_from_stat(name: str, st: os.stat_result) -> Entry:
     return Entry(name, kind_of(st.st_mode), st.st_size, st.st_mtime_ns, st.st_atime_ns, st.st_mode,
                  st.st_ino, st.st_dev, st.st_nlink)
