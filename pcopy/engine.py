@@ -1,19 +1,21 @@
-"""The only module that knows the whole flow of a copy.
+"""The only module that knows the whole flow of a copy or sync.
 
-    walk(SRC) ─► plan_directory ─► batches ─► BoundedPool ─► fsops.run_batch (worker)
-       │            │ results decided                              │ one Result
-       │            │ without I/O (skips,                          │ per task
-       │            ▼ conflicts)                                   ▼
-       │        Consumer ◄─────────────────────────────────────────┘
+    walk(SRC) ─► plan_directory ◄── DST listing (lister: a helper process for an existing DST)
+       │            │ results decided                              one Result
+       │            │ without I/O (skips,  batches ─► BoundedPool ─► fsops.run_batch (worker)
+       │            ▼ conflicts)                                     │
+       │        Consumer ◄───────────────────────────────────────────┘
        │          ├─► Report (counts, failures)   ├─► manifest lines (streamed)
-       │          └─► progress counters           └─► on_result callback (-v)
+       │          └─► progress counters           └─► on_result callback (-v, --log-file)
        ▼
-    mkdir in DST as directories are found (parents first); their modes and
-    times are set at the very end, deepest first, after their contents.
+    mkdir in DST as directories are found (parents first). After the pool is
+    drained: -H hard links, then --delete (refused past --max-delete, skipped
+    after failures), then directory modes and times, deepest first.
 
 Data flows one way. The walker runs in this process and is pulled only when
 the pool has a free slot, so at most ``max_in_flight`` batches exist beyond
-the directory being planned: memory is flat for any tree size.
+the directory being planned: memory is flat for any tree size. Watch mode
+calls ``copy_tree`` with ``targets`` (directories to re-read) and its own pool.
 """
 
 from __future__ import annotations
