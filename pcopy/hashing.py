@@ -30,25 +30,6 @@ def new_hasher(algo: str) -> Optional[Callable]:
     raise ValueError(f"unknown hash algorithm: {algo}")
 
 
-def file_digest(path_or_fd, algo: str = "xxh128", chunk: int = 1 << 20) -> str:
-    """Digest of a whole file, read in bounded chunks."""
-    factory = new_hasher(algo)
-    if factory is None:
-        raise ValueError("hash algorithm 'none' has no digest")
-    hasher = factory()
-    own = not isinstance(path_or_fd, int)
-    fd = os.open(path_or_fd, os.O_RDONLY) if own else path_or_fd
-    try:
-        while True:
-            data = os.read(fd, chunk)
-            if not data:
-                return hasher.hexdigest()
-            hasher.update(data)
-    finally:
-        if own:
-            os.close(fd)
-
-
 def manifest_line(digest: str, relpath: str) -> bytes:
     """One manifest line (with its newline) as bytes."""
     name = os.fsencode(relpath)

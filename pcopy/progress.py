@@ -27,11 +27,6 @@ class Counters:
         self.files_total += files
         self.bytes_total += nbytes
 
-    def finished(self, nbytes: int, failed: bool = False) -> None:
-        self.files_done += 1
-        self.bytes_done += nbytes
-        self.failed += failed
-
     def start(self) -> None:
         pass
 

@@ -88,11 +88,6 @@ def kind_name(mode: int) -> str:
     return "regular file" if stat.S_ISREG(mode) else "special file"
 
 
-def entry_from_stat(name: str, st: os.stat_result) -> Entry:
-    return Entry(name, kind_of(st.st_mode), st.st_size, st.st_mtime_ns, st.st_atime_ns, st.st_mode,
-                 st.st_ino, st.st_dev, st.st_nlink)
-
-
 def scan_dir(path, follow_symlinks: bool = False, stat_files: bool = True, errors: Optional[list] = None) -> list:
     """Entries of one directory (a path or an open directory fd), sorted by name.
 

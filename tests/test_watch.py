@@ -19,7 +19,7 @@ import threading
 import time
 
 import pytest
-from conftest import Dir, File, Link, fd_name, make_tree, oserror, opens_source, temp_files, tree_snapshot
+from conftest import Dir, Link, fd_name, make_tree, opens_source, oserror, temp_files, tree_snapshot
 
 import pcopy
 from pcopy import cli, watcher
