@@ -217,7 +217,7 @@ def two_trees(tmp_path, spec):
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, spec)
     shutil.copytree(src, dst, symlinks=True)
-    for rel, node in spec.items():  # shutil keeps mtimes; be explicit for symlinks too
+    for rel, _node in spec.items():  # shutil keeps mtimes; be explicit for symlinks too
         st = os.lstat(src / rel)
         os.utime(dst / rel, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
     return src, dst
@@ -345,7 +345,7 @@ def test_map_ordered_keeps_order_and_bounds_the_window():
     timer = threading.Timer(0.2, release.set)
     timer.start()
     try:
-        for payload, result, exc in gen:
+        for payload, result, _exc in gen:
             out.append((payload, result))
             if payload == 0:
                 assert len(pulled) <= 8  # nothing was pulled beyond the window while 0 ran
