@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 from typing import Callable, Iterable, Iterator, Optional
 
 from . import engine, mapping, transforms
@@ -113,6 +112,8 @@ def _transform_options(transform, level: Optional[int], backend: str) -> dict:
         return {}
     transforms.resolve(transform, level)  # raises UsageError
     if backend == "process" and not isinstance(transform, str):
+        import pickle
+
         try:
             pickle.dumps(transform)
         except Exception as exc:

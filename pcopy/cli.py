@@ -10,10 +10,8 @@ import argparse
 import json
 import multiprocessing
 import os
-import shutil
 import sys
 import time
-import traceback
 from typing import Optional
 
 from . import api
@@ -451,6 +449,8 @@ class _StatusLine:
         last = time.strftime("%H:%M:%S", time.localtime(status.last_sync)) if status.last_sync else "never"
         text = (f"pcopy watch ({status.observer}): {status.pending} pending events, "
                 f"last sync {last} ({status.last_seconds:.2f} s), {status.errors} errors")
+        import shutil
+
         width = shutil.get_terminal_size((80, 20)).columns
         sys.stderr.write("\r\x1b[K" + text[:max(width - 1, 10)])
         sys.stderr.flush()
@@ -540,11 +540,15 @@ def main(argv=None) -> int:
         return Interrupted(2).exit_code
     except PcopyError as exc:
         if getattr(args, "debug", False):
+            import traceback
+
             traceback.print_exc()
         print(f"pcopy: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         if getattr(args, "debug", False):
+            import traceback
+
             traceback.print_exc()
         print(f"pcopy: error: {printable(str(exc.filename or ''))}: {exc.strerror or exc}", file=sys.stderr)
         return PcopyError.exit_code

@@ -211,9 +211,6 @@ class DaskBackend:
     def start(self) -> None:
         """The cluster's workers are already running."""
 
-    def restart(self) -> None:
-        """Dask reschedules the work of lost workers itself."""
-
     def submit(self, fn, item):
         future = self.client.submit(pcopy_batch, fn, _Opaque(item), self._stop_name, pure=False, retries=RETRIES)
         with self._lock:

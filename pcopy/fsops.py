@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-import shutil
 import signal
 import stat
 import threading
@@ -704,6 +703,8 @@ def remove_tree_beneath(root: str, relpath: str) -> None:
     try:
         st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
+            import shutil  # rarely needed: keep it out of start-up
+
             shutil.rmtree(name, dir_fd=fd)  # fd-based: immune to symlink races on Linux
         else:
             os.unlink(name, dir_fd=fd)

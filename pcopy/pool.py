@@ -18,7 +18,6 @@ running, so Ctrl-C never hangs the way ``multiprocessing.Pool.map`` does.
 from __future__ import annotations
 
 import collections
-import concurrent.futures as cf
 import multiprocessing
 import multiprocessing.connection as mp_connection
 import os
@@ -36,6 +35,9 @@ class ThreadBackend:
     """Workers are threads in this process (fine for big files: I/O and xxhash drop the GIL)."""
 
     def __init__(self, jobs: int, initializer: Callable, stop_event) -> None:
+        import concurrent.futures as cf  # only for threads: it pulls in logging (start-up time)
+
+        self._cf = cf
         self.stop_event = stop_event
         self.jobs = jobs
         self._executor = cf.ThreadPoolExecutor(jobs, thread_name_prefix="pcopy-worker",
@@ -45,7 +47,7 @@ class ThreadBackend:
         return self._executor.submit(fn, *args)
 
     def wait(self, futures, timeout):
-        return cf.wait(futures, timeout, return_when=cf.FIRST_COMPLETED)[0]
+        return self._cf.wait(futures, timeout, return_when=self._cf.FIRST_COMPLETED)[0]
 
     def shutdown(self, kill: bool = False) -> None:
         self._executor.shutdown(wait=True, cancel_futures=kill)
@@ -53,16 +55,56 @@ class ThreadBackend:
     def start(self) -> None:
         """Threads start with their first item."""
 
-    def restart(self) -> None:
-        raise RuntimeError("a thread pool cannot break")
-
     def lost_items(self) -> list:
         """Items whose worker vanished and that ran again elsewhere (the Dask backend has some)."""
         return []
 
 
-class WorkerDied(cf.BrokenExecutor):
+class WorkerDied(Exception):
     """The worker process running this item exited (killed, out of memory)."""
+
+
+class _Future:
+    """A process-backend future: settled by ``ProcessBackend.wait`` in the owner's thread, so no locks.
+
+    It has the parts of ``concurrent.futures.Future`` that BoundedPool uses.
+    """
+
+    __slots__ = ("_state", "_value", "_error")
+
+    def __init__(self) -> None:
+        self._state, self._value, self._error = "pending", None, None
+
+    def set_running_or_notify_cancel(self) -> bool:
+        if self._state == "cancelled":
+            return False
+        self._state = "running"
+        return True
+
+    def cancel(self) -> bool:
+        if self._state == "pending":
+            self._state = "cancelled"
+        return self._state == "cancelled"
+
+    def cancelled(self) -> bool:
+        return self._state == "cancelled"
+
+    def done(self) -> bool:
+        return self._state in ("finished", "cancelled")
+
+    def set_result(self, value) -> None:
+        self._state, self._value = "finished", value
+
+    def set_exception(self, error: BaseException) -> None:
+        self._state, self._error = "finished", error
+
+    def exception(self):
+        return self._error if self._state != "cancelled" else RuntimeError("cancelled")
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _worker_main(conn, initializer: Callable, initargs: tuple) -> None:
@@ -130,7 +172,7 @@ class ProcessBackend:
 
     def submit(self, fn, *args):
         self.start()
-        future = cf.Future()
+        future = _Future()
         self._queue.append((future, (fn, args)))
         self._dispatch()
         return future
@@ -175,9 +217,6 @@ class ProcessBackend:
                                                            f"(exit code {worker.process.exitcode})"))
         worker.conn.close()
         self._workers[self._workers.index(worker)] = self._spawn()
-
-    def restart(self) -> None:
-        """Nothing to do: a dead worker is replaced as soon as it is noticed."""
 
     def lost_items(self) -> list:
         return []  # BoundedPool keeps track of the items of dead workers itself
@@ -257,19 +296,14 @@ class BoundedPool:
                     except StopIteration:
                         exhausted = True
                         continue
-                try:
-                    future = self.backend.submit(fn, item)
-                except cf.BrokenExecutor:
-                    self.backend.restart()
-                    future = self.backend.submit(fn, item)
-                self._pending[future] = item
+                self._pending[self.backend.submit(fn, item)] = item
                 check()
             if not self._pending and not self._extra:
                 return
             for future in self.backend.wait(list(self._pending), WAIT_TICK):
                 item = self._pending.pop(future)
                 exc = future.exception()
-                if isinstance(exc, cf.BrokenExecutor):
+                if isinstance(exc, WorkerDied):
                     self.lost.append(item)
                     if id(item) not in self._retried:  # maybe another batch's worker died: try once more
                         self._retried.add(id(item))
