@@ -9,6 +9,7 @@ error; the walk goes on.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 from stat import S_ISREG
@@ -54,6 +55,10 @@ def _scan_deep(root: str, reldir: str, follow_symlinks: bool, stat_files: bool, 
         return scan_dir(fd, follow_symlinks, stat_files, errors)
     finally:
         os.close(fd)
+
+
+# Entry from a tuple without NamedTuple's Python-level __new__ (this runs once per file).
+_entry = functools.partial(tuple.__new__, Entry)
 
 
 class Listing(NamedTuple):
@@ -106,10 +111,10 @@ def scan_dir(path, follow_symlinks: bool = False, stat_files: bool = True, error
             if not stat_files:
                 try:
                     if de.is_file(follow_symlinks=follow_symlinks):
-                        append(Entry(de.name, FILE, UNKNOWN, 0, 0, 0, de.inode()))
+                        append(_entry((de.name, FILE, UNKNOWN, 0, 0, 0, de.inode(), 0, 1)))
                         continue
                     if not follow_symlinks and de.is_symlink():
-                        append(Entry(de.name, SYMLINK, UNKNOWN, 0, 0, 0, de.inode()))
+                        append(_entry((de.name, SYMLINK, UNKNOWN, 0, 0, 0, de.inode(), 0, 1)))
                         continue
                 except OSError:
                     pass  # fall through to a full stat, which reports properly
@@ -126,8 +131,8 @@ def scan_dir(path, follow_symlinks: bool = False, stat_files: bool = True, error
                     continue  # FileNotFoundError: vanished between readdir and stat
             mode = st.st_mode
             kind = FILE if S_ISREG(mode) else kind_of(mode)
-            append(Entry(de.name, kind, st.st_size, st.st_mtime_ns, st.st_atime_ns, mode,
-                         st.st_ino, st.st_dev, st.st_nlink))
+            append(_entry((de.name, kind, st.st_size, st.st_mtime_ns, st.st_atime_ns, mode,
+                           st.st_ino, st.st_dev, st.st_nlink)))
     entries.sort()
     return entries
 
