@@ -185,7 +185,12 @@ class ProcessBackend:
             future, message = self._queue.popleft()
             if not future.set_running_or_notify_cancel():
                 continue  # cancelled while queued
-            worker.conn.send(message)
+            try:
+                worker.conn.send(message)
+            except OSError:  # the worker died while idle: replace it, send this item elsewhere
+                self._queue.appendleft((future, message))
+                self._replace(worker)
+                continue
             worker.sent.append(future)
 
     def wait(self, futures, timeout):

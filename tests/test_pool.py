@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
@@ -186,3 +187,20 @@ def test_process_backend_start_method_from_env(monkeypatch, method, inherited):
         backend.shutdown()
     assert pid != os.getpid()
     assert probe == inherited
+
+
+def test_process_backend_replaces_a_worker_that_died_while_idle():
+    """Sending to a worker killed between items must not fail the run: the item goes to a new worker."""
+    backend = pool.ProcessBackend(2, _init, start_method="fork")
+    try:
+        backend.start()
+        dead = [w.process.pid for w in backend._workers]
+        for pid in dead:
+            os.kill(pid, signal.SIGKILL)
+        for worker in backend._workers:  # wait until the kill has landed
+            worker.process.join(timeout=5)
+        future = backend.submit(os.getpid)
+        assert backend.wait([future], 30) == {future}
+        assert future.result() not in dead and future.result() != os.getpid()
+    finally:
+        backend.shutdown()
