@@ -2,9 +2,10 @@
 
 from .api import copytree, hash_tree, map_files, sync, verify, watch
 from .errors import Interrupted, PcopyError, UsageError
-from .mapping import MapResult
-from .model import Report, Result
+from .integrity.report import IntegrityReport
+from .mapping.worker import MapResult
+from .model.results import Report, Result
 from .version import __version__
 
-__all__ = ["copytree", "sync", "watch", "hash_tree", "verify", "map_files", "Interrupted", "MapResult",
-           "PcopyError", "Report", "Result", "UsageError", "__version__"]
+__all__ = ["copytree", "sync", "watch", "hash_tree", "verify", "map_files", "Interrupted", "IntegrityReport",
+           "MapResult", "PcopyError", "Report", "Result", "UsageError", "__version__"]

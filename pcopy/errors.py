@@ -2,14 +2,15 @@
 
 Every error knows the exit code it ends the program with, so the CLI never
 has to guess. Per-file failures are *not* exceptions: workers turn them into
-failed results (see ``pcopy.model.Result``) and the run goes on.
+failed results (see ``pcopy.model.results``) and the run goes on.
 
     BaseException
     ├── Exception
     │   └── PcopyError ............ exit 1  (fatal: could not start or continue)
-    │       └── UsageError ........ exit 2  (bad command line / API arguments)
+    │       ├── UsageError ........ exit 2  (bad command line / API arguments)
+    │       └── OutputClosed ...... exit 141 (the reader of stdout went away: end quietly)
     └── KeyboardInterrupt
-        └── Interrupted ........... exit 130 (SIGINT) / 143 (SIGTERM)
+        └── Interrupted ........... exit 130 (SIGINT) / 143 (SIGTERM) / 129 (SIGHUP)
 
 ``Interrupted`` derives from ``KeyboardInterrupt`` so that a script's
 ``except Exception`` does not swallow a Ctrl-C.
@@ -28,6 +29,7 @@ EXIT_PARTIAL = 3
 EXIT_DIFFERENCES = 4
 EXIT_SIGINT = 128 + signal.SIGINT  # 130
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
+EXIT_PIPE = 128 + signal.SIGPIPE  # 141, as a coreutils tool killed by SIGPIPE
 
 
 class PcopyError(Exception):
@@ -42,25 +44,36 @@ class UsageError(PcopyError):
     exit_code = EXIT_USAGE
 
 
+class OutputClosed(PcopyError):
+    """Standard output was closed by its reader (``pcopy hash | head``): stop quietly."""
+
+    exit_code = EXIT_PIPE
+
+
 class Interrupted(KeyboardInterrupt):
-    """The run was stopped by SIGINT or SIGTERM after cleaning up."""
+    """The run was stopped by SIGINT, SIGTERM or SIGHUP after cleaning up."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.exit_code = 128 + signum
+        self.report: object = None  # what was done before the stop, when the command keeps a report
 
 
-DISK_FULL = "(disk full)"  # marks the reasons after which writing more is pointless
+DISK_FULL_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT))
 
 # Reasons worded for people; strerror is used for everything else.
 _REASONS = {
-    errno.ENOSPC: f"no space left on device {DISK_FULL}",
-    errno.EDQUOT: f"disk quota exceeded {DISK_FULL}",
+    errno.ENOSPC: "no space left on device (disk full)",
+    errno.EDQUOT: "disk quota exceeded (disk full)",
     errno.EROFS: "read-only file system",
     errno.ENAMETOOLONG: "file name too long",
     errno.ELOOP: "too many levels of symbolic links (refusing to follow)",
 }
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
 def describe(exc: BaseException) -> str:
@@ -70,6 +83,11 @@ def describe(exc: BaseException) -> str:
             return _REASONS[exc.errno]
         if exc.errno is not None:
             return exc.strerror or os.strerror(exc.errno)
-    text = str(exc).strip().splitlines()
+    try:
+        text = str(exc).strip().splitlines()
+    except Exception:  # a user's exception whose __str__ itself fails
+        text = []
     detail = text[0] if text else ""
+    if len(detail) > 500:
+        detail = detail[:500] + "…"
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__

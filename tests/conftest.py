@@ -4,7 +4,7 @@ Helpers (import them with ``from conftest import ...``):
 
 * ``make_tree(root, spec)`` builds a tree from a ``{relpath: node}`` mapping;
 * ``tree_snapshot(root)`` maps every relpath to ``(kind, mode, mtime_ns, payload)``;
-* ``temp_files(root)`` lists leftover ``fsops.TMP_PREFIX`` files;
+* ``temp_files(root)`` lists leftover ``temps.TMP_PREFIX`` files;
 * ``io_fault`` wraps one ``os`` function so it fails for chosen calls.
 
 Times: ``make_tree`` gives every entry an mtime far in the past and an atime one
@@ -27,7 +27,8 @@ from typing import Callable, Optional
 import pytest
 import xxhash
 
-from pcopy import fsops
+from pcopy.content import digest
+from pcopy.fs import temps
 
 PYTHON = sys.executable
 MTIME_NS = 1_600_000_000_123_456_789  # 2020-09-13, with a non-zero ns part
@@ -184,7 +185,7 @@ def tree_snapshot(root, atime: bool = False, ignore: Callable[[str], bool] = lam
 
 
 def temp_files(root) -> list:
-    return [rel for rel in walk_paths(root) if os.path.basename(rel).startswith(fsops.TMP_PREFIX)]
+    return [rel for rel in walk_paths(root) if os.path.basename(rel).startswith(temps.TMP_PREFIX)]
 
 
 # --------------------------------------------------------------------------- fault injection
@@ -241,7 +242,7 @@ def opens_source(name: str) -> Callable:
 
 # --------------------------------------------------------------------------- a rich sample tree
 
-BIG = 3 * (1 << 20) + 12345  # > fsops.SMALL_FILE and several CHUNKs, not chunk aligned
+BIG = 3 * (1 << 20) + 12345  # > content.digest.SMALL_FILE and several CHUNKs, not chunk aligned
 
 
 def big_content(size: int = BIG, seed: int = 7) -> bytes:
@@ -301,6 +302,14 @@ def no_thread_leak():
             break
         time.sleep(0.02)
     assert not extra, f"test leaked threads: {[t.name for t in extra]}"
+
+
+@pytest.fixture(autouse=True)
+def settled_files(monkeypatch):
+    """Files a test has just made are seconds old, so pcopy would read each of them twice
+    (``content.digest.is_young``). In-process runs treat them as settled; runs in a subprocess
+    (the CLI tests, the fault suites) see the real rule."""
+    monkeypatch.setattr(digest, "YOUNG_NS", 0)
 
 
 @pytest.fixture

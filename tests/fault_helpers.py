@@ -24,9 +24,10 @@ import threading
 import pytest
 from conftest import PYTHON, make_tree, tree_snapshot
 
-from pcopy import fsops
+import pcopy
+from pcopy.fs import temps
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(fsops.__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(pcopy.__file__)))
 NOBODY = 65534
 SETPRIV = shutil.which("setpriv")
 STRACE = shutil.which("strace")
@@ -90,7 +91,7 @@ def dst_files(dst) -> dict:
 
 
 def is_temp(rel: str) -> bool:
-    return os.path.basename(rel).startswith(fsops.TMP_PREFIX)
+    return os.path.basename(rel).startswith(temps.TMP_PREFIX)
 
 
 def assert_nothing_lost(src, dst, sentinel=None, *, allow_temps: bool = False, prior: dict = None,
@@ -230,7 +231,7 @@ class OnceAfterSource:
             if path == name and dir_fd is not None and flags & os.O_ACCMODE == os.O_RDONLY \
                     and not flags & os.O_DIRECTORY:
                 self.armed.on = True
-            elif getattr(self.armed, "on", False) and isinstance(path, str) and path.startswith(fsops.TMP_PREFIX):
+            elif getattr(self.armed, "on", False) and isinstance(path, str) and path.startswith(temps.TMP_PREFIX):
                 self.armed.on = False
                 self.hits.append(path)
                 raise OSError(code, os.strerror(code), path)

@@ -11,8 +11,9 @@ import pytest
 from conftest import make_tree
 
 import pcopy
-from pcopy import cache, cli
-from pcopy.cache import HashCache
+from pcopy import cli
+from pcopy.content import cache
+from pcopy.content.cache import HashCache
 
 
 @pytest.fixture(autouse=True)

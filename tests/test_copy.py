@@ -25,7 +25,8 @@ from conftest import (
 )
 
 import pcopy
-from pcopy import model, pool
+from pcopy.model import entries, results
+from pcopy.runtime import process
 
 BACKENDS = ("process", "thread")
 
@@ -45,7 +46,7 @@ def test_copy_reproduces_the_tree(tmp_path, sample_src, backend):
     assert temp_files(dst) == []
     regular = [rel for rel, item in before.items() if item[0] == "file"]
     links = [rel for rel, item in before.items() if item[0] == "symlink"]
-    assert report.copied == len(regular) + len(links)
+    assert (report.copied, report.symlinks) == (len(regular), len(links))
     assert report.skipped == 0
     # symlinks count their target's length, as rsync does
     assert report.bytes_copied == sum(os.lstat(sample_src / rel).st_size for rel in regular + links)
@@ -84,13 +85,13 @@ def test_copied_metadata_in_detail(tmp_path, sample_src):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_digests_are_xxh128_of_content(tmp_path, sample_src, backend):
     report = pcopy.copytree(sample_src, tmp_path / "dst", backend=backend, jobs=2)
-    files = {r.relpath: r for r in report.results if r.kind == model.FILE}
+    files = {r.relpath: r for r in report.results if r.kind == entries.FILE}
     assert files, "no file results"
     for rel, result in files.items():
-        assert result.status == model.COPIED
+        assert result.status == results.COPIED
         assert result.digest == xxhash.xxh3_128((sample_src / rel).read_bytes()).hexdigest(), rel
         assert result.size == os.path.getsize(sample_src / rel)
-    links = [r for r in report.results if r.kind == model.SYMLINK]
+    links = [r for r in report.results if r.kind == entries.SYMLINK]
     assert links and all(r.digest is None for r in links)
 
 
@@ -114,9 +115,9 @@ def test_directory_metadata_is_set_after_contents(tmp_path, monkeypatch):
     src = tmp_path / "src"
     make_tree(src, {
         "locked": Dir(mode=0o500),
-        "locked/a": b"a",
+        "locked/a": File(b"a", mode=0o664),  # group-writable: the umask (022) forces an fchmod
         "locked/inner": Dir(mode=0o500),
-        "locked/inner/b": b"b",
+        "locked/inner/b": File(b"b", mode=0o666),
     })
     # root can write into 0o500 directories anyway, so watch the order of chmod calls instead
     order = []
@@ -149,8 +150,8 @@ def test_second_run_skips_everything(tmp_path, sample_src, backend):
     second = pcopy.copytree(sample_src, dst, backend=backend, jobs=2)
 
     assert second.copied == 0 and second.failed == 0
-    assert second.skipped == first.copied
-    assert all(r.status == model.SKIPPED and r.message == "unchanged" for r in second.results)
+    assert second.skipped == first.copied + first.symlinks
+    assert all(r.status == results.SKIPPED and r.reason == results.UNCHANGED for r in second.results)
     assert tree_snapshot(dst, atime=True) == snap
     assert {rel: os.lstat(dst / rel).st_ino for rel in inodes} == inodes  # nothing rewritten
 
@@ -210,7 +211,7 @@ def test_fifo_is_skipped_and_never_opened(tmp_path, io_fault):
     assert io_fault.hits == []
     assert report.failed == 0 and report.copied == 1 and report.skipped == 1
     (fifo,) = [r for r in report.results if r.relpath == "pipe"]
-    assert fifo.status == model.SKIPPED and fifo.kind == model.SPECIAL and "FIFO" in fifo.message
+    assert fifo.status == results.SKIPPED and fifo.kind == entries.SPECIAL and "FIFO" in fifo.message
     assert not os.path.lexists(dst / "pipe")
     assert (dst / "plain").read_bytes() == b"plain"
 
@@ -237,13 +238,13 @@ def test_process_backend_start_methods(tmp_path, monkeypatch, method):
         asked.append(name)
         return real_get_context(name)
 
-    monkeypatch.setattr(pool.multiprocessing, "get_context", spy)
+    monkeypatch.setattr(process.multiprocessing, "get_context", spy)
     parent = os.getpid()
     seen_pids = set()
     report = pcopy.copytree(src, dst, backend="process", jobs=2,
                             on_result=lambda r: seen_pids.add(os.getpid()))
     assert asked == [method]
-    assert report.failed == 0 and report.copied == 4
+    assert report.failed == 0 and (report.copied, report.symlinks) == (3, 1)
     assert tree_snapshot(dst) == tree_snapshot(src)
     assert seen_pids == {parent}  # results are consumed in the parent
 
@@ -262,7 +263,7 @@ def test_big_file_among_small_ones_is_copied_once(tmp_path, backend):
     huge = big_content((17 << 20) + 5, seed=3)
     make_tree(src, {"a": b"a", "huge": huge, "z": b"z", "sub/huge2": huge[:-1], "sub/b": b"b"})
     report = pcopy.copytree(src, dst, backend=backend, jobs=2)
-    copied = sorted(r.relpath for r in report.results if r.status == model.COPIED)
+    copied = sorted(r.relpath for r in report.results if r.status == results.COPIED)
     assert copied == ["a", "huge", "sub/b", "sub/huge2", "z"]
     assert report.copied == 5 and report.bytes_copied == 2 * len(huge) - 1 + 3
     assert (dst / "huge").read_bytes() == huge
@@ -276,7 +277,7 @@ def test_many_files_span_several_batches(tmp_path):
     make_tree(src, spec)
     report = pcopy.copytree(src, dst, backend="process", jobs=2)
     assert report.copied == len(spec) and report.failed == 0
-    assert sorted(r.relpath for r in report.results if r.status == model.COPIED) == sorted(spec)
+    assert sorted(r.relpath for r in report.results if r.status == results.COPIED) == sorted(spec)
     assert tree_snapshot(dst) == tree_snapshot(src)
 
 
@@ -300,7 +301,7 @@ def test_source_file_unreadable_is_a_result(tmp_path, io_fault):
 
     assert report.failed == 1 and report.copied == 2
     (failure,) = report.failures
-    assert failure.relpath == "secret" and failure.status == model.FAILED
+    assert failure.relpath == "secret" and failure.status == results.FAILED
     assert failure.message == "source: Permission denied"
     assert not os.path.lexists(dst / "secret")
     assert (dst / "a").read_bytes() == b"a" and (dst / "z" / "b").read_bytes() == b"b"

@@ -23,8 +23,9 @@ import xxhash
 from conftest import PYTHON, make_tree, temp_files, tree_snapshot
 
 import pcopy
-from pcopy import engine, model
-from pcopy.model import Options
+from pcopy.model import entries, results
+from pcopy.options import Options
+from pcopy.transfer import engine
 
 try:
     import distributed
@@ -33,7 +34,7 @@ except ImportError:  # the 'dask' extra is not installed
 else:
     import dask_faults
 
-    from pcopy import dask_backend
+    from pcopy.runtime import dask as dask_backend
 
 needs_dask = pytest.mark.skipif(
     distributed is None,
@@ -128,9 +129,10 @@ def test_copy_through_cluster_reproduces_the_tree(cluster, client, tmp_path, sam
     assert report.failed == 0, report.failures
     assert tree_snapshot(dst, atime=True) == before
     assert temp_files(dst) == []
-    files = [r for r in report.results if r.kind == model.FILE]
-    links = [r for r in report.results if r.kind == model.SYMLINK]
-    assert report.copied == len(files) + len(links) == sum(item[0] in ("file", "symlink") for item in before.values())
+    files = [r for r in report.results if r.kind == entries.FILE]
+    links = [r for r in report.results if r.kind == entries.SYMLINK]
+    assert (report.copied, report.symlinks) == (len(files), len(links))
+    assert len(files) + len(links) == sum(item[0] in ("file", "symlink") for item in before.values())
     for result in files:
         assert result.digest == xxhash.xxh3_128((sample_src / result.relpath).read_bytes()).hexdigest()
     # the files were read by the cluster's worker processes, not by this one
@@ -167,13 +169,13 @@ def test_rerun_skips_unchanged_and_copies_changed(cluster, client, tmp_path, sam
     inodes = {rel: os.lstat(dst / rel).st_ino for rel in tree_snapshot(dst) if rel != "."}
 
     second = pcopy.copytree(sample_src, dst, scheduler=cluster.scheduler_address)
-    assert second.copied == 0 and second.failed == 0 and second.skipped == first.copied
+    assert second.copied == 0 and second.failed == 0 and second.skipped == first.copied + first.symlinks
     assert {rel: os.lstat(dst / rel).st_ino for rel in inodes} == inodes  # nothing rewritten
 
     (sample_src / "hello.txt").write_bytes(b"hello again, longer\n")
     third = pcopy.copytree(sample_src, dst, scheduler=cluster.scheduler_address)
-    assert [r.relpath for r in third.results if r.status == model.COPIED] == ["hello.txt"]
-    assert third.skipped == first.copied - 1
+    assert [r.relpath for r in third.results if r.status == results.COPIED] == ["hello.txt"]
+    assert third.skipped == first.copied + first.symlinks - 1
     assert tree_snapshot(dst) == tree_snapshot(sample_src)
 
 
@@ -238,7 +240,7 @@ def test_cli_json_exit_code_env_var_and_relative_paths(cluster, client, tmp_path
     assert proc.returncode == 3, proc.stderr
     data = json.loads(proc.stdout)
     assert (data["copied"], data["failed"]) == (2, 1)
-    assert data["failures"] == [{"path": "secret", "error": "source: Permission denied"}]
+    assert data["failures"] == [{"path": "secret", "error": "source: Permission denied", "reason": "error"}]
     assert "pcopy: error: secret: source: Permission denied" in proc.stderr
     assert (tmp_path / "dst" / "d" / "e").read_bytes() == b"e"
 
@@ -280,11 +282,10 @@ def test_interrupt_cancels_queued_batches_and_stops_running_ones(cluster, client
     client.run(dask_faults.log_source_opens, str(log), 0.2)  # a batch of 40 files takes 8 s
     stop = threading.Event()
     watcher = run_when(lambda: len(lines(log)) >= 1, stop.set)
-    options = Options(src=str(src), dst=str(dst), batch_files=40, manifest=True)
+    options = Options(src=str(src), dst=str(dst), batch_files=40, manifest=str(manifest))
     try:
         with pytest.raises(pcopy.Interrupted) as info:
-            engine.copy_tree(options, scheduler=cluster.scheduler_address, stop_event=stop,
-                             manifest_path=str(manifest))
+            engine.copy_tree(options, scheduler=cluster.scheduler_address, stop_event=stop)
     finally:
         watcher.join()
     assert info.value.exit_code == 130
@@ -397,7 +398,7 @@ def test_scheduler_without_the_extra_is_a_clear_error(tmp_path):
 
 def test_only_the_dask_backend_imports_distributed():
     importers = []
-    for path in sorted((ROOT / "pcopy").glob("*.py")):
+    for path in sorted((ROOT / "pcopy").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             names = []
             if isinstance(node, ast.Import):
@@ -406,14 +407,14 @@ def test_only_the_dask_backend_imports_distributed():
                 names = [node.module or ""]
             if any(name.split(".")[0] in ("dask", "distributed") for name in names):
                 importers.append(path.name)
-    assert sorted(set(importers)) == ["dask_backend.py"]
+    assert sorted(set(importers)) == ["dask.py"]  # pcopy/runtime/dask.py
 
 
 def test_scheduler_option_and_env_var_reach_the_api(monkeypatch):
     from pcopy import cli
 
     seen = {}
-    monkeypatch.setattr(cli.api, "copytree", lambda *a, **k: seen.update(k) or model.Report())
+    monkeypatch.setattr(cli.commands.api, "copytree", lambda *a, **k: seen.update(k) or results.Report())
     monkeypatch.setenv("PCOPY_SCHEDULER", "tcp://10.0.0.1:8786")
     assert cli.main(["copy", "s", "d", "-q"]) == 0
     assert seen["scheduler"] == "tcp://10.0.0.1:8786"

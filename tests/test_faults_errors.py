@@ -29,7 +29,7 @@ from fault_helpers import (
 )
 
 import pcopy
-from pcopy.hashing import read_manifest
+from pcopy.content.manifest import read_manifest
 
 pytestmark = pytest.mark.faults
 
@@ -85,7 +85,7 @@ def test_eio_on_read_of_one_file(tmp_path, sentinel, io_fault, capsys, size):  #
     src = tmp_path / "src"
     make_tree(src, {"a": b"a" * 10, "victim": big_content(size), "z/b": b"b"})
     dst = tmp_path / "dst"
-    for func in ("read", "readv"):
+    for func in ("pread", "preadv"):
         io_fault(func, lambda fd, *a: fd_name(fd) == "victim", oserror(errno.EIO))
     rc = cli(["copy", src, dst, "--no-progress", "--backend", "thread"])
     err = capsys.readouterr().err
@@ -153,18 +153,18 @@ def test_read_only_destination_as_unprivileged_user(nobody_base):  # noqa: F811
 def test_file_appended_during_read_is_recopied_consistently(tmp_path, sentinel, monkeypatch):  # noqa: F811
     src = tmp_path / "src"
     make_tree(src, {"grow.bin": big_content(3 << 20), "other": b"o"})
-    real = os.readv
+    real = os.preadv
     fired = []
 
-    def readv(fd, buffers):
-        n = real(fd, buffers)
+    def preadv(fd, buffers, offset):
+        n = real(fd, buffers, offset)
         if not fired and fd_name(fd) == "grow.bin":
             fired.append(n)
             with open(src / "grow.bin", "ab") as f:
                 f.write(b"appended while being copied\n" * 1000)
         return n
 
-    monkeypatch.setattr(os, "readv", readv)
+    monkeypatch.setattr(os, "preadv", preadv)
     dst, manifest = tmp_path / "dst", tmp_path / "manifest"
     report = pcopy.copytree(src, dst, backend="thread", manifest=manifest)
     assert fired and report.ok, report.failures
@@ -219,18 +219,18 @@ def test_in_place_rewrite_with_restored_mtime_is_detected(tmp_path, sentinel, mo
     old = b"A" * (3 << 20)
     make_tree(src, {"db": old})
     st = os.stat(src / "db")
-    real = os.readv
+    real = os.preadv
     fired = []
 
-    def readv(fd, buffers):
-        n = real(fd, buffers)
+    def preadv(fd, buffers, offset):
+        n = real(fd, buffers, offset)
         if not fired and fd_name(fd) == "db":  # after the first 1 MiB was read: rewrite the whole file
             fired.append(n)
             (src / "db").write_bytes(b"B" * (3 << 20))
             os.utime(src / "db", ns=(st.st_atime_ns, st.st_mtime_ns))
         return n
 
-    monkeypatch.setattr(os, "readv", readv)
+    monkeypatch.setattr(os, "preadv", preadv)
     dst, manifest = tmp_path / "dst", tmp_path / "manifest"
     report = pcopy.copytree(src, dst, backend="thread", manifest=manifest)
     monkeypatch.undo()

@@ -21,7 +21,8 @@ from fault_helpers import (
 )
 
 import pcopy
-from pcopy import fsops, walk
+from pcopy.fs import beneath, scan, temps
+from pcopy.transfer import worker as sync_worker
 
 pytestmark = pytest.mark.faults
 
@@ -87,7 +88,7 @@ def test_link_swapped_in_just_before_the_worker_opens_the_directory(tmp_path, se
     """Deterministic race: DST/<reldir> becomes a link to the outside right before a worker opens it."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, SRC_SPEC)
-    real = fsops.open_dir_beneath
+    real = beneath.open_dir_beneath
     swapped = []
 
     def racing(root, rel, follow_symlinks=False):
@@ -96,7 +97,7 @@ def test_link_swapped_in_just_before_the_worker_opens_the_directory(tmp_path, se
             _swap_for_link(dst / reldir, os.path.join(sentinel.path, "sub"))
         return real(root, rel, follow_symlinks)
 
-    monkeypatch.setattr(fsops, "open_dir_beneath", racing)
+    monkeypatch.setattr(sync_worker, "open_dir_beneath", racing)
     report = pcopy.copytree(src, dst, backend="thread", jobs=1)
     assert swapped
     assert not report.ok
@@ -117,7 +118,7 @@ def test_link_swapped_in_after_the_directory_was_opened(tmp_path, sentinel, monk
 
     def racing(path, flags, *args, dir_fd=None, **kwargs):
         fd = real_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
-        if (not swapped and isinstance(path, str) and path.startswith(fsops.TMP_PREFIX) and dir_fd is not None
+        if (not swapped and isinstance(path, str) and path.startswith(temps.TMP_PREFIX) and dir_fd is not None
                 and os.readlink(f"/proc/self/fd/{dir_fd}") == str(dst / "d")):
             swapped.append(path)
             _swap_for_link(dst / "d", sentinel.path)
@@ -141,7 +142,7 @@ def test_sync_delete_never_deletes_through_a_link_swapped_in(tmp_path, sentinel,
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, {"keep.txt": b"keep"})
     make_tree(dst, {"extra/one": b"1", "extra/two": b"2", "extra/sub/victim.txt": b"v"})
-    real_walk = walk.walk
+    real_walk = scan.walk
     swapped = []
 
     def racing(*args, **kwargs):
@@ -151,7 +152,7 @@ def test_sync_delete_never_deletes_through_a_link_swapped_in(tmp_path, sentinel,
             _swap_for_link(dst / "extra", sentinel.path)
         return real_walk(*args, **kwargs)
 
-    monkeypatch.setattr(walk, "walk", racing)
+    monkeypatch.setattr(scan, "walk", racing)
     report = pcopy.sync(src, dst, delete=True, backend="thread")
     monkeypatch.undo()
     assert swapped

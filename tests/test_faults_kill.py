@@ -31,7 +31,7 @@ from fault_helpers import (
     zombie_pid,
 )
 
-from pcopy import fsops
+from pcopy.fs import temps
 
 pytestmark = pytest.mark.faults
 
@@ -40,6 +40,7 @@ SMALL_DIRS, SMALL_PER_DIR = 8, 60
 
 REAPER = r"""
 import ctypes, os, subprocess, sys
+from pcopy.fs import temps
 ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 child = subprocess.Popen(sys.argv[1:], start_new_session=True, stdout=subprocess.DEVNULL,
                          stderr=open(os.environ["PCOPY_TEST_STDERR"], "wb"))
@@ -83,14 +84,14 @@ def kill_src(tmp_path_factory):
 def _final_files(dst) -> int:
     n = 0
     for _, _, files in os.walk(dst):
-        n += sum(1 for f in files if not f.startswith(fsops.TMP_PREFIX))
+        n += sum(1 for f in files if not f.startswith(temps.TMP_PREFIX))
     return n
 
 
 def _big_temp(dst, minimum=4 << 20) -> bool:
     try:
         for name in os.listdir(dst):
-            if name.startswith(fsops.TMP_PREFIX) and os.path.getsize(os.path.join(dst, name)) >= minimum:
+            if name.startswith(temps.TMP_PREFIX) and os.path.getsize(os.path.join(dst, name)) >= minimum:
                 return True
     except OSError:
         pass
@@ -223,9 +224,9 @@ def test_stale_temp_of_a_dead_writer_is_removed(tmp_path, sentinel):  # noqa: F8
     make_tree(src, {"a": b"a", "d/b": b"b"})
     dst = tmp_path / "dst"
     make_tree(dst, {"d/x": b"x"})
-    stale = [dst / f"{fsops.TMP_PREFIX}deadbeef-{dead_pid()}-0",
-             dst / "d" / f"{fsops.TMP_PREFIX}cafe0001-{dead_pid()}-7"]
-    live = dst / "d" / f"{fsops.TMP_PREFIX}cafe0002-{os.getpid()}-1"  # a concurrent run's: keep
+    stale = [dst / f"{temps.TMP_PREFIX}deadbeef-{dead_pid()}-0",
+             dst / "d" / f"{temps.TMP_PREFIX}cafe0001-{dead_pid()}-7"]
+    live = dst / "d" / f"{temps.TMP_PREFIX}cafe0002-{os.getpid()}-1"  # a concurrent run's: keep
     for p in stale + [live]:
         p.write_bytes(b"half a file")
     proc = run_pcopy("copy", src, dst, "--no-progress")
@@ -245,7 +246,7 @@ def test_stale_temp_of_a_zombie_writer_is_removed(tmp_path, sentinel):  # noqa: 
     dst.mkdir()
     child, pid = zombie_pid()  # exited, not reaped: it can never write again
     try:
-        stale = dst / f"{fsops.TMP_PREFIX}deadbeef-{pid}-0"
+        stale = dst / f"{temps.TMP_PREFIX}deadbeef-{pid}-0"
         stale.write_bytes(b"half a file")
         proc = run_pcopy("copy", src, dst, "--no-progress")
         assert proc.returncode == 0, proc.err

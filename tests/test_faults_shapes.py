@@ -69,7 +69,7 @@ def test_json_round_trips_an_odd_name(tmp_path, sentinel, io_fault, capsys):  # 
     name = os.fsdecode(b"fail \xff\nme")
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, {name: b"x", "ok": b"ok"})
-    io_fault("read", lambda fd, *a: fd_name(fd) == os.path.basename(name), oserror(5))
+    io_fault("pread", lambda fd, *a: fd_name(fd) == os.path.basename(name), oserror(5))
     rc = cli(["copy", src, dst, "--no-progress", "--json", "--backend", "thread"])
     out, err = capsys.readouterr()
     assert rc == 3

@@ -24,7 +24,7 @@ from fault_helpers import (
     tmpfs,
 )
 
-from pcopy import fsops
+from pcopy.fs import temps
 
 pytestmark = pytest.mark.faults
 
@@ -113,7 +113,7 @@ def _enospc_after(monkeypatch, allowed_writes: int) -> list:
     calls = []
 
     def fake(fd, data):
-        if fd_name(fd).startswith(fsops.TMP_PREFIX):
+        if fd_name(fd).startswith(temps.TMP_PREFIX):
             calls.append(fd)
             if len(calls) > allowed_writes:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

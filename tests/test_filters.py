@@ -2,7 +2,7 @@
 
 import pytest
 
-from pcopy.filters import make_filter
+from pcopy.fs.filters import make_filter
 
 
 @pytest.mark.parametrize("pattern, path, is_dir, excluded", [

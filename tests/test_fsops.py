@@ -25,8 +25,12 @@ from conftest import (
 )
 
 import pcopy
-from pcopy import fsops, model
-from pcopy.model import Batch, Options, Task
+from pcopy.fs import beneath, temps
+from pcopy.model import entries, results
+from pcopy.model.entries import Batch, Task
+from pcopy.options import Options
+from pcopy.runtime import worker as rt_worker
+from pcopy.transfer import worker as sync_worker
 
 
 def _copy(src, dst, **kwargs):
@@ -49,14 +53,14 @@ def test_read_error_fails_only_that_file(tmp_path, io_fault, code, reason, size)
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, {"a": b"a", "bad": big_content(size), "z/c": b"c"})
     is_bad = lambda fd, *a, **k: fd_name(fd) == "bad"  # noqa: E731
-    io_fault("read", is_bad, oserror(code))
-    io_fault("readv", is_bad, oserror(code))
+    io_fault("pread", is_bad, oserror(code))
+    io_fault("preadv", is_bad, oserror(code))
 
     report = _copy(src, dst)
 
     assert io_fault.hits, "the fault was never triggered"
     assert report.failed == 1 and report.copied == 2
-    assert _status(report)["bad"] == (model.FAILED, f"source: {reason}")
+    assert _status(report)["bad"] == (results.FAILED, f"source: {reason}")
     assert not os.path.lexists(dst / "bad")
     assert temp_files(dst) == []
     assert (dst / "a").read_bytes() == b"a" and (dst / "z" / "c").read_bytes() == b"c"
@@ -70,7 +74,7 @@ def test_disk_full_fails_the_file_and_removes_its_temp(tmp_path, io_fault, size)
 
     def full(fd, data):
         name = fd_name(fd)
-        if name.startswith(fsops.TMP_PREFIX) and os.fstat(fd).st_size + len(data) >= size:
+        if name.startswith(temps.TMP_PREFIX) and os.fstat(fd).st_size + len(data) >= size:
             seen_temp_names.append(name)
             return True  # the write that would complete "victim" fails (earlier chunks succeed)
         return False
@@ -95,7 +99,7 @@ def test_disk_full_in_kernel_copy(tmp_path, io_fault):
     io_fault("copy_file_range", lambda fd, out, *a, **k: fd_name(fd) == "victim", enospc)
     report = _copy(src, dst, hash="none")
     assert io_fault.hits
-    assert _status(report)["victim"][0] == model.FAILED
+    assert _status(report)["victim"][0] == results.FAILED
     assert "disk full" in _status(report)["victim"][1]
     assert temp_files(dst) == [] and sorted(os.listdir(dst)) == ["ok"]
 
@@ -118,7 +122,7 @@ def test_source_vanishing_is_a_skip(tmp_path, io_fault):
     make_tree(src, {"gone": b"g", "kept": b"k"})
     io_fault("open", opens_source("gone"), oserror(errno.ENOENT))
     report = _copy(src, dst)
-    assert _status(report)["gone"] == (model.SKIPPED, "vanished before it could be copied")
+    assert _status(report)["gone"] == (results.SKIPPED, "vanished before it could be copied")
     assert report.failed == 0 and report.copied == 1
     assert os.listdir(dst) == ["kept"]
 
@@ -148,8 +152,8 @@ def _grow_on_read(io_fault, name: str, times: int):
                 f.write(b"+more")
         return False  # never raise: only change the file
 
-    io_fault("read", when, lambda: AssertionError)
-    io_fault("readv", when, lambda: AssertionError)
+    io_fault("pread", when, lambda: AssertionError)
+    io_fault("preadv", when, lambda: AssertionError)
     return count
 
 
@@ -171,7 +175,7 @@ def test_source_that_keeps_changing_fails(tmp_path, io_fault):
     make_tree(src, {"moving": b"x" * 100, "still": b"s"})
     _grow_on_read(io_fault, "moving", times=1000)
     report = _copy(src, dst)
-    assert _status(report)["moving"][0] == model.FAILED
+    assert _status(report)["moving"][0] == results.FAILED
     assert "changed" in _status(report)["moving"][1]
     assert temp_files(dst) == [] and os.listdir(dst) == ["still"]
 
@@ -221,11 +225,11 @@ def test_conflicts_between_files_and_directories(tmp_path):
     messages = {}
     for r in report.results:
         messages.setdefault(r.relpath, []).append((r.status, r.message))
-    assert (model.FAILED, "cannot overwrite non-directory with directory (use sync to replace it)") \
+    assert (results.FAILED, "cannot overwrite non-directory with directory (use sync to replace it)") \
         in messages["was-file"]
     assert messages["was-dir"] == [
-        (model.FAILED, "cannot overwrite directory with non-directory (use sync to replace it)")]
-    assert messages["fine"][0][0] == model.COPIED
+        (results.FAILED, "cannot overwrite directory with non-directory (use sync to replace it)")]
+    assert messages["fine"][0][0] == results.COPIED
     assert (dst / "was-file").read_bytes() == b"a file in dst"  # untouched
     assert (dst / "was-dir" / "keep").read_bytes() == b"k"
     assert temp_files(dst) == []
@@ -244,28 +248,28 @@ def test_each_failed_path_is_reported_once(tmp_path):
 def test_open_dir_beneath_refuses_symlinks(tmp_path):
     (tmp_path / "real" / "deeper").mkdir(parents=True)
     os.symlink("real", tmp_path / "link")
-    fd = fsops.open_dir_beneath(str(tmp_path), os.path.join("real", "deeper"))
+    fd = beneath.open_dir_beneath(str(tmp_path), os.path.join("real", "deeper"))
     try:
         assert os.path.samefile(f"/proc/self/fd/{fd}", tmp_path / "real" / "deeper")
     finally:
         os.close(fd)
     with pytest.raises(OSError) as info:
-        fsops.open_dir_beneath(str(tmp_path), os.path.join("link", "deeper"))
+        beneath.open_dir_beneath(str(tmp_path), os.path.join("link", "deeper"))
     assert info.value.errno in (errno.ELOOP, errno.ENOTDIR)
     before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(OSError):
-        fsops.open_dir_beneath(str(tmp_path), "missing/x")
+        beneath.open_dir_beneath(str(tmp_path), "missing/x")
     assert len(os.listdir("/proc/self/fd")) == before  # no fd leaked on failure
 
 
 def test_remove_temp_files_removes_only_this_runs(tmp_path):
     (tmp_path / "d").mkdir()
-    mine = [f"{fsops.TMP_PREFIX}tok1-1-0", f"{fsops.TMP_PREFIX}tok1-1-1"]
-    others = [f"{fsops.TMP_PREFIX}tok2-1-0", "regular", f"x{fsops.TMP_PREFIX}tok1-1-2"]
+    mine = [f"{temps.TMP_PREFIX}tok1-1-0", f"{temps.TMP_PREFIX}tok1-1-1"]
+    others = [f"{temps.TMP_PREFIX}tok2-1-0", "regular", f"x{temps.TMP_PREFIX}tok1-1-2"]
     for name in mine + others:
         (tmp_path / "d" / name).write_bytes(b"")
     (tmp_path / mine[0]).write_bytes(b"")
-    removed = fsops.remove_temp_files(str(tmp_path), {"d", "missing"}, "tok1")
+    removed = temps.remove_temp_files(str(tmp_path), {"d", "missing"}, "tok1")
     assert removed == 2
     assert sorted(os.listdir(tmp_path / "d")) == sorted(others)
     assert os.path.exists(tmp_path / mine[0])  # "" was not in the list of directories
@@ -276,12 +280,12 @@ def test_run_batch_reports_each_task(tmp_path):
     make_tree(src, {"d/a": b"a", "d/l": Link("a")})
     (dst / "d").mkdir(parents=True)
     options = Options(src=str(src), dst=str(dst), token="t0")
-    batch = Batch("d", (Task(model.COPY, "a", 1), Task(model.LINK, "l", 1), Task(model.COPY, "nope", 3)))
-    results = fsops.run_batch(options, batch)
-    assert [(r.relpath, r.status, r.kind) for r in results] == [
-        (os.path.join("d", "a"), model.COPIED, model.FILE),
-        (os.path.join("d", "l"), model.COPIED, model.SYMLINK),
-        (os.path.join("d", "nope"), model.SKIPPED, model.FILE),
+    batch = Batch("d", (Task(entries.COPY, "a", 1), Task(entries.LINK, "l", 1), Task(entries.COPY, "nope", 3)))
+    got = sync_worker.run_batch(options, batch)
+    assert [(r.relpath, r.status, r.kind) for r in got] == [
+        (os.path.join("d", "a"), results.COPIED, entries.FILE),
+        (os.path.join("d", "l"), results.COPIED, entries.SYMLINK),
+        (os.path.join("d", "nope"), results.SKIPPED, entries.FILE),
     ]
     assert (dst / "d" / "a").read_bytes() == b"a" and os.readlink(dst / "d" / "l") == "a"
 
@@ -291,9 +295,9 @@ def test_run_batch_missing_destination_directory(tmp_path):
     make_tree(src, {"d/a": b"a", "d/b": b"b"})
     dst.mkdir()
     options = Options(src=str(src), dst=str(dst), token="t0")
-    results = fsops.run_batch(options, Batch("d", (Task(model.COPY, "a", 1), Task(model.COPY, "b", 1))))
-    assert [r.status for r in results] == [model.FAILED, model.FAILED]
-    assert all(r.message == "destination directory: No such file or directory" for r in results)
+    got = sync_worker.run_batch(options, Batch("d", (Task(entries.COPY, "a", 1), Task(entries.COPY, "b", 1))))
+    assert [r.status for r in got] == [results.FAILED, results.FAILED]
+    assert all(r.message == "destination directory: No such file or directory" for r in got)
 
 
 def test_run_batch_after_stop_cancels_remaining_tasks(tmp_path):
@@ -307,12 +311,12 @@ def test_run_batch_after_stop_cancels_remaining_tasks(tmp_path):
     out = []
 
     def worker():
-        fsops.worker_init(stop, False)
-        out.extend(fsops.run_batch(options, Batch("", (Task(model.COPY, "a", 1),
-                                                       Task(model.COPY, "b", len(big_content()))))))
+        rt_worker.init(stop, False)
+        out.extend(sync_worker.run_batch(options, Batch("", (Task(entries.COPY, "a", 1),
+                                                       Task(entries.COPY, "b", len(big_content()))))))
 
     t = threading.Thread(target=worker)
     t.start()
     t.join(10)
-    assert [r.status for r in out] == [model.CANCELLED, model.CANCELLED]
+    assert [r.status for r in out] == [results.CANCELLED, results.CANCELLED]
     assert os.listdir(dst) == []

@@ -14,8 +14,10 @@ import xxhash
 from conftest import BAD_UTF8, PYTHON, File, Link, big_content, make_tree, opens_source, oserror
 
 import pcopy
-from pcopy import cache, cli, hashing
-from pcopy.pool import BoundedPool, ThreadBackend
+from pcopy import cli
+from pcopy.content import cache, manifest
+from pcopy.runtime.pool import BoundedPool
+from pcopy.runtime.thread import ThreadBackend
 
 XXHSUM = shutil.which("xxhsum")
 SHA256SUM = shutil.which("sha256sum")
@@ -68,7 +70,7 @@ def test_hash_lists_regular_files_in_byte_order_of_the_path(tmp_path, backend):
     root = tmp_path / "root"
     nodes = make_tree(root, {**SPEC, "new\nline": b"nl"})
     files = [rel for rel, node in nodes.items() if isinstance(node, File)]
-    expected = b"".join(hashing.manifest_line(xxh((root / rel).read_bytes()), rel)
+    expected = b"".join(manifest.manifest_line(xxh((root / rel).read_bytes()), rel)
                         for rel in sorted(files, key=os.fsencode))
     assert hash_output(root, backend=backend, cache=False) == expected
     order = [os.fsencode(rel) for rel in sorted(files, key=os.fsencode)]
@@ -81,7 +83,7 @@ def test_hash_output_inside_root_does_not_list_itself(tmp_path):
     for _ in range(2):  # the second run finds the first run's manifest in ROOT
         report = pcopy.hash_tree(root, root / "MANIFEST", backend="thread")
         assert report.files == 1
-    assert (root / "MANIFEST").read_bytes() == hashing.manifest_line(xxh(b"f"), "f")
+    assert (root / "MANIFEST").read_bytes() == manifest.manifest_line(xxh(b"f"), "f")
 
 
 @needs_xxhsum
@@ -114,7 +116,7 @@ def test_cli_hash_prints_manifest_on_stdout_and_summary_on_stderr(tmp_path, capf
     make_tree(root, {"x": b"x", "y/z": b"z"})
     assert cli.main(["hash", str(root), "--no-progress", "--backend", "thread"]) == 0
     out, err = capfdbinary.readouterr()
-    assert out == hashing.manifest_line(xxh(b"x"), "x") + hashing.manifest_line(xxh(b"z"), "y/z")
+    assert out == manifest.manifest_line(xxh(b"x"), "x") + manifest.manifest_line(xxh(b"z"), "y/z")
     assert b"hashed 2 files" in err
 
 
@@ -160,7 +162,7 @@ def test_xxhsum_manifest_verifies(tmp_path, form):
 
 def test_manifest_parsing_forms():
     d = "0123456789abcdef0123456789abcdef"
-    parse = hashing.parse_manifest_line
+    parse = manifest.parse_manifest_line
     assert parse(f"{d}  ./a/b".encode()) == (0, "xxh128", d, "a/b", None)
     assert parse(f"{d} *x".encode()).relpath == "x"
     assert parse(f"XXH128 (./we) ird) = {d}".encode()).relpath == "we) ird"
@@ -339,7 +341,7 @@ def test_map_ordered_keeps_order_and_bounds_the_window():
             pulled.append(n)
             yield n, (n if n % 3 == 0 else None)
 
-    pool = BoundedPool(ThreadBackend(2, lambda *a: None, threading.Event()), max_in_flight=2)
+    pool = BoundedPool(ThreadBackend(2), max_in_flight=2)
     out = []
     gen = pool.map_ordered(fn, items(), window=8)
     timer = threading.Timer(0.2, release.set)

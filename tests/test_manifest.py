@@ -11,7 +11,8 @@ import xxhash
 from conftest import BAD_UTF8, File, Link, big_content, make_tree, walk_paths
 
 import pcopy
-from pcopy import cli, hashing
+from pcopy import cli
+from pcopy.content import digest, manifest
 
 XXHSUM = shutil.which("xxhsum")
 needs_xxhsum = pytest.mark.skipif(XXHSUM is None, reason="the xxhsum binary (package xxhash) is not installed")
@@ -112,13 +113,13 @@ def test_cli_manifest_inside_dst_checks(tmp_path, capsys):
 
 def test_manifest_line_plain():
     digest = "0123456789abcdef0123456789abcdef"
-    assert hashing.manifest_line(digest, "a b/c\\d") == (digest + "  a b/c\\d\n").encode()
-    assert hashing.manifest_line(digest, BAD_UTF8) == digest.encode() + b"  bad\xff\n"
+    assert manifest.manifest_line(digest, "a b/c\\d") == (digest + "  a b/c\\d\n").encode()
+    assert manifest.manifest_line(digest, BAD_UTF8) == digest.encode() + b"  bad\xff\n"
 
 
 def test_manifest_line_escapes_newlines_with_leading_backslash():
     digest = "0123456789abcdef0123456789abcdef"
-    line = hashing.manifest_line(digest, "dir/new\nline\\back\rcr")
+    line = manifest.manifest_line(digest, "dir/new\nline\\back\rcr")
     assert line == b"\\" + digest.encode() + b"  dir/new\\nline\\\\back\\rcr\n"
     assert line.count(b"\n") == 1
 
@@ -139,11 +140,11 @@ def test_manifest_is_not_left_behind_when_the_run_fails_to_start(tmp_path):
     assert not manifest.exists() and not os.path.exists(str(manifest) + ".pcopy-tmp")
 
 
-def test_new_hasher_choices():
-    assert hashing.new_hasher("xxh128") is xxhash.xxh3_128
-    assert hashing.new_hasher("none") is None
+def test_hash_algorithm_choices():
+    assert digest.algo("xxh128").new is xxhash.xxh3_128
+    assert digest.algo("xxh128").once(b"abc") == xxhash.xxh3_128_hexdigest(b"abc")
     with pytest.raises(ValueError):
-        hashing.new_hasher("md5")
+        digest.algo("md5")
 
 
 def test_manifest_inside_dst_keeps_root_mtime(tmp_path):

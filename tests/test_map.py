@@ -14,7 +14,9 @@ import transform_helpers
 from conftest import Fifo, Link, make_tree
 
 import pcopy
-from pcopy import mapping, progress, walk
+from pcopy.fs import scan
+from pcopy.mapping import run as map_run
+from pcopy.runtime import progress
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 TREE = {
@@ -91,7 +93,8 @@ def test_map_exclude(tmp_path):
 
 @pytest.mark.parametrize("args, code, message", [
     (["no_such_module:fn"], 2, "pcopy: error: cannot import 'no_such_module:fn': ModuleNotFoundError: "
-                               "No module named 'no_such_module'"),
+                               "No module named 'no_such_module' (modules are looked up in the current "
+                               "directory and on PYTHONPATH)"),
     (["transform_helpers"], 2, "pcopy: error: function must be given as module:function, not 'transform_helpers'"),
     (["transform_helpers:size", "--jobs", "0"], 2, None),
 ])
@@ -172,10 +175,10 @@ def test_map_files_is_lazy_and_bounded(tmp_path, monkeypatch):
     """The first result arrives while most of the tree is still unwalked (bounded in flight)."""
     make_tree(tmp_path / "t", {f"d{i:03d}/f": b"x" for i in range(60)})
     scanned = []
-    real_scan = walk.scan_dir
-    monkeypatch.setattr(walk, "scan_dir", lambda path, *a, **k: scanned.append(path) or real_scan(path, *a, **k))
+    real_scan = scan.scan_dir
+    monkeypatch.setattr(scan, "scan_dir", lambda path, *a, **k: scanned.append(path) or real_scan(path, *a, **k))
     counters = progress.Counters()
-    results = mapping.map_files(transform_helpers.size, tmp_path / "t", jobs=1, backend="thread", counters=counters)
+    results = map_run.map_files(transform_helpers.size, tmp_path / "t", jobs=1, backend="thread", counters=counters)
     assert scanned == []  # nothing runs before the first result is asked for
     first = next(results)
     assert first.result == 1
@@ -187,8 +190,8 @@ def test_map_files_is_lazy_and_bounded(tmp_path, monkeypatch):
 def test_map_files_exclude_prunes_directories(tmp_path, monkeypatch):
     make_tree(tmp_path / "t", {"keep/a": b"a", "node_modules/x/y": b"y", "deep/node_modules/z": b"z", "b.tmp": b"t"})
     scanned = []
-    real_scan = walk.scan_dir
-    monkeypatch.setattr(walk, "scan_dir", lambda path, *a, **k: scanned.append(path) or real_scan(path, *a, **k))
+    real_scan = scan.scan_dir
+    monkeypatch.setattr(scan, "scan_dir", lambda path, *a, **k: scanned.append(path) or real_scan(path, *a, **k))
     results = list(pcopy.map_files(transform_helpers.size, tmp_path / "t", backend="thread",
                                    exclude=["node_modules/", "*.tmp"]))
     assert [os.path.relpath(r.path, tmp_path / "t") for r in results] == ["keep/a"]

@@ -7,8 +7,11 @@ import stat
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcopy import plan
-from pcopy.model import COPY, DIR, FAILED, FILE, HASH, LINK, SKIPPED, SPECIAL, SYMLINK, Entry, Options, Task
+from pcopy.model import batching
+from pcopy.model.entries import COPY, DIR, FILE, HASH, LINK, SPECIAL, SYMLINK, Entry, Task
+from pcopy.model.results import FAILED, SKIPPED
+from pcopy.options import Options
+from pcopy.transfer import plan
 
 OPTS = Options(src="/s", dst="/d")
 
@@ -46,7 +49,7 @@ def test_unchanged_is_skipped_without_io():
     dst = {e.name: e for e in src}
     p = plan.plan_directory("x", src, dst, OPTS)
     assert p.tasks == []
-    assert [(r.relpath, r.status, r.kind, r.message) for r in p.results] == [
+    assert [(r.relpath, r.status, r.kind, r.reason) for r in p.results] == [
         ("x/a", SKIPPED, FILE, "unchanged"), ("x/l", SKIPPED, SYMLINK, "unchanged")]
 
 
@@ -121,31 +124,31 @@ def sizes_of(batches):
 
 
 def test_batches_by_count():
-    out = list(plan.batches("r", tasks(*[1] * 7), max_files=3, max_bytes=1000))
+    out = list(batching.batches("r", tasks(*[1] * 7), max_files=3, max_bytes=1000))
     assert sizes_of(out) == [[1, 1, 1], [1, 1, 1], [1]]
     assert all(b.reldir == "r" for b in out)
     assert [t.name for b in out for t in b.tasks] == [f"f{i}" for i in range(7)]
 
 
 def test_batches_by_bytes():
-    assert sizes_of(plan.batches("", tasks(40, 40, 40, 20), 100, 100)) == [[40, 40], [40, 20]]
-    assert sizes_of(plan.batches("", tasks(50, 50, 1), 100, 100)) == [[50, 50], [1]]
+    assert sizes_of(batching.batches("", tasks(40, 40, 40, 20), 100, 100)) == [[40, 40], [40, 20]]
+    assert sizes_of(batching.batches("", tasks(50, 50, 1), 100, 100)) == [[50, 50], [1]]
 
 
 def test_big_file_goes_alone():
-    assert sizes_of(plan.batches("", tasks(10, 500, 10), 100, 100)) == [[10], [500], [10]]
-    assert sizes_of(plan.batches("", tasks(500, 600), 100, 100)) == [[500], [600]]
+    assert sizes_of(batching.batches("", tasks(10, 500, 10), 100, 100)) == [[10], [500], [10]]
+    assert sizes_of(batching.batches("", tasks(500, 600), 100, 100)) == [[500], [600]]
 
 
 def test_no_tasks_no_batches():
-    assert list(plan.batches("", [], 10, 10)) == []
+    assert list(batching.batches("", [], 10, 10)) == []
 
 
 @given(st.lists(st.integers(min_value=0, max_value=300), max_size=60),
        st.integers(min_value=1, max_value=8), st.integers(min_value=1, max_value=400))
 def test_batches_properties(sizes, max_files, max_bytes):
     items = tasks(*sizes)
-    out = list(plan.batches("d", items, max_files, max_bytes))
+    out = list(batching.batches("d", items, max_files, max_bytes))
     assert [t for b in out for t in b.tasks] == items  # a partition, in order
     for b in out:
         assert 1 <= len(b.tasks) <= max_files

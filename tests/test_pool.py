@@ -10,15 +10,12 @@ import time
 import pytest
 from conftest import children, still_running
 
-from pcopy import pool
-
-
-def _init(stop_event, in_subprocess):
-    pass
+from pcopy.errors import UsageError
+from pcopy.runtime import backend, pool, process
 
 
 def thread_pool(jobs: int, max_in_flight: int) -> pool.BoundedPool:
-    return pool.BoundedPool(pool.make_backend("thread", jobs, _init), max_in_flight)
+    return pool.BoundedPool(backend.make_backend("thread", jobs), max_in_flight)
 
 
 def test_never_more_than_max_in_flight():
@@ -131,7 +128,7 @@ def test_abort_returns_in_flight_items_and_stops_workers():
 def test_process_backend_abort_kills_stuck_workers():
     """A worker that ignores the stop flag is killed once the grace period is over."""
     before = children(os.getpid())
-    bp = pool.BoundedPool(pool.ProcessBackend(2, _init, start_method="fork"), max_in_flight=2)
+    bp = pool.BoundedPool(process.ProcessBackend(2, start_method="fork"), max_in_flight=2)
     deadline = time.monotonic() + 0.3
 
     def check():  # as the engine's signal guard does after Ctrl-C
@@ -165,8 +162,8 @@ def test_pushed_items_run_before_new_ones():
 
 
 def test_make_backend_rejects_unknown():
-    with pytest.raises(ValueError):
-        pool.make_backend("dask-but-not-installed", 1, _init)
+    with pytest.raises(UsageError):
+        backend.make_backend("dask-but-not-installed", 1)
 
 
 def _probe():
@@ -178,29 +175,29 @@ def _probe():
 def test_process_backend_start_method_from_env(monkeypatch, method, inherited):
     monkeypatch.setenv("PCOPY_START_METHOD", method)
     monkeypatch.setattr(pool, "_TEST_PROBE", "set in parent", raising=False)
-    backend = pool.ProcessBackend(1, _init)
+    workers = process.ProcessBackend(1)
     try:
-        future = backend.submit(_probe)
-        assert backend.wait([future], 30) == {future}  # the process backend's futures settle in wait()
+        future = workers.submit(_probe)
+        assert workers.wait([future], 30) == {future}  # the process backend's futures settle in wait()
         pid, probe = future.result()
     finally:
-        backend.shutdown()
+        workers.shutdown()
     assert pid != os.getpid()
     assert probe == inherited
 
 
 def test_process_backend_replaces_a_worker_that_died_while_idle():
     """Sending to a worker killed between items must not fail the run: the item goes to a new worker."""
-    backend = pool.ProcessBackend(2, _init, start_method="fork")
+    workers = process.ProcessBackend(2, start_method="fork")
     try:
-        backend.start()
-        dead = [w.process.pid for w in backend._workers]
+        workers.start()
+        dead = [w.process.pid for w in workers._workers]
         for pid in dead:
             os.kill(pid, signal.SIGKILL)
-        for worker in backend._workers:  # wait until the kill has landed
+        for worker in workers._workers:  # wait until the kill has landed
             worker.process.join(timeout=5)
-        future = backend.submit(os.getpid)
-        assert backend.wait([future], 30) == {future}
+        future = workers.submit(os.getpid)
+        assert workers.wait([future], 30) == {future}
         assert future.result() not in dead and future.result() != os.getpid()
     finally:
-        backend.shutdown()
+        workers.shutdown()

@@ -20,7 +20,7 @@ import xxhash
 from conftest import PYTHON, descendants, file_xxh128, make_tree, still_running, temp_files, tree_snapshot, walk_paths
 
 import pcopy
-from pcopy import fsops
+from pcopy.fs import temps
 
 BIG = 3 << 30
 N_SMALL = 60
@@ -65,8 +65,8 @@ def _copy_is_under_way(dst) -> bool:
         names = os.listdir(dst)
     except FileNotFoundError:
         return False
-    return (any(not n.startswith(fsops.TMP_PREFIX) for n in names)
-            and any(n.startswith(fsops.TMP_PREFIX) and _size(dst / n) > (64 << 20) for n in names))
+    return (any(not n.startswith(temps.TMP_PREFIX) for n in names)
+            and any(n.startswith(temps.TMP_PREFIX) and _size(dst / n) > (64 << 20) for n in names))
 
 
 def _start(src, dst, *extra):
@@ -163,8 +163,8 @@ def test_next_run_removes_stale_temp_files(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, {"a": b"a", "sub/b": b"b"})
     pid = _dead_pid()
-    make_tree(dst, {f"sub/{fsops.TMP_PREFIX}0badf00d-{pid}-7": b"half a file from a killed run",
-                    f"{fsops.TMP_PREFIX}0badf00d-{pid}-8": b"another"})
+    make_tree(dst, {f"sub/{temps.TMP_PREFIX}0badf00d-{pid}-7": b"half a file from a killed run",
+                    f"{temps.TMP_PREFIX}0badf00d-{pid}-8": b"another"})
     report = pcopy.copytree(src, dst, backend="thread")
     assert report.failed == 0
     assert temp_files(dst) == []
@@ -175,7 +175,7 @@ def test_temp_files_of_a_live_writer_are_left_alone(tmp_path):
     """A concurrent run's temp file (its writer is alive) must not be pulled from under it."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, {"a": b"a"})
-    busy = f"{fsops.TMP_PREFIX}0badf00d-{os.getpid()}-1"
+    busy = f"{temps.TMP_PREFIX}0badf00d-{os.getpid()}-1"
     make_tree(dst, {busy: b"being written"})
     report = pcopy.copytree(src, dst, backend="thread")
     assert report.failed == 0
@@ -200,7 +200,7 @@ def test_sigkill_then_rerun_completes(big_src, tmp_path):
     assert temp_files(dst), "the kill did not land while a file was being written"
     # even kill -9 leaves no half-written file under a final name (temp file + rename)
     for rel in walk_paths(dst):
-        if not os.path.basename(rel).startswith(fsops.TMP_PREFIX):
+        if not os.path.basename(rel).startswith(temps.TMP_PREFIX):
             assert file_xxh128(dst / rel) == file_xxh128(src / rel), rel
     report = pcopy.copytree(src, dst, backend="thread")
     assert report.failed == 0
@@ -211,7 +211,7 @@ def test_sigkill_then_rerun_completes(big_src, tmp_path):
 def _writers_of_big_temp_files(dst, min_size: int) -> set:
     """Pids of processes holding open a temp file in ``dst`` that has grown past ``min_size``."""
     try:
-        names = [n for n in os.listdir(dst) if n.startswith(fsops.TMP_PREFIX) and _size(dst / n) > min_size]
+        names = [n for n in os.listdir(dst) if n.startswith(temps.TMP_PREFIX) and _size(dst / n) > min_size]
     except FileNotFoundError:
         return set()
     targets = {str(dst / n) for n in names}

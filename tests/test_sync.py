@@ -50,7 +50,7 @@ def trees(tmp_path):
 def test_first_sync_copies_and_second_is_a_no_op(trees):
     src, dst = trees
     report = sync(src, dst)
-    assert (report.copied, report.failed) == (4, 0)
+    assert (report.copied, report.symlinks, report.failed) == (3, 1, 0)
     assert_same_tree(src, dst)
     again = sync(src, dst)
     assert (again.copied, again.skipped, again.deleted) == (0, 4, 0)
@@ -63,7 +63,7 @@ def test_changed_file_is_recopied_with_itemized_reason(trees):
         fh.write(b" more")
     report = sync(src, dst)
     copied = [r for r in report.results if r.status == "copied"]
-    assert [(r.relpath, r.message) for r in copied] == [("d/b.txt", ">f.st......")]
+    assert [(r.relpath, r.item) for r in copied] == [("d/b.txt", ">f.st......")]
     assert (dst / "d" / "b.txt").read_bytes() == b"beta more"
 
 
@@ -153,7 +153,7 @@ def test_dry_run_changes_nothing_and_lists_every_action(trees):
     before = tree_snapshot(dst, atime=True)
     report = sync(src, dst, delete=True, dry_run=True)
     assert tree_snapshot(dst, atime=True) == before
-    lines = {(r.message, r.relpath) for r in report.results if r.status in ("copied", "deleted", "created")}
+    lines = {(r.item, r.relpath) for r in report.results if r.status in ("copied", "deleted", "created")}
     assert lines == {(">f.st......", "a.txt"), ("cd+++++++++", "new"), (">f+++++++++", "new/n.txt"),
                      ("*deleting  ", "extra/x"), ("*deleting  ", "extra")}
     assert report.dry_run and report.copied == 2 and report.deleted == 2
@@ -201,7 +201,7 @@ def test_checksum_finds_content_change_that_size_and_mtime_hide(trees):
     os.utime(target, ns=(st_.st_atime_ns, st_.st_mtime_ns))
     assert sync(src, dst).copied == 0  # the quick check is fooled
     report = sync(src, dst, checksum=True)
-    assert [(r.relpath, r.message) for r in report.results if r.status == "copied"] == [("d/b.txt", ">fc........")]
+    assert [(r.relpath, r.item) for r in report.results if r.status == "copied"] == [("d/b.txt", ">fc........")]
     assert target.read_bytes() == b"beta"
     assert sync(src, dst, checksum=True).copied == 0
 
@@ -255,10 +255,10 @@ def test_log_file_json_and_verbose(trees, tmp_path, capsys):
     assert cli.main(["sync", str(src), str(dst), "-v", "--json", "--log-file", str(log)]) == 0
     out, err = capsys.readouterr()
     data = json.loads(out)
-    assert data["copied"] == 4 and data["failed"] == 0 and data["failures"] == []
+    assert (data["copied"], data["symlinks"], data["failed"], data["failures"]) == (3, 1, 0, [])
     assert ">f+++++++++ d/e/c.txt" in err and "cL+++++++++ link" in err
     text = log.read_text()
-    assert ">f+++++++++ a.txt" in text and "pcopy: copied 4 files" in text
+    assert ">f+++++++++ a.txt" in text and "pcopy: copied 3 files (19 B), 1 symlink" in text
     assert cli.main(["sync", str(src), str(dst), "-q", "--log-file", str(log)]) == 0
     assert capsys.readouterr().err == ""
     assert log.read_text().count("pcopy sync") == 2  # appended, not overwritten
@@ -267,12 +267,12 @@ def test_log_file_json_and_verbose(trees, tmp_path, capsys):
 def test_nothing_to_do_starts_no_worker_process(trees, monkeypatch):
     src, dst = trees
     sync(src, dst, backend="process")
-    from pcopy import pool
+    from pcopy.runtime import process
 
     def refuse(*args, **kwargs):
         raise AssertionError("a worker pool was started for a no-op sync")
 
-    monkeypatch.setattr(pool.ProcessBackend, "submit", refuse)
+    monkeypatch.setattr(process.ProcessBackend, "submit", refuse)
     report = sync(src, dst, backend="process", delete=True)
     assert report.copied == 0 and report.skipped == 4
 

@@ -17,8 +17,12 @@ import xxhash
 from conftest import Fifo, File, Link, big_content, fd_name, make_tree, temp_files, walk_paths
 
 import pcopy
-from pcopy import fsops, model, plan, transforms
-from pcopy.model import Entry, Options
+from pcopy.content import transforms
+from pcopy.fs import temps
+from pcopy.model import entries, results
+from pcopy.model.entries import Entry
+from pcopy.options import Options
+from pcopy.transfer import plan
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 GZIP = shutil.which("gzip")
@@ -80,7 +84,7 @@ def test_gzip_output_is_read_by_stock_gzip(tmp_path, backend):
     assert os.readlink(dst / "sub" / "link") == "../a.txt"
     assert not os.path.lexists(dst / "fifo") and not os.path.lexists(dst / "fifo.gz")
     assert temp_files(dst) == []
-    assert {r.relpath for r in report.results if r.status == model.COPIED} == {
+    assert {r.relpath for r in report.results if r.status == results.COPIED} == {
         *(rel + ".gz" for rel in REGULAR), "sub/link"}
 
 
@@ -195,8 +199,8 @@ def test_second_run_skips_up_to_date_outputs(tmp_path):
     (src / "b").write_bytes(b"B" * 101)
     os.utime(src / "b", ns=(mtime_b, mtime_b))
     third = pcopy.copytree(src, dst, backend="process", jobs=2, transform="gzip")
-    assert sorted(r.relpath for r in third.results if r.status == model.COPIED) == ["a.gz", "b.gz"]
-    assert [r.relpath for r in third.results if r.status == model.SKIPPED] == ["sub/c.gz"]
+    assert sorted(r.relpath for r in third.results if r.status == results.COPIED) == ["a.gz", "b.gz"]
+    assert [r.relpath for r in third.results if r.status == results.SKIPPED] == ["sub/c.gz"]
     assert gzip.decompress((dst / "b.gz").read_bytes()) == b"B" * 101
 
     forced = pcopy.copytree(src, dst, backend="thread", transform="gzip", force=True)
@@ -332,7 +336,7 @@ def test_cli_transform_usage_errors(tmp_path):
         "pcopy: error: cannot import transform 'no_such_module:fn': ModuleNotFoundError: "
         "No module named 'no_such_module'"]
     proc = run_cli("copy", tmp_path / "src", tmp_path / "dst", "--level", "3")
-    assert proc.returncode == 2 and b"level needs a transform" in proc.stderr
+    assert proc.returncode == 2 and b"--level needs --transform" in proc.stderr
     assert not (tmp_path / "dst").exists()
 
 
@@ -363,7 +367,7 @@ def test_disk_full_under_a_transform_is_a_destination_error(tmp_path, monkeypatc
     real_write = os.write
 
     def full(fd, data):
-        if len(data) > 100 and fd_name(fd).startswith(fsops.TMP_PREFIX):
+        if len(data) > 100 and fd_name(fd).startswith(temps.TMP_PREFIX):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(fd, data)
 
@@ -426,14 +430,14 @@ def test_entry_point_transform_from_the_cli(tmp_path, plugin_path):
 
 def test_planner_compares_against_the_output_name():
     options = Options(src="s", dst="d", transform="gzip")
-    src = [Entry("a", model.FILE, 10, 5, 5, 0o100644), Entry("d", model.DIR, 0, 0, 0, 0o40755),
-           Entry("x", model.FILE, 10, 5, 5, 0o100644)]
+    src = [Entry("a", entries.FILE, 10, 5, 5, 0o100644), Entry("d", entries.DIR, 0, 0, 0, 0o40755),
+           Entry("x", entries.FILE, 10, 5, 5, 0o100644)]
     # DST holds a plain "a" identical to the source (from an earlier copy without a transform)
     # and a directory where "x.gz" would go
-    dst = {"a": Entry("a", model.FILE, 10, 5, 5, 0o100644), "x.gz": Entry("x.gz", model.DIR, 0, 0, 0, 0o40755)}
+    dst = {"a": Entry("a", entries.FILE, 10, 5, 5, 0o100644), "x.gz": Entry("x.gz", entries.DIR, 0, 0, 0, 0o40755)}
     result = plan.plan_directory("", src, dst, options)
     assert [t.name for t in result.tasks] == ["a"]  # not skipped: "a.gz" is what counts
-    assert [(r.relpath, r.status) for r in result.results] == [("x", model.FAILED)]
+    assert [(r.relpath, r.status) for r in result.results] == [("x", results.FAILED)]
     assert [e.name for e, _why in result.subdirs] == ["d"]
 
 

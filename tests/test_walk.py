@@ -14,8 +14,9 @@ import sys
 import pytest
 from conftest import Dir, File, Link, fail_stat_of_entry, make_tree
 
-from pcopy import walk
-from pcopy.model import DIR, FILE, SPECIAL, SYMLINK
+from pcopy.fs import scan
+from pcopy.model import entries
+from pcopy.model.entries import DIR, FILE, SPECIAL, SYMLINK
 
 
 def _build(fs):
@@ -31,7 +32,7 @@ def _build(fs):
 
 def test_walk_yields_parents_before_children_with_sorted_entries(fs):
     _build(fs)
-    listings = list(walk.walk("/src"))
+    listings = list(scan.walk("/src"))
 
     order = [listing.reldir for listing in listings]
     assert order == ["", "adir", "adir/empty", "zdir", "zdir/inner"]
@@ -57,9 +58,9 @@ def test_walk_yields_parents_before_children_with_sorted_entries(fs):
 
 def test_walk_follow_symlinks_reports_targets(fs):
     _build(fs)
-    root = {e.name: e for e in walk.walk("/src", follow_symlinks=True).__next__().entries}
+    root = {e.name: e for e in scan.walk("/src", follow_symlinks=True).__next__().entries}
     assert root["link"].kind == FILE and root["link"].size == 1
-    zdir = next(lst for lst in walk.walk("/src", follow_symlinks=True) if lst.reldir == "zdir")
+    zdir = next(lst for lst in scan.walk("/src", follow_symlinks=True) if lst.reldir == "zdir")
     assert {e.name: e.kind for e in zdir.entries}["dangling"] == SYMLINK  # kept as a link
 
 
@@ -67,7 +68,7 @@ def test_walk_without_stat_still_knows_kinds(fs):
     """Directories that need no stat (a fresh DST) still report every kind; sizes may be unknown."""
     _build(fs)
     asked = []
-    listings = {lst.reldir: lst for lst in walk.walk("/src", stat_files=lambda d: asked.append(d) or False)}
+    listings = {lst.reldir: lst for lst in scan.walk("/src", stat_files=lambda d: asked.append(d) or False)}
     assert sorted(asked) == ["", "adir", "adir/empty", "zdir", "zdir/inner"]
     assert {e.name: e.kind for e in listings[""].entries} == {
         "a.txt": FILE, "adir": DIR, "b.txt": FILE, "link": SYMLINK, "zdir": DIR}
@@ -84,7 +85,7 @@ def test_walk_is_lazy(fs, monkeypatch):
         return real(path)
 
     monkeypatch.setattr(os, "scandir", spy)
-    it = walk.walk("/src")
+    it = scan.walk("/src")
     next(it)
     assert len(scanned) == 1
     next(it)
@@ -101,7 +102,7 @@ def test_unreadable_directory_is_a_listing_with_error(fs, monkeypatch):
         return real(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    listings = list(walk.walk("/src"))
+    listings = list(scan.walk("/src"))
     by_dir = {listing.reldir: listing for listing in listings}
     assert isinstance(by_dir["adir"].error, PermissionError)
     assert by_dir["adir"].entries == []
@@ -113,7 +114,7 @@ def test_unreadable_directory_is_a_listing_with_error(fs, monkeypatch):
 def test_unreadable_directory_as_non_root_user(fs):
     _build(fs)
     os.chmod("/src/adir", 0)
-    listings = list(walk.walk("/src"))
+    listings = list(scan.walk("/src"))
     by_dir = {listing.reldir: listing for listing in listings}
     assert isinstance(by_dir["adir"].error, PermissionError)
     assert by_dir["zdir/inner"].error is None
@@ -121,7 +122,7 @@ def test_unreadable_directory_as_non_root_user(fs):
 
 
 def test_unreadable_root(fs):
-    listings = list(walk.walk("/does-not-exist"))
+    listings = list(scan.walk("/does-not-exist"))
     assert len(listings) == 1
     assert listings[0].reldir == "" and isinstance(listings[0].error, FileNotFoundError)
 
@@ -129,7 +130,7 @@ def test_unreadable_root(fs):
 def test_entry_vanishing_between_readdir_and_stat_is_dropped(fs, monkeypatch):
     _build(fs)
     fail_stat_of_entry(monkeypatch, "b.txt", lambda: FileNotFoundError(errno.ENOENT, "gone"))
-    root = next(walk.walk("/src"))
+    root = next(scan.walk("/src"))
     assert root.error is None
     assert [e.name for e in root.entries] == ["a.txt", "adir", "link", "zdir"]
 
@@ -137,7 +138,7 @@ def test_entry_vanishing_between_readdir_and_stat_is_dropped(fs, monkeypatch):
 def test_entry_whose_stat_fails_is_not_dropped_silently(fs, monkeypatch):
     _build(fs)
     fail_stat_of_entry(monkeypatch, "b.txt", lambda: OSError(errno.EIO, "Input/output error"))
-    root = next(walk.walk("/src"))
+    root = next(scan.walk("/src"))
     assert root.error is None and "b.txt" not in [e.name for e in root.entries]
     assert [(name, exc.errno) for name, exc in root.entry_errors] == [("b.txt", errno.EIO)]
 
@@ -158,7 +159,7 @@ def test_deep_tree_does_not_recurse(fs):
     old = sys.getrecursionlimit()
     sys.setrecursionlimit(limit)
     try:
-        listings = list(walk.walk("/src"))
+        listings = list(scan.walk("/src"))
     finally:
         sys.setrecursionlimit(old)
     assert len(listings) == depth + 1
@@ -166,18 +167,18 @@ def test_deep_tree_does_not_recurse(fs):
 
 
 def test_kind_of():
-    assert walk.kind_of(stat.S_IFREG | 0o644) == FILE
-    assert walk.kind_of(stat.S_IFDIR | 0o755) == DIR
-    assert walk.kind_of(stat.S_IFLNK | 0o777) == SYMLINK
+    assert entries.kind_of(stat.S_IFREG | 0o644) == FILE
+    assert entries.kind_of(stat.S_IFDIR | 0o755) == DIR
+    assert entries.kind_of(stat.S_IFLNK | 0o777) == SYMLINK
     for fmt in (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
-        assert walk.kind_of(fmt | 0o600) == SPECIAL
+        assert entries.kind_of(fmt | 0o600) == SPECIAL
 
 
 def test_scan_dir_accepts_a_directory_fd(tmp_path):
     make_tree(tmp_path, {"b": b"bb", "a": Dir(), "c": Link("b")})
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        entries = walk.scan_dir(fd)
+        entries = scan.scan_dir(fd)
     finally:
         os.close(fd)
     assert [(e.name, e.kind) for e in entries] == [("a", DIR), ("b", FILE), ("c", SYMLINK)]
@@ -188,7 +189,7 @@ def test_scan_dir_accepts_a_directory_fd(tmp_path):
 
 def test_follow_symlinks_detects_a_real_loop(tmp_path):
     make_tree(tmp_path / "src", {"d/f": b"f", "d/up": Link("..")})
-    listings = list(walk.walk(str(tmp_path / "src"), follow_symlinks=True))
+    listings = list(scan.walk(str(tmp_path / "src"), follow_symlinks=True))
     assert len(listings) < 10  # it terminates
     errors = [lst for lst in listings if lst.error is not None]
     assert [lst.reldir for lst in errors] == ["d/up"]
@@ -196,13 +197,13 @@ def test_follow_symlinks_detects_a_real_loop(tmp_path):
 
 def test_follow_symlinks_to_a_sibling_is_not_a_loop(tmp_path):
     make_tree(tmp_path / "src", {"real/f": b"f", "alias": Link("real")})
-    listings = list(walk.walk(str(tmp_path / "src"), follow_symlinks=True))
+    listings = list(scan.walk(str(tmp_path / "src"), follow_symlinks=True))
     assert [lst.error for lst in listings] == [None, None, None]
     assert {lst.reldir for lst in listings} == {"", "alias", "real"}
 
 
 def test_follow_symlinks_one_bad_link_does_not_hide_the_directory(tmp_path):
     make_tree(tmp_path / "src", {"f": b"f", "selfloop": Link("selfloop"), "g": File(b"g")})
-    (root,) = [lst for lst in walk.walk(str(tmp_path / "src"), follow_symlinks=True) if lst.reldir == ""]
+    (root,) = [lst for lst in scan.walk(str(tmp_path / "src"), follow_symlinks=True) if lst.reldir == ""]
     assert root.error is None
     assert [e.name for e in root.entries if e.kind == FILE] == ["f", "g"]

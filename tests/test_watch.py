@@ -22,9 +22,11 @@ import pytest
 from conftest import Dir, Link, fd_name, make_tree, opens_source, oserror, temp_files, tree_snapshot
 
 import pcopy
-from pcopy import cli, watcher
+from pcopy import cli
 from pcopy.errors import PcopyError, UsageError
-from pcopy.watcher import FULL, coalesce, map_event
+from pcopy.model import results
+from pcopy.watcher import session as watcher
+from pcopy.watcher.events import FULL, coalesce, map_event
 
 WAIT = 30.0  # seconds: generous, so a busy machine does not make a test fail
 
@@ -155,7 +157,7 @@ def test_initial_sync_then_created_file_and_directory_with_contents(trees):
         (src / "nd" / "top").write_bytes(b"top")
         wait_mirrored(src, dst)
     assert {"new.txt", "nd/deep/leaf", "nd/top"} <= session.changed()
-    assert session.report.copied >= 7 and session.report.failed == 0
+    assert session.report.copied + session.report.symlinks >= 7 and session.report.failed == 0
 
 
 def test_modified_and_chmodded_files_follow(trees):
@@ -301,7 +303,7 @@ def test_source_changed_while_copied_is_retried_without_a_new_event(trees, monke
         wait_until(lambda: (dst / "busy.bin").exists(), what="busy.bin copied on a retry")
         wait_mirrored(src, dst)
     failed = [r for r in session.results if r.relpath == "busy.bin" and r.status == "failed"]
-    assert failed and failed[0].message.startswith(watcher.SOURCE_CHANGED)
+    assert failed and failed[0].reason == results.SOURCE_CHANGED
 
 
 def test_lost_events_lead_to_a_full_rescan(trees, monkeypatch):
@@ -378,7 +380,7 @@ def test_stop_event_stops_a_session_in_a_thread_and_returns_the_report(trees):
     with session:
         pass
     assert not session.thread.is_alive()
-    assert session.report is not None and session.report.copied == 4 and session.report.ok
+    assert session.report is not None and session.report.copied == 3 and session.report.ok
 
 
 # --------------------------------------------------------------------------- CLI and signals
@@ -386,10 +388,12 @@ def test_stop_event_stops_a_session_in_a_thread_and_returns_the_report(trees):
 
 def test_cli_refuses_dry_run_and_manifest(trees, capsys):
     src, dst = trees
-    assert cli.main(["watch", str(src), str(dst), "--dry-run"]) == 2
-    assert cli.main(["watch", str(src), str(dst), "--manifest", str(dst) + ".xxh"]) == 2
-    err = capsys.readouterr().err
-    assert "--dry-run" in err and "--manifest" in err
+    for extra in (["--dry-run"], ["--manifest", str(dst) + ".xxh"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(["watch", str(src), str(dst), *extra])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"unrecognized arguments: {extra[0]}" in err and "usage: pcopy watch" in err
     assert not dst.exists()
 
 
@@ -463,20 +467,20 @@ def test_signal_stops_watch_quickly_with_no_temp_files_or_children(tmp_path, sig
 
 def test_targeted_run_does_not_walk_through_a_directory_replaced_by_a_symlink(tmp_path):
     """A watched directory swapped for a symlink before its batch runs: the link is copied, not followed."""
-    from pcopy import engine, fsops, pool
-    from pcopy.model import Options
+    from pcopy.options import Options
+    from pcopy.runtime import backend, pool
+    from pcopy.transfer import engine
 
     src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
     make_tree(outside, {"secret/deep/file": b"outside the tree"})
     make_tree(src, {"keep.txt": b"k", "x": Link(str(outside)), "y/z": Link(str(outside))})
-    options = Options(src=str(src), dst=str(dst), replace=True, delete=True)
-    shared = pool.BoundedPool(pool.make_backend("thread", 2, fsops.worker_init), max_in_flight=8)
+    options = Options(src=str(src), dst=str(dst), replace=True, delete=True, jobs=2, backend="thread")
+    shared = pool.BoundedPool(backend.make_backend("thread", 2), max_in_flight=8)
     try:
-        report = engine.copy_tree(options, jobs=2, backend="thread", keep_results=True, pool=shared,
+        report = engine.copy_tree(options, keep_results=True, pool=shared,
                                   targets=[("", False), ("x", True), ("y/z", True)])
         assert report.failed == 0
-        again = engine.copy_tree(options, jobs=2, backend="thread", keep_results=True, pool=shared,
-                                 targets=[("y", False), ("x", True)])
+        again = engine.copy_tree(options, keep_results=True, pool=shared, targets=[("y", False), ("x", True)])
     finally:
         shared.close()
     assert again.failed == 0

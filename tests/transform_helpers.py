@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import time
 
-from pcopy.transforms import CHUNK, Transform
+from pcopy.content.transforms import Transform
+from pcopy.content.transforms.builtins import CHUNK
 
 
 def upper(src, dst, relpath):

@@ -1,0 +1,75 @@
+"""Command line: parse arguments, run, print, choose the exit code.
+
+This package is the only one that prints (``output``); the grammar is in
+``parser``, one function per command in ``commands``. Every error ends as one
+``pcopy: error:`` line (tracebacks only with ``--debug``); a closed stdout
+ends the command quietly, as coreutils tools do.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+
+from ..errors import EXIT_FATAL, Interrupted, OutputClosed, PcopyError, describe
+
+__all__ = ["main", "run"]
+
+
+def _silence_stdout() -> None:
+    """After the reader of stdout went away: point fd 1 at /dev/null so the exit flush cannot complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _traceback(args) -> None:
+    if getattr(args, "debug", False):
+        import traceback
+
+        traceback.print_exc()
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass  # stderr is gone too: the exit code is all that is left
+
+
+def main(argv=None) -> int:
+    from .commands import COMMANDS
+    from .parser import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except Interrupted as exc:
+        _say(f"pcopy: interrupted by {exc}, in-flight files discarded")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _say("pcopy: interrupted")
+        return Interrupted(2).exit_code
+    except OutputClosed as exc:
+        _silence_stdout()
+        return exc.exit_code
+    except PcopyError as exc:
+        _traceback(args)
+        _say(f"pcopy: error: {exc}")
+        return exc.exit_code
+    except OSError as exc:  # a bug: an OS error that no stage turned into a message; still one line
+        _traceback(args)
+        where = exc.filename if exc.filename else "pcopy"
+        _say(f"pcopy: error: {os.fsdecode(where)}: {describe(exc)}")
+        return EXIT_FATAL
+
+
+def run() -> None:
+    """Console-script entry point."""
+    multiprocessing.freeze_support()
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""What the CLI prints and where: one-line messages on stderr, machine output on stdout.
+
+Human output (progress, itemized lines, errors, summaries) goes to stderr;
+machine output (``--json``, manifests, ``map`` results) to stdout. A closed
+stdout or stderr (``| head``) raises ``OutputClosed``, which ends the command
+quietly; any other write error names the stream and the reason.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional
+
+from ..errors import OutputClosed, PcopyError, describe
+from ..fs.outputs import OutputFile
+from ..model.entries import DIR
+from ..model.results import (
+    COPIED,
+    CREATED,
+    DELETED,
+    FAILED,
+    LINK_IN_PLACE,
+    LINKED,
+    SAME_CONTENT,
+    SKIPPED,
+    UNCHANGED,
+    UPDATED,
+    Report,
+    Result,
+)
+
+
+def _write(stream, name: str, text: str) -> None:
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        raise OutputClosed(name) from None
+    except OSError as exc:
+        raise PcopyError(f"{name}: cannot write: {describe(exc)}") from None
+
+
+def say(line: str) -> None:
+    """One line on stderr."""
+    _write(sys.stderr, "stderr", line + "\n")
+
+
+def out(text: str) -> None:
+    """Text on stdout (machine output)."""
+    _write(sys.stdout, "stdout", text)
+
+
+class Stdout:
+    """stdout as a binary sink for manifest lines (``hash``): the same error rules as ``out``."""
+
+    def write(self, data: bytes) -> None:
+        try:
+            sys.stdout.buffer.write(data)
+        except BrokenPipeError:
+            raise OutputClosed("stdout") from None
+        except OSError as exc:
+            raise PcopyError(f"stdout: cannot write: {describe(exc)}") from None
+
+    def flush(self) -> None:
+        try:
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise OutputClosed("stdout") from None
+        except OSError as exc:
+            raise PcopyError(f"stdout: cannot write: {describe(exc)}") from None
+
+
+def printable(path: str) -> str:
+    """A path on one line: control characters escaped, undecodable bytes as \\xNN."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if any(c in text for c in "\n\r\t"):
+        text = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return text
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def summary(report: Report, delete: bool = False) -> str:
+    rate = report.bytes_copied / report.seconds if report.seconds > 0 else 0.0
+    links = f", {plural(report.symlinks, 'symlink')}" if report.symlinks else ""
+    if report.dry_run:
+        parts = [f"would copy {plural(report.copied, 'file')} ({human_bytes(report.bytes_copied)}){links}"]
+        if report.linked:
+            parts.append(f"link {report.linked}")
+        if report.updated:
+            parts.append(f"update {report.updated}")
+        if delete or report.deleted:
+            parts.append(f"delete {report.deleted}")
+        parts.append(f"create {plural(report.dirs, 'directory').replace('directorys', 'directories')}")
+        return (f"pcopy: dry run: {', '.join(parts)}; {report.skipped} unchanged, {report.failed} failed; "
+                "nothing was changed")
+    extra = "".join(f", {label} {n}" for label, n in (("updated", report.updated), ("linked", report.linked),
+                                                       ("deleted", report.deleted)) if n)
+    return (f"pcopy: copied {plural(report.copied, 'file')} ({human_bytes(report.bytes_copied)}){links}, "
+            f"skipped {report.skipped}{extra}, failed {report.failed} in {report.seconds:.2f} s "
+            f"({human_bytes(rate)}/s)")
+
+
+_QUIET_SKIPS = ("", UNCHANGED, SAME_CONTENT, LINK_IN_PLACE)
+
+
+def itemized(result: Result) -> Optional[str]:
+    """The rsync -i style line for a change, or None for results that are not changes."""
+    status = result.status
+    if status in (COPIED, LINKED, DELETED, CREATED, UPDATED):
+        suffix = "/" if result.kind == DIR and status != DELETED else ""
+        code = result.item or ">f+++++++++"
+        target = f" => {printable(result.message)}" if status == LINKED and result.message else ""
+        return f"{code} {printable(result.relpath)}{suffix}{target}"
+    if status == FAILED:
+        return f"error {printable(result.relpath)}: {result.message}"
+    if status == SKIPPED and result.reason not in _QUIET_SKIPS:
+        return f"skipping {printable(result.relpath)}: {result.message}"  # specials, vanished files
+    return None
+
+
+class Reporter:
+    """Prints (-v) and logs (--log-file) one line per change or error, as results arrive."""
+
+    def __init__(self, args) -> None:
+        self.verbose = getattr(args, "verbose", False)
+        self.log: Optional[OutputFile] = None
+        if getattr(args, "log_file", None):
+            self.log = OutputFile(args.log_file, "log file", append=True)
+            self._log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pcopy {args.command} {args.src} {args.dst}")
+
+    def _log(self, line: str) -> None:
+        if self.log is not None:
+            self.log.write((line + "\n").encode("utf-8", "backslashreplace"))
+
+    def __call__(self, result: Result) -> None:
+        line = itemized(result)
+        if line is None:
+            return
+        if self.verbose and result.status != FAILED:
+            say(line)
+        self._log(line)
+
+    def close(self, report: Optional[Report], error: Optional[str] = None, delete: bool = False) -> None:
+        if self.log is None:
+            return
+        if error:
+            self._log(f"fatal: {error}")
+        if report is not None:
+            self._log(summary(report, delete))
+        self.log.commit()
+        self.log = None

@@ -1,0 +1,168 @@
+"""The one function that reads and hashes an open file, with the change check.
+
+Every command that reads file contents comes here: copy (through
+``copydata``), ``sync -c``, link-dest and ``-H`` manifest digests, ``verify``,
+``hash`` and transforms. A read is trusted only when the file held still:
+
+* ``fstat`` before and after must agree on size, mtime and ctime (ctime
+  catches a content change whose mtime was put back);
+* a file changed less than ``YOUNG_NS`` ago may be in the middle of a write
+  that does not move its timestamps (they advance in clock ticks, and a
+  ``pwrite`` updates mtime before it copies its data), so it is read a second
+  time and both digests must agree.
+
+A file that keeps changing raises ``SourceChanged`` after ``RETRIES`` more
+attempts; the caller reports it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from stat import S_ISREG
+from typing import Callable, NamedTuple, Optional
+
+import xxhash
+
+SMALL_FILE = 1 << 20  # read (and hashed) in one call up to this size
+CHUNK = 1 << 20
+YOUNG_NS = 2_000_000_000  # files changed more recently than this are read twice
+RETRIES = 2  # further attempts after a change was seen
+
+ALGORITHMS = ("xxh128", "sha256", "xxh64", "xxh32", "xxh3")
+
+
+class SourceChanged(Exception):
+    """The file changed while it was read."""
+
+
+class Cancelled(Exception):
+    """The run is being interrupted: drop this file."""
+
+
+class NotRegular(Exception):
+    """The name no longer holds a regular file (``mode`` tells what it holds)."""
+
+    def __init__(self, mode: int) -> None:
+        super().__init__(mode)
+        self.mode = mode
+
+
+class Algo(NamedTuple):
+    """A hash algorithm: ``new()`` makes a hasher; ``once(data)`` hashes a whole buffer."""
+
+    name: str
+    new: Callable
+    once: Callable[[bytes], str]
+
+
+def algo(name: str) -> Algo:
+    if name == "xxh128":
+        return Algo(name, xxhash.xxh3_128, xxhash.xxh3_128_hexdigest)
+    if name == "xxh64":
+        return Algo(name, xxhash.xxh64, xxhash.xxh64_hexdigest)
+    if name == "xxh32":
+        return Algo(name, xxhash.xxh32, xxhash.xxh32_hexdigest)
+    if name == "xxh3":
+        return Algo(name, xxhash.xxh3_64, xxhash.xxh3_64_hexdigest)
+    if name == "sha256":
+        import hashlib
+
+        return Algo(name, hashlib.sha256, lambda data: hashlib.sha256(data).hexdigest())
+    raise ValueError(f"unknown hash algorithm: {name}")
+
+
+XXH128 = algo("xxh128")
+
+
+def is_young(st: os.stat_result, now_ns: Optional[int] = None) -> bool:
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    return max(st.st_mtime_ns, st.st_ctime_ns) > now_ns - YOUNG_NS
+
+
+def check_unchanged(fd: int, before: os.stat_result) -> os.stat_result:
+    """The fstat after a read; SourceChanged when size, mtime or ctime moved."""
+    after = os.fstat(fd)
+    if (after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns
+            or after.st_ctime_ns != before.st_ctime_ns):
+        raise SourceChanged
+    return after
+
+
+def hash_fd(fd: int, size: int, hasher: Algo, stop=None) -> str:
+    """Digest of the first ``size`` bytes of ``fd`` (read from offset 0); SourceChanged when it is not ``size`` long."""
+    if size <= SMALL_FILE:
+        data = os.pread(fd, size + 1, 0)
+        if len(data) != size:
+            raise SourceChanged
+        return hasher.once(data)
+    h = hasher.new()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    offset = 0
+    while True:
+        if stop is not None and stop.is_set():
+            raise Cancelled
+        n = os.preadv(fd, [buf], offset)
+        if not n:
+            break
+        h.update(view[:n])
+        offset += n
+    if offset != size:
+        raise SourceChanged
+    return h.hexdigest()
+
+
+def confirm(fd: int, before: os.stat_result, digest: str, hasher: Algo, stop=None) -> None:
+    """After a read that gave ``digest``: the change check, and a second read for a young file."""
+    check_unchanged(fd, before)
+    if is_young(before):
+        if hash_fd(fd, before.st_size, hasher, stop) != digest:
+            raise SourceChanged
+        check_unchanged(fd, before)
+
+
+class Digest(NamedTuple):
+    digest: str
+    stat: os.stat_result  # the fstat the digest belongs to (the hash cache's key)
+
+
+def digest_open_file(fd: int, hasher: Algo, stop=None, max_size: int = -1) -> Digest:
+    """Digest an open file that must hold still (see the module docstring).
+
+    Raises NotRegular, SourceChanged (after RETRIES more attempts), Cancelled
+    or OSError. ``max_size`` ≥ 0: raise ``TooBig(size)`` instead of reading more.
+    """
+    for _ in range(RETRIES + 1):
+        before = os.fstat(fd)
+        if not S_ISREG(before.st_mode):
+            raise NotRegular(before.st_mode)
+        if 0 <= max_size < before.st_size:
+            raise TooBig(before.st_size)
+        try:
+            digest = hash_fd(fd, before.st_size, hasher, stop)
+            confirm(fd, before, digest, hasher, stop)
+        except SourceChanged:
+            continue
+        return Digest(digest, before)
+    raise SourceChanged
+
+
+class TooBig(Exception):
+    """A file bigger than the caller wants to read here (it is handed back to run alone)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO cannot hang us
+
+
+def digest_at(dir_fd: int, name: str, hasher: Algo, stop=None, flags: int = READ_FLAGS) -> Digest:
+    """Open ``name`` relative to ``dir_fd`` (not following a symlink) and digest it."""
+    fd = os.open(name, flags, dir_fd=dir_fd)
+    try:
+        return digest_open_file(fd, hasher, stop)
+    finally:
+        os.close(fd)

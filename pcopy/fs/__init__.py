@@ -1,0 +1,1 @@
+"""File-system stages: walking trees, marching SRC and DST together, safe operations beneath a root."""

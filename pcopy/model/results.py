@@ -1,0 +1,146 @@
+"""What happened to each path (Result) and to the whole run (Report).
+
+A Result carries a *typed* outcome: ``status`` says what happened, ``reason``
+says why in a word that code can test (``VANISHED``, ``DISK_FULL``, ...), and
+``message`` is the human wording. Nothing decides anything by looking inside
+a message.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Optional
+
+# Result statuses
+COPIED = "copied"
+SKIPPED = "skipped"
+UPDATED = "updated"  # content unchanged; permissions or owner fixed in place
+FAILED = "failed"
+CANCELLED = "cancelled"
+DEFERRED = "deferred"  # a big file found inside a batch: the engine resubmits it alone
+LINKED = "linked"  # hard link created (--link-dest or -H)
+CREATED = "created"  # directory created
+DELETED = "deleted"  # removed from DST by --delete
+
+# Reasons (why a result has its status); "" when the status says it all
+UNCHANGED = "unchanged"
+SAME_CONTENT = "same-content"  # -c: sizes equal, digests equal
+LINK_IN_PLACE = "link-in-place"
+VANISHED = "vanished"  # deleted between the walk and the copy
+SPECIAL_FILE = "special-file"  # FIFO, socket, device: not copied
+NOT_REGULAR = "not-regular"  # replaced by something other than a file after the walk
+SOURCE_CHANGED = "source-changed"  # kept changing while it was read
+DISK_FULL = "disk-full"  # ENOSPC/EDQUOT: writing more is pointless
+INTERRUPTED = "interrupted"
+ERROR = "error"  # any other failure
+
+
+class Result(NamedTuple):
+    """What happened to one path; a failure is a result, never an exception.
+
+    ``item`` is the rsync ``-i`` code of a change (``>f.st......``); for a
+    hard link ``message`` names the path it links to.
+    """
+
+    relpath: str
+    status: str
+    kind: str
+    size: int = 0
+    digest: Optional[str] = None
+    item: str = ""
+    reason: str = ""
+    message: Optional[str] = None
+
+
+def failure(relpath: str, kind: str, message: str, reason: str = ERROR) -> Result:
+    return Result(relpath, FAILED, kind, 0, None, "", reason, message)
+
+
+class Results(list):
+    """A worker's list of Results, pickled as plain tuples (see entries.Batch.__reduce__)."""
+
+    def __reduce__(self):
+        return _unpickle_results, (tuple(map(tuple, self)),)
+
+
+def _unpickle_results(plain: tuple) -> list:
+    return list(map(functools.partial(tuple.__new__, Result), plain))
+
+
+COUNTS = ("copied", "symlinks", "updated", "skipped", "failed", "linked", "deleted", "bytes_copied", "dirs")
+
+
+class Report:
+    """What a run did; the CLI prints it, ``--json`` serialises it."""
+
+    def __init__(self, results: Optional[list] = None, dry_run: bool = False) -> None:
+        self.copied = 0  # regular files written
+        self.symlinks = 0  # symbolic links written
+        self.updated = 0  # files whose permissions or owner were fixed in place
+        self.skipped = 0
+        self.failed = 0
+        self.linked = 0
+        self.deleted = 0
+        self.bytes_copied = 0
+        self.dirs = 0
+        self.seconds = 0.0
+        self.dry_run = dry_run
+        self.stopped_early = False  # the destination filled up; the rest was not attempted
+        self.failures: list = []
+        self.warnings: list = []
+        self.results = results  # every Result, when the caller asked for them
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={getattr(self, k)}" for k in (*COUNTS, "seconds"))
+        return f"Report({counts})"
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    def count(self, result: Result) -> None:
+        """Add one result to the counts (the engine's consumer has an inlined version of this)."""
+        status = result.status
+        if status == COPIED:
+            if result.kind == "symlink":
+                self.symlinks += 1
+            else:
+                self.copied += 1
+            self.bytes_copied += result.size  # a symlink counts its target's length, as in rsync
+        elif status == SKIPPED:
+            self.skipped += 1
+        elif status == UPDATED:
+            self.updated += 1
+        elif status == LINKED:
+            self.linked += 1
+        elif status == DELETED:
+            self.deleted += 1
+        elif status == CREATED:
+            self.dirs += 1
+        elif status == FAILED:
+            self.failed += 1
+            self.failures.append(result)
+
+    def merge(self, other: "Report", warnings: bool = True) -> None:
+        """Add another run's counts (and warnings) to this one (watch sums its batches this way)."""
+        for name in COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if warnings:
+            self.warnings.extend(w for w in other.warnings if w not in self.warnings)
+        self.stopped_early = self.stopped_early or other.stopped_early
+
+    def to_dict(self) -> dict:
+        rate = self.bytes_copied / self.seconds if self.seconds > 0 else 0.0
+        data = {name: getattr(self, name) for name in COUNTS if name != "dirs"}
+        data.update({
+            "directories": self.dirs,
+            "seconds": round(self.seconds, 6),
+            "bytes_per_second": round(rate, 1),
+            "dry_run": self.dry_run,
+            "stopped_early": self.stopped_early,
+            "failures": [{"path": r.relpath, "error": r.message, "reason": r.reason} for r in self.failures],
+            "warnings": list(self.warnings),
+        })
+        if self.results is not None:
+            data["results"] = [r._asdict() for r in self.results]
+        return data

@@ -1,0 +1,128 @@
+"""Options: what a copy, sync or watch should do, and the one place they are checked.
+
+``Options`` travels, pickled, to every worker, so it holds only plain values.
+``build`` makes one from keyword arguments and ``validate`` checks it; the
+Python API calls them and the CLI calls the API, so a rule written here holds
+for both. ``check_run`` checks what every command shares (jobs, backend,
+scheduler).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import NamedTuple, Optional
+
+from .content import digest, transforms
+from .errors import UsageError, describe
+from .fs import filters
+from .model.batching import BATCH_BYTES, BATCH_FILES
+from .runtime.backend import BACKENDS, check_scheduler_address
+
+COPY_HASHES = ("xxh128", "none")  # what copy/sync --hash takes
+
+
+class Options(NamedTuple):
+    """Everything a run needs (``options._replace(field=value)`` makes a changed copy)."""
+
+    src: str
+    dst: str
+    hash: str = "xxh128"  # or "none": then the kernel copies (copy_file_range)
+    force: bool = False
+    follow_symlinks: bool = False
+    manifest: Optional[str] = None  # path of the manifest: skipped files must be hashed too
+    fsync: bool = False
+    token: str = "0"  # names this run's temporary files
+    batch_files: int = BATCH_FILES
+    batch_bytes: int = BATCH_BYTES
+    # sync
+    delete: bool = False
+    delete_excluded: bool = False
+    max_delete: Optional[int] = None
+    checksum: bool = False  # decide "changed" by content instead of size + mtime
+    dry_run: bool = False
+    hard_links: bool = False
+    link_dest: tuple = ()  # absolute paths
+    owner: bool = False  # preserve uid/gid (numeric); set when running as root
+    replace: bool = False  # replace a DST entry of another kind (sync) instead of failing (copy)
+    filters: tuple = ()  # gitignore-style lines, in order ("!pat" re-includes)
+    sparse: bool = False  # write runs of zeros as holes
+    # Transforms: a name, "module:function", a Transform or a top-level function
+    # (pickled by reference); None copies bytes unchanged.
+    transform: object = None
+    transform_level: Optional[int] = None
+    jobs: Optional[int] = None  # workers (None: one per CPU, or the cluster's size)
+    backend: str = "process"
+
+
+def filter_lines(exclude=(), include=(), exclude_from=None, filters_=()) -> tuple:
+    """gitignore-style lines from the convenience arguments: excludes, then re-includes, then ``filters``."""
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    if isinstance(include, str):
+        include = (include,)
+    lines = list(exclude) + [f"!{p}" for p in include]
+    if exclude_from is not None:
+        lines += filters.read_pattern_file(os.fspath(exclude_from))
+    return tuple(lines + list(filters_))
+
+
+def build(src, dst, *, link_dest=(), exclude=(), include=(), exclude_from=None, filters=(), manifest=None,
+          level=None, delete_excluded=False, delete=False, **fields) -> Options:
+    """Options from API-style keyword arguments, validated."""
+    dst = os.fspath(dst)
+    roots = tuple(os.path.abspath(os.path.join(dst, os.fspath(d))) for d in link_dest)
+    options = Options(src=os.fspath(src), dst=dst, link_dest=roots,
+                      filters=filter_lines(exclude, include, exclude_from, filters),
+                      manifest=os.fspath(manifest) if manifest is not None else None,
+                      transform_level=level, delete=delete or delete_excluded, delete_excluded=delete_excluded,
+                      owner=os.geteuid() == 0, **fields)
+    return validate(options)
+
+
+def check_run(jobs: Optional[int] = None, backend: str = "process", scheduler=None) -> None:
+    """What every command shares: worker count, backend, scheduler address."""
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
+        raise UsageError(f"jobs must be at least 1, not {jobs!r}")
+    if isinstance(scheduler, str):
+        check_scheduler_address(scheduler)
+
+
+def check_algo(name: str, allowed=digest.ALGORITHMS) -> None:
+    if name not in allowed:
+        raise UsageError(f"unknown hash {name!r} (choose from {', '.join(allowed)})")
+
+
+def validate(options: Options, scheduler=None) -> Options:
+    """UsageError for options that make no sense (together); returns them ready to run."""
+    check_run(options.jobs, options.backend, scheduler)
+    check_algo(options.hash, COPY_HASHES)
+    if options.manifest is not None and options.hash == "none":
+        raise UsageError("--manifest needs checksums; drop --hash none")
+    if options.dry_run and options.manifest is not None:
+        raise UsageError("a dry run writes no manifest; drop --manifest or --dry-run")
+    if options.max_delete is not None and (not isinstance(options.max_delete, int) or options.max_delete < 0):
+        raise UsageError("--max-delete must be 0 or more")
+    for name in ("src", "dst"):
+        if not getattr(options, name):
+            raise UsageError(f"{name.upper()} must not be empty")
+    filters.check_patterns(options.filters)
+    _check_transform(options)
+    return options
+
+
+def _check_transform(options: Options) -> None:
+    """A bad transform fails before any work: it must resolve, and pickle for worker processes."""
+    if options.transform is None:
+        if options.transform_level is not None:
+            raise UsageError("--level needs --transform")
+        return
+    transforms.resolve(options.transform, options.transform_level)  # raises UsageError
+    if options.backend == "process" and not isinstance(options.transform, str):
+        try:
+            pickle.dumps(options.transform)
+        except Exception as exc:
+            raise UsageError(f"the process backend needs a transform it can pickle (a top-level function, "
+                             f"or a 'module:function' name): {describe(exc)}") from None

@@ -1,0 +1,174 @@
+"""The only module that knows the whole flow of a copy or sync.
+
+    preflight (SRC/DST/output paths; nothing written) ─► scheduler ─► create DST ─► manifest
+       │
+    Run.produce: March(SRC, DST) ─► plan_directory ─► batches ─► BoundedPool ─► worker.run_batch
+       │                                                              │ one Result per task
+       │   Consumer ◄─────────────────────────────────────────────────┘
+       │     ├─► Report (counts, failures)   ├─► manifest lines (streamed)
+       │     └─► progress counters           └─► on_result callback (-v, --log-file)
+       ▼
+    finish: -H hard links, then --delete (refused past --max-delete, skipped after
+    failures), then directory modes and times, deepest first.
+
+Data flows one way. The walker runs in this process and is pulled only when
+the pool has a free slot, so at most ``max_in_flight`` batches exist beyond
+the directory being planned: memory is flat for any tree size. Watch mode
+calls ``copy_tree`` with ``targets`` (directories to re-read) and its own pool.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import stat
+import threading
+import time
+from typing import Callable, Optional
+
+from ..content.manifest import ManifestWriter
+from ..errors import PcopyError, describe
+from ..fs import filters, temps
+from ..model.results import Report
+from ..options import Options
+from ..runtime.pool import ABORT_GRACE, BoundedPool, make_pool
+from ..runtime.progress import Counters
+from ..runtime.signals import SignalGuard
+from . import finish, worker
+from .consumer import Consumer
+from .run import Run
+
+
+def _inside(path: str, root: str) -> bool:
+    return path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def preflight(options: Options) -> bool:
+    """Refuse impossible runs before touching anything; True when DST does not exist yet."""
+    src, dst = options.src, options.dst
+    try:
+        src_stat = os.stat(src)
+    except OSError as exc:
+        raise PcopyError(f"{src}: cannot read source: {describe(exc)}") from None
+    if not stat.S_ISDIR(src_stat.st_mode):
+        raise PcopyError(f"{src}: source is not a directory")
+    real_src, real_dst = os.path.realpath(src), os.path.realpath(dst)
+    if real_src == real_dst:
+        raise PcopyError(f"{dst}: source and destination are the same directory")
+    if _inside(real_dst, real_src):
+        raise PcopyError(f"{dst}: destination is inside the source")
+    if options.delete and _inside(real_src, real_dst):
+        raise PcopyError(f"{src}: source is inside the destination; --delete would remove it")
+    for root in options.link_dest:
+        if not os.path.isdir(root):
+            raise PcopyError(f"{root}: --link-dest directory does not exist")
+    dst_is_new = not os.path.lexists(dst)
+    if not dst_is_new and not os.path.isdir(dst):
+        raise PcopyError(f"{dst}: destination exists and is not a directory")
+    if options.manifest is not None:
+        parent = os.path.dirname(os.path.abspath(options.manifest))
+        if not os.path.isdir(parent) and not (dst_is_new and os.path.realpath(parent) == real_dst):
+            raise PcopyError(f"{options.manifest}: cannot write manifest: its directory does not exist")
+        if os.path.isdir(options.manifest):
+            raise PcopyError(f"{options.manifest}: cannot write manifest: Is a directory")
+    return dst_is_new
+
+
+def _create_dst(dst: str) -> None:
+    try:
+        os.makedirs(dst, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise PcopyError(f"{dst}: cannot create destination: {describe(exc)}") from None
+
+
+def _hidden(options: Options, manifest: Optional[ManifestWriter]) -> frozenset:
+    """The manifest's own path when it lies inside DST: the run neither copies over nor deletes it."""
+    if manifest is None:
+        return frozenset()
+    real, root = manifest.output.real_path, os.path.realpath(options.dst)
+    return frozenset({os.path.relpath(real, root)}) if _inside(real, root) else frozenset()
+
+
+def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_results: bool = False,
+              on_result: Optional[Callable] = None, stop_event: Optional[threading.Event] = None,
+              targets: Optional[list] = None, pool: Optional[BoundedPool] = None, scheduler=None) -> Report:
+    """Copy or sync options.src into options.dst (validated Options); see the module docstring.
+
+    ``targets``: [(reldir, recursive)] to re-read only those directories (watch
+    mode); default the whole tree. ``pool``: a long-lived BoundedPool to reuse
+    (the caller closes it); default a new one for this run. ``scheduler``: run
+    the workers on the Dask cluster at that address.
+    """
+    started = time.monotonic()
+    counters = counters if counters is not None else Counters()
+    keep = filters.make_filter(options.filters)
+    dst_is_new = preflight(options)
+    options = options._replace(token=os.urandom(4).hex())  # names (and later finds) this run's temp files
+    if scheduler is not None:  # remote workers do not share our working directory
+        options = options._replace(src=os.path.abspath(options.src), dst=os.path.abspath(options.dst))
+    own_pool = pool is None
+    if pool is None:  # before DST is created: a scheduler that cannot be reached must leave nothing behind
+        pool = make_pool(options.backend, options.jobs, scheduler)
+    manifest: Optional[ManifestWriter] = None
+    try:
+        if dst_is_new and not options.dry_run:
+            _create_dst(options.dst)
+        if scheduler is not None:
+            pool.backend.check_roots(options.src, options.dst)
+        if options.manifest is not None:
+            manifest = ManifestWriter.to_path(options.manifest, options.token)
+    except BaseException:
+        if own_pool:
+            pool.abort(0)
+        if dst_is_new and not options.dry_run:
+            _remove_if_empty(options.dst)
+        raise
+    report = Report(results=[] if keep_results else None, dry_run=options.dry_run)
+    fatal = None
+    with SignalGuard(stop_event) as guard:
+        consumer = Consumer(report, counters, manifest, on_result)
+        run = Run(options, consumer, dst_is_new, guard.check, keep, targets, _hidden(options, manifest))
+        run.start_lister()  # forks: before any thread of ours exists
+        counters.start()
+        try:
+            work = functools.partial(worker.run_batch, options)
+            for batch, results, exc in pool.map_unordered(work, run.produce(), guard.check):
+                run.consume(batch, results, exc, pool.push)
+            lost = pool.take_lost()
+            if own_pool:
+                pool.close()
+            if lost:  # a worker died mid-batch (its batches ran again): its temp files are garbage
+                temps.remove_temp_files(options.dst, {b.reldir for b in lost}, options.token)
+            guard.check()
+            finish.link_hardlinks(run)
+            fatal = finish.delete_extraneous(run)
+            if manifest is not None:
+                manifest.close()  # before directory times are set: the manifest may live in DST
+                manifest = None
+            if not options.dry_run:
+                finish.finish_dirs(run)
+        except BaseException:
+            run.close()
+            in_flight = pool.abort(ABORT_GRACE)
+            temps.remove_temp_files(options.dst, {b.reldir for b in in_flight}, options.token)
+            counters.close()
+            if manifest is not None:
+                manifest.discard()
+            raise
+        report.stopped_early = run.disk_full
+        if run.stale_removed:
+            report.warnings.append(f"removed {run.stale_removed} temporary files left by an interrupted run")
+        counters.close()
+    if fatal:
+        raise PcopyError(fatal)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _remove_if_empty(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

@@ -1,0 +1,148 @@
+"""What a copy or sync does after the pool is drained: hard links, deletions, directory metadata.
+
+Order matters: links need every first name in place; ``--delete`` runs only
+after the copies succeeded (and is refused past ``--max-delete``); directory
+modes and times come last, deepest first, because writing into a directory
+changes its mtime.
+
+Hard links (-H) keep the promise that a name is only ever linked to a file
+written (or found unchanged) in this run from the same source inode: when the
+first name of a group could not be written, the next name is copied instead
+and the rest are linked to that one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Optional
+
+from ..errors import describe
+from ..fs import beneath
+from ..fs.beneath import DirFd
+from ..fs.temps import temp_name
+from ..model.entries import COPY, DIR, FILE, Batch, Task, relpath_join
+from ..model.results import DELETED, LINK_IN_PLACE, LINKED, SKIPPED, Result, failure
+from .plan import DELETING
+from .run import ANCHOR_OK, Run
+from .worker import run_batch
+
+
+def link_hardlinks(run: Run) -> None:
+    """-H: link every other name to its group's first name (or to the next name that could be copied)."""
+    options, consumer = run.options, run.consumer
+    replaced: dict = {}  # a bad first name -> the name copied in its place (or None: none could be)
+    for reldir, task in run.hardlinks:
+        run.check()
+        relpath = relpath_join(reldir, task.name)
+        if options.dry_run:
+            consumer.add(Result(relpath, LINKED, FILE, 0, None, task.why, "", task.source))
+            continue
+        source = task.source
+        if source in run.bad_anchors:
+            source = replaced.get(source)
+            if source is None:  # copy this name; it becomes the group's first name
+                result = run_batch(options, Batch(reldir, (Task(COPY, task.name, task.size, ">f+++++++++"),)))[0]
+                consumer.add(result)
+                if result.status in ANCHOR_OK:
+                    replaced[task.source] = relpath
+                continue
+        consumer.add(make_hardlink(options, relpath, reldir, task, source))
+
+
+def make_hardlink(options, relpath: str, reldir: str, task, source: str) -> Result:
+    """Give DST ``relpath`` the inode of DST ``source``, unless it already has it."""
+    parent, _, first = source.rpartition(os.sep)
+    digest = None
+    try:
+        with DirFd(options.dst, parent) as from_fd, DirFd(options.dst, reldir) as to_fd:
+            want = os.stat(first, dir_fd=from_fd, follow_symlinks=False)
+            try:
+                have = os.stat(task.name, dir_fd=to_fd, follow_symlinks=False)
+                if beneath.same_inode(have, want):
+                    return Result(relpath, SKIPPED, FILE, 0, None, "", LINK_IN_PLACE)
+            except FileNotFoundError:
+                pass
+            beneath.link_beneath_fds(from_fd, first, to_fd, task.name, temp_name(options.token))
+            if options.manifest and options.hash != "none":
+                from ..content import digest as digests
+
+                digest = digests.digest_at(to_fd, task.name, digests.algo(options.hash)).digest
+    except OSError as exc:
+        return failure(relpath, FILE, f"hard link to {source}: {describe(exc)}")
+    return Result(relpath, LINKED, FILE, 0, digest, task.why, "", source)
+
+
+def delete_extraneous(run: Run) -> Optional[str]:
+    """--delete, after the copies: returns a fatal message instead of deleting too much."""
+    options, report, consumer = run.options, run.consumer.report, run.consumer
+    if not run.deletions:
+        return None
+    count = sum(1 for _, kind in run.deletions if not kind.startswith("unreadable:"))
+    if options.max_delete is not None and count > options.max_delete:
+        return (f"{options.dst}: refusing to delete {count} entries "
+                f"(more than --max-delete {options.max_delete}); nothing was deleted")
+    if report.failed and not options.dry_run:
+        report.warnings.append(f"{report.failed} failures: deletions skipped so nothing more is lost")
+        return None
+    kept: set = set()  # directories that must stay: something below them could not be deleted
+    for relpath, kind in run.deletions:
+        run.check()
+        if kind.startswith("unreadable:"):
+            consumer.add(failure(relpath, DIR, f"cannot delete: cannot read directory: {kind[11:]}"))
+            _keep_parents(relpath, kept, include_self=True)
+            continue
+        if kind == DIR and relpath in kept:
+            continue
+        if not options.dry_run:
+            try:
+                beneath.remove_beneath(options.dst, relpath, kind == DIR)
+            except OSError as exc:
+                if kind == DIR and exc.errno == errno.ENOTEMPTY and run.dst_keep is not None:
+                    report.warnings.append(f"{relpath}: not deleted: it holds excluded files")
+                else:
+                    consumer.add(failure(relpath, kind, f"cannot delete: {describe(exc)}"))
+                _keep_parents(relpath, kept)
+                continue
+        consumer.add(Result(relpath, DELETED, kind, 0, None, DELETING))
+    return None
+
+
+def _keep_parents(relpath: str, kept: set, include_self: bool = False) -> None:
+    if include_self:
+        kept.add(relpath)
+    while os.sep in relpath:
+        relpath = relpath.rpartition(os.sep)[0]
+        kept.add(relpath)
+
+
+def finish_dirs(run: Run) -> None:
+    """Give DST directories their source's mode, owner and times, deepest first (after their contents)."""
+    options = run.options
+    for reldir in reversed(run.dirs):
+        try:
+            st = _source_dir_stat(options.src, reldir, options.follow_symlinks)
+            with DirFd(options.dst, reldir) as fd:
+                if options.owner:
+                    os.fchown(fd, st.st_uid, st.st_gid)
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+                if options.fsync:
+                    os.fsync(fd)
+        except OSError as exc:
+            if reldir in run.unreadable:
+                continue  # already reported as "cannot read directory"
+            run.consumer.add(failure(reldir or ".", DIR, f"cannot set directory metadata: {describe(exc)}"))
+
+
+def _source_dir_stat(root: str, reldir: str, follow_symlinks: bool) -> os.stat_result:
+    """The SRC directory's stat through its parent (a directory we may not read can still be stat'ed)."""
+    if not reldir:
+        return os.stat(root)
+    parent, _, name = reldir.rpartition(os.sep)
+    with DirFd(root, parent, follow_symlinks) as fd:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=follow_symlinks)
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "source is no longer a directory")
+    return st

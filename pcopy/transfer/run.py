@@ -1,0 +1,277 @@
+"""One copy or sync: march SRC and DST, plan each directory, feed batches to the pool, take results.
+
+    March ─► Pair(reldir, SRC listing, DST listing) ─► plan_directory ─► batches ─► pool
+                 │                                      │ results decided without I/O
+                 │ mkdir / replace in DST (parents      ▼
+                 │ first), stale temps removed       Consumer ◄── results from the workers
+                 ▼
+    remembered for the end (``finish``): hard links to make, deletions, directories whose
+    metadata must be set.
+
+The planner never touches the disk; this module does the parent's few DST
+operations (all beneath the root: ``fs.beneath``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+from ..errors import describe, is_disk_full
+from ..fs import beneath, temps
+from ..fs.march import March, Pair, read_beneath
+from ..model.batching import batches
+from ..model.entries import ATTRS, CHECKSUM, DIR, FILE, LINK, LINKDEST, SYMLINK, Batch, relpath_join
+from ..model.results import (
+    COPIED,
+    CREATED,
+    DEFERRED,
+    DELETED,
+    DISK_FULL,
+    FAILED,
+    LINKED,
+    SAME_CONTENT,
+    SKIPPED,
+    UNCHANGED,
+    UPDATED,
+    Result,
+    failure,
+)
+from ..options import Options
+from .consumer import Consumer
+from .plan import DELETING, NEW_DIR, plan_directory
+
+ANCHOR_OK = (COPIED, LINKED, UPDATED)  # a first name of a hard-link group written (or kept) in this run
+
+
+class Run:
+    """State of one copy or sync between the walk and ``finish``."""
+
+    def __init__(self, options: Options, consumer: Consumer, dst_is_new: bool, check: Callable,
+                 keep: Optional[Callable] = None, targets: Optional[list] = None,
+                 hidden: frozenset = frozenset()) -> None:
+        self.options = options
+        self.targets = targets if targets is not None else [("", True)]
+        self.consumer = consumer
+        self.check = check
+        self.keep = keep  # the source-side filter
+        self.dst_keep = None if options.delete_excluded else keep  # excluded DST entries are invisible
+        self.hidden = hidden  # DST relpaths the run must leave alone (its own manifest)
+        self.march = March(options.src, options.dst, follow_symlinks=options.follow_symlinks, keep=keep,
+                           dst_keep=self.dst_keep, dst_exists=not dst_is_new,
+                           need_stat=options.hard_links or bool(options.link_dest))
+        self.dirs: list = [""]  # DST dirs made or found, parents first: their metadata is set at the end
+        self.hardlinks: list = []  # (reldir, Task) to link once every first name is copied
+        self.deletions: list = []  # (relpath, kind), children before their parents
+        self.broken_dirs: dict = {}  # SRC reldir -> why DST has no usable directory there
+        self.unreadable: set = set()  # SRC dirs that could not be listed
+        self.first_names: dict = {}  # (dev, ino) -> relpath of its first name (-H)
+        self.anchors: set = set()  # first names whose outcome is still to come
+        self.bad_anchors: set = set()  # first names that were not written (their other names must not link)
+        self.stale_removed = 0  # temp files of killed runs cleaned up
+        self.disk_full = False  # DST ran out of space: stop handing out work
+
+    def start_lister(self) -> None:
+        """A whole-tree run into an existing DST reads DST in a helper process (``fs.march``)."""
+        if self.targets == [("", True)]:
+            self.march.start_lister()
+
+    def close(self) -> None:
+        self.march.close()
+
+    # ----------------------------------------------------------------- producing batches
+
+    def produce(self):
+        """Yield batches for the pool; hand no-I/O results straight to the consumer."""
+        for start, recursive in self.targets:
+            if start and not self._enter_target(start):
+                continue
+            for pair in self.march.pairs(start, recursive):
+                self.check()
+                if self.disk_full:
+                    return
+                yield from self._plan_pair(pair)
+        self.consumer.counters.walk_done = True
+        self.close()
+
+    def _enter_target(self, start: str) -> bool:
+        """Targeted runs (watch): skip a vanished or excluded start, make its DST parents."""
+        if self.keep is not None and not self.keep(start, True):
+            return False
+        try:  # as the worker opens it: a start reached through a symlink is not walked (unless -L)
+            os.close(beneath.open_dir_beneath(self.options.src, start, self.options.follow_symlinks))
+        except OSError:
+            return False
+        if self.options.dry_run:
+            return True
+        parts = start.split(os.sep)
+        for i in range(1, len(parts) + 1):
+            reldir = os.sep.join(parts[:i])
+            if reldir not in self.dirs:
+                self._make_dir(reldir, NEW_DIR)
+        return True
+
+    def _plan_pair(self, pair: Pair):
+        options, consumer = self.options, self.consumer
+        reldir, listing = pair.reldir, pair.src
+        if listing.error is not None:
+            self.unreadable.add(reldir)
+            consumer.add(failure(reldir or ".", DIR, f"cannot read directory: {describe(listing.error)}"))
+            return
+        if listing.entry_errors:
+            consumer.add_many([failure(relpath_join(reldir, name), FILE, f"source: cannot stat: {describe(exc)}")
+                               for name, exc in listing.entry_errors])
+        broken = self.broken_dirs.get(reldir)
+        if broken is None and pair.dst_error is not None:
+            broken = f"destination directory: cannot read: {describe(pair.dst_error)}"
+            consumer.add(failure(reldir or ".", DIR, broken))
+        if broken is not None:
+            self._fail_below(reldir, listing.entries, broken)
+            return
+        existing = pair.dst or {}
+        if existing and any(map(temps.is_temp_name, existing)):
+            existing = self._clean_stale_temps(reldir, existing)
+        entries = listing.entries
+        if self.hidden:
+            existing = {n: e for n, e in existing.items() if relpath_join(reldir, n) not in self.hidden}
+            entries = [e for e in entries if relpath_join(reldir, e.name) not in self.hidden]
+        link_dest = tuple((root, read_beneath(root, reldir)[0] or {}) for root in options.link_dest)
+        others, firsts = self._hardlink_names(reldir, entries)
+        plan = plan_directory(reldir, entries, existing, options, link_dest, others, consumer.wants_each)
+        consumer.counters.discovered(len(plan.tasks) + len(plan.results) + plan.unchanged,
+                                     sum(t.size for t in plan.tasks if t.size > 0))
+        if plan.results:
+            consumer.add_many(plan.results)
+            for result in plan.results:
+                if result.status == FAILED and result.kind == DIR:  # cannot be made: nothing below can be copied
+                    self.broken_dirs[result.relpath] = f"destination directory: {result.message}"
+                elif result.status == FAILED and firsts and result.relpath.rpartition(os.sep)[2] in firsts:
+                    self.bad_anchors.add(result.relpath)
+        if plan.unchanged:
+            consumer.add_unchanged(plan.unchanged)
+        for name in plan.replace:
+            self._remove_for_replacement(relpath_join(reldir, name))
+        for entry, why in plan.subdirs:
+            self._make_dir(relpath_join(reldir, entry.name), why)
+        for entry in plan.deletions:
+            self._plan_deletion(relpath_join(reldir, entry.name), entry)
+        self.hardlinks.extend((reldir, task) for task in plan.hardlinks)
+        tasks = plan.tasks
+        if firsts:
+            self.anchors.update(relpath_join(reldir, t.name) for t in tasks if t.name in firsts)
+        if options.dry_run:  # report what would be done; only content checks need workers
+            done_as = {LINKDEST: LINKED, ATTRS: UPDATED}
+            consumer.add_many([Result(relpath_join(reldir, t.name), done_as.get(t.action, COPIED),
+                                      SYMLINK if t.action == LINK else FILE, max(t.size, 0), None, t.why,
+                                      "", t.source if t.action == LINKDEST else None)
+                               for t in tasks if t.action != CHECKSUM])
+            tasks = [t for t in tasks if t.action == CHECKSUM]
+        yield from batches(reldir, tasks, options.batch_files, options.batch_bytes)
+
+    def _fail_below(self, reldir: str, entries: list, why: str) -> None:
+        """DST has no usable directory here: every entry fails with the reason, subdirectories too."""
+        results = []
+        _, firsts = self._hardlink_names(reldir, entries)
+        for entry in entries:
+            relpath = relpath_join(reldir, entry.name)
+            if entry.kind == DIR:
+                self.broken_dirs[relpath] = why
+            elif entry.name in firsts:
+                self.bad_anchors.add(relpath)
+            results.append(failure(relpath, entry.kind, why))
+        self.consumer.counters.discovered(len(results), 0)
+        self.consumer.add_many(results)
+        self.broken_dirs.pop(reldir, None)
+
+    def _clean_stale_temps(self, reldir: str, existing: dict) -> dict:
+        """Remove temp files that killed runs left behind; hide every temp file from the plan."""
+        kept = {}
+        for name, entry in existing.items():
+            if not temps.is_temp_name(name):
+                kept[name] = entry
+            elif not self.options.dry_run and temps.is_stale_temp(name):
+                try:
+                    beneath.remove_beneath(self.options.dst, relpath_join(reldir, name), False)
+                    self.stale_removed += 1
+                except OSError:
+                    pass
+        return kept
+
+    def _hardlink_names(self, reldir: str, entries: list) -> tuple:
+        """-H: ({name: first name's relpath} of names whose inode was seen before, {names that are first})."""
+        if not self.options.hard_links:
+            return {}, ()
+        names, firsts = {}, set()
+        for e in entries:
+            if e.kind == FILE and e.nlink > 1:
+                relpath = relpath_join(reldir, e.name)
+                first = self.first_names.setdefault((e.dev, e.ino), relpath)
+                if first != relpath:
+                    names[e.name] = first
+                else:
+                    firsts.add(e.name)
+        return names, firsts
+
+    def _remove_for_replacement(self, relpath: str) -> None:
+        if self.options.dry_run:
+            self.consumer.add(Result(relpath, DELETED, FILE, 0, None, DELETING))
+            return
+        try:
+            beneath.remove_tree_beneath(self.options.dst, relpath)
+        except OSError as exc:
+            self.consumer.add(failure(relpath, FILE, f"cannot replace: {describe(exc)}"))
+
+    def _make_dir(self, reldir: str, why: str) -> None:
+        if self.options.dry_run:
+            if why:
+                self.consumer.add(Result(reldir, CREATED, DIR, 0, None, why))
+            return
+        try:
+            if beneath.make_dir_beneath(self.options.dst, reldir):
+                self.consumer.add(Result(reldir, CREATED, DIR, 0, None, NEW_DIR))
+        except OSError as exc:
+            message = f"cannot create directory: {describe(exc)}"
+            self.consumer.add(failure(reldir, DIR, message, DISK_FULL if is_disk_full(exc) else "error"))
+            self.broken_dirs[reldir] = f"destination directory: {message}"
+            return
+        self.dirs.append(reldir)
+
+    def _plan_deletion(self, relpath: str, entry) -> None:
+        """Queue an extraneous DST entry (a directory with everything below it) for deletion."""
+        found = [(relpath, entry.kind)]
+        if entry.kind == DIR:
+            from ..fs.scan import walk
+
+            for listing in walk(self.options.dst, keep=self.dst_keep, start=relpath):
+                if listing.error is not None:
+                    found.append((listing.reldir, "unreadable:" + describe(listing.error)))
+                    continue
+                found.extend((relpath_join(listing.reldir, e.name), e.kind) for e in listing.entries)
+        self.deletions.extend(reversed(found))
+
+    # ----------------------------------------------------------------- taking results
+
+    def consume(self, batch: Batch, results, exc, resubmit: Callable) -> None:
+        if exc is not None:
+            results = [failure(relpath_join(batch.reldir, t.name), SYMLINK if t.action == LINK else FILE,
+                               f"worker failed: {describe(exc)}") for t in batch.tasks]
+        elif any(r.status == DEFERRED for r in results):
+            by_name = {t.name: t for t in batch.tasks}
+            for result in results:
+                if result.status == DEFERRED:
+                    name = result.relpath[len(batch.reldir) + 1:] if batch.reldir else result.relpath
+                    resubmit(Batch(batch.reldir, (by_name[name]._replace(size=result.size),)))
+            results = [r for r in results if r.status != DEFERRED]
+        if self.anchors:
+            for result in results:
+                if result.relpath in self.anchors:
+                    self.anchors.discard(result.relpath)
+                    if not (result.status in ANCHOR_OK
+                            or (result.status == SKIPPED and result.reason in (UNCHANGED, SAME_CONTENT))):
+                        self.bad_anchors.add(result.relpath)
+        if not self.disk_full and any(r.reason == DISK_FULL for r in results):
+            self.disk_full = True
+            self.consumer.report.warnings.append(
+                "the destination is full: pcopy stopped handing out work (files in flight were finished or "
+                "failed, the rest was not attempted); free some space and run again to complete")
+        self.consumer.add_many(results)

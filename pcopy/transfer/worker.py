@@ -1,0 +1,325 @@
+"""The worker: copy (and hash) the files of one batch, return a Result for each.
+
+This is the one copy path. Copy, sync, watch and every pool backend call
+``run_batch``; it never raises for a single file. For each file it:
+
+1. opens the source relative to its directory's fd, with ``O_NOFOLLOW``;
+2. writes the data into a temp name (``fs.temps``) created with ``O_EXCL``
+   beside the final name, hashing (xxh128) what it reads (``content``);
+3. checks that the source held still (``content.digest.confirm``: fstat
+   before and after, and a second read of a file changed in the last seconds);
+4. sets owner, mode and ns times on the temp file, then renames it into place.
+
+So a final name only ever holds a complete file. Destination directories are
+opened component by component with ``O_NOFOLLOW`` from the DST root
+(``fs.beneath``), so a symlink planted in DST can never redirect a write.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Optional
+
+from ..content import digest as digests
+from ..content.copydata import copy_data, dst_error, write_all
+from ..content.digest import XXH128, Cancelled, SourceChanged
+from ..errors import describe, is_disk_full
+from ..fs.beneath import DirFd, link_beneath_fds, open_dir_beneath, unlink_quietly
+from ..fs.temps import TMP_FLAGS, next_number, temp_prefix
+from ..model.batching import should_defer
+from ..model.entries import ATTRS, CHECKSUM, COPY, FILE, HASH, LINK, LINKDEST, SYMLINK, UNKNOWN, Batch
+from ..model.results import (
+    CANCELLED,
+    COPIED,
+    DEFERRED,
+    DISK_FULL,
+    ERROR,
+    INTERRUPTED,
+    LINKED,
+    NOT_REGULAR,
+    SAME_CONTENT,
+    SKIPPED,
+    SOURCE_CHANGED,
+    UNCHANGED,
+    UPDATED,
+    VANISHED,
+    Result,
+    Results,
+    failure,
+)
+from ..options import Options
+from ..runtime import worker
+
+STOP_CHECK_EVERY = 16  # files between two checks of the stop flag
+DST_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def run_batch(options: Options, batch: Batch) -> list:
+    """Run every task of a batch; one Result per task, never an exception."""
+    try:
+        src_fd = open_dir_beneath(options.src, batch.reldir, options.follow_symlinks)
+    except OSError as exc:
+        return fail_all(batch, f"source directory: {describe(exc)}", exc)
+    try:
+        dst_fd = open_dir_beneath(options.dst, batch.reldir)
+    except OSError as exc:
+        os.close(src_fd)
+        return fail_all(batch, f"destination directory: {describe(exc)}", exc)
+    try:
+        results = Results(BatchCopier(options, src_fd, dst_fd).run(batch))
+        if options.fsync and not options.dry_run:
+            os.fsync(dst_fd)  # the renames of this batch reach the disk too
+        return results
+    except OSError as exc:
+        return fail_all(batch, f"destination directory: fsync: {describe(exc)}", exc)
+    finally:
+        os.close(src_fd)
+        os.close(dst_fd)
+
+
+def fail_all(batch: Batch, message: str, exc: Optional[BaseException] = None) -> list:
+    reason = DISK_FULL if exc is not None and is_disk_full(exc) else ERROR
+    prefix = batch.reldir + os.sep if batch.reldir else ""
+    return [failure(prefix + t.name, SYMLINK if t.action == LINK else FILE, message, reason) for t in batch.tasks]
+
+
+class BatchCopier:
+    """Per-batch state, so the per-file path does no repeated lookups (it is the hot loop)."""
+
+    def __init__(self, options: Options, src_fd: int, dst_fd: int) -> None:
+        self.options = options
+        self.src_fd = src_fd
+        self.dst_fd = dst_fd
+        self.hasher = digests.algo(options.hash) if options.hash != "none" else None
+        self.stop = worker.stop_flag()
+        self.umask = worker.umask()
+        # O_NONBLOCK: a file swapped for a FIFO after the walk must not hang the open (no effect on files)
+        self.src_flags = (os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+                          | (0 if options.follow_symlinks else os.O_NOFOLLOW))
+        self.tmp_prefix = temp_prefix(options.token)
+        self.reldir = ""
+        # Ownership (root only): files are born ours; chown only when the source's differ.
+        self.chown = options.owner
+        self.born_ids: Optional[tuple] = (os.geteuid(), os.getegid())
+        if self.chown and os.fstat(dst_fd).st_mode & stat.S_ISGID:
+            self.born_ids = None  # a setgid directory decides the group: always chown
+        self.transform = None
+        if options.transform is not None:
+            from ..content import transforms
+
+            self.transform = transforms.for_options(options)
+
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def check_stop(self) -> None:
+        if self.stopping():
+            raise Cancelled
+
+    def new_temp(self) -> str:
+        return self.tmp_prefix + str(next_number())
+
+    def run(self, batch: Batch) -> list:
+        results = []
+        reldir = self.reldir = batch.reldir
+        prefix = reldir + os.sep if reldir else ""
+        shared = len(batch.tasks) > 1
+        stopped = False
+        for i, task in enumerate(batch.tasks):
+            if not i % STOP_CHECK_EVERY:  # an Event check costs a lock: small files check in groups
+                stopped = stopped or self.stopping()
+            if stopped:
+                results.append(Result(prefix + task.name, CANCELLED, FILE, 0, None, "", INTERRUPTED, "interrupted"))
+            else:
+                results.append(self.run_task(prefix + task.name, task, shared and task.size == UNKNOWN))
+        return results
+
+    def run_task(self, relpath: str, task, may_defer: bool = False) -> Result:
+        kind = SYMLINK if task.action == LINK else FILE
+        try:
+            action = task.action
+            if action == COPY:
+                return self.copy_file_retrying(relpath, task, may_defer)
+            if action == HASH:
+                return self.hash_existing(relpath, task)
+            if action == CHECKSUM:
+                return self.copy_if_content_differs(relpath, task)
+            if action == LINKDEST:
+                return self.link_from(relpath, task)
+            if action == ATTRS:
+                return self.fix_attrs(relpath, task)
+            return self.copy_symlink(relpath, task)
+        except Cancelled:
+            return Result(relpath, CANCELLED, kind, 0, None, "", INTERRUPTED, "interrupted")
+        except SourceChanged:
+            return failure(relpath, kind, "source changed while being read", SOURCE_CHANGED)
+        except digests.NotRegular:
+            return Result(relpath, SKIPPED, kind, 0, None, "", NOT_REGULAR, "no longer a regular file")
+        except OSError as exc:
+            side = getattr(exc, "pcopy_side", "source")
+            if side == "source" and isinstance(exc, FileNotFoundError):
+                return Result(relpath, SKIPPED, kind, 0, None, "", VANISHED, "vanished before it could be copied")
+            return failure(relpath, kind, f"{side}: {describe(exc)}", DISK_FULL if is_disk_full(exc) else ERROR)
+
+    # ----------------------------------------------------------------- regular files
+
+    def copy_file_retrying(self, relpath: str, task, may_defer: bool = False) -> Result:
+        for _ in range(digests.RETRIES + 1):
+            try:
+                return self.copy_file(relpath, task.name, may_defer, task.why)
+            except SourceChanged:
+                continue
+        return failure(relpath, FILE, f"source changed while being copied (tried {digests.RETRIES + 1} times)",
+                       SOURCE_CHANGED)
+
+    def copy_file(self, relpath: str, name: str, may_defer: bool = False, why: str = "") -> Result:
+        fd = os.open(name, self.src_flags, dir_fd=self.src_fd)
+        try:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                return Result(relpath, SKIPPED, FILE, 0, None, "", NOT_REGULAR, "no longer a regular file")
+            size = before.st_size
+            if may_defer and should_defer(size, True):
+                return Result(relpath, DEFERRED, FILE, size)  # hand it back to run alone on any free worker
+            if self.transform is not None and self.transform.applies(name):
+                from .transformed import transform_file
+
+                return transform_file(self, relpath, name, fd, before)
+            mode = stat.S_IMODE(before.st_mode)
+            born_right = not (mode & self.umask or mode & 0o7000)  # created with its final mode: no fchmod
+            young = digests.is_young(before)
+            hasher: Optional[digests.Algo] = self.hasher if self.hasher is not None or not young else XXH128
+            tmp = self.new_temp()
+            try:
+                out = os.open(tmp, TMP_FLAGS, mode if born_right else 0o600, dir_fd=self.dst_fd)
+            except OSError as exc:
+                raise dst_error(exc) from None
+            try:
+                digest: Optional[str]
+                if size <= digests.SMALL_FILE and hasher is not None and not self.options.sparse:
+                    data = os.pread(fd, size + 1, 0)  # the common case, kept tight
+                    if len(data) != size:
+                        raise SourceChanged
+                    digest = hasher.once(data)
+                    write_all(out, data)
+                else:
+                    digest = copy_data(fd, out, size, hasher, self.stop, self.options.sparse)
+                if young and hasher is not None and digest is not None:
+                    digests.confirm(fd, before, digest, hasher, self.stop)
+                else:
+                    digests.check_unchanged(fd, before)
+                self.seal(out, before, born_right)
+            except BaseException:
+                os.close(out)
+                unlink_quietly(tmp, self.dst_fd)
+                raise
+            self.publish(out, tmp, name)
+            return Result(relpath, COPIED, FILE, size, digest if self.hasher is not None else None, why)
+        finally:
+            os.close(fd)
+
+    def seal(self, out: int, before: os.stat_result, born_right: bool) -> None:
+        """Give the written temp file its source's owner (as root), mode and times; fsync with --fsync."""
+        try:
+            if self.chown and (before.st_uid, before.st_gid) != self.born_ids:
+                os.fchown(out, before.st_uid, before.st_gid)
+                born_right = False  # chown may clear mode bits: set them after
+            if not born_right:
+                os.fchmod(out, stat.S_IMODE(before.st_mode))
+            os.utime(out, ns=(before.st_atime_ns, before.st_mtime_ns))
+            if self.options.fsync:
+                os.fsync(out)
+        except OSError as exc:
+            raise dst_error(exc) from None
+
+    def publish(self, out: int, tmp: str, name: str) -> None:
+        """Close the complete temp file and rename it to its final name (the only way a name appears)."""
+        try:
+            os.close(out)
+            os.rename(tmp, name, src_dir_fd=self.dst_fd, dst_dir_fd=self.dst_fd)
+        except OSError as exc:
+            unlink_quietly(tmp, self.dst_fd)
+            raise dst_error(exc) from None
+
+    def dst_digest(self, name: str) -> str:
+        """The digest of DST's file ``name`` (for the manifest, or -c)."""
+        try:
+            return digests.digest_at(self.dst_fd, name, self.hasher or XXH128, self.stop, DST_READ).digest
+        except OSError as exc:
+            raise dst_error(exc) from None
+
+    def copy_if_content_differs(self, relpath: str, task) -> Result:
+        """--checksum with equal sizes: compare digests of both sides; copy only if they differ."""
+        hasher = self.hasher or XXH128
+        src = digests.digest_at(self.src_fd, task.name, hasher, self.stop, self.src_flags)
+        if src.digest != self.dst_digest(task.name):
+            if self.options.dry_run:
+                return Result(relpath, COPIED, FILE, task.size, None, task.why)
+            return self.copy_file_retrying(relpath, task)
+        st = src.stat
+        if not self.options.dry_run:
+            try:
+                os.chmod(task.name, stat.S_IMODE(st.st_mode), dir_fd=self.dst_fd, follow_symlinks=False)
+                os.utime(task.name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=self.dst_fd, follow_symlinks=False)
+            except OSError as exc:
+                raise dst_error(exc) from None
+        return Result(relpath, SKIPPED, FILE, st.st_size, src.digest if self.hasher else None, "", SAME_CONTENT)
+
+    def fix_attrs(self, relpath: str, task) -> Result:
+        """Same content, other permissions or owner: fix them in place (rsync's ``.f...pog...``)."""
+        st = os.stat(task.name, dir_fd=self.src_fd, follow_symlinks=self.options.follow_symlinks)
+        is_link = stat.S_ISLNK(st.st_mode)
+        digest = None
+        if not self.options.dry_run:
+            try:
+                if self.chown:
+                    os.chown(task.name, st.st_uid, st.st_gid, dir_fd=self.dst_fd, follow_symlinks=False)
+                if not is_link:
+                    os.chmod(task.name, stat.S_IMODE(st.st_mode), dir_fd=self.dst_fd, follow_symlinks=False)
+            except OSError as exc:
+                raise dst_error(exc) from None
+        if not is_link and self.hasher is not None and self.options.manifest:
+            digest = self.dst_digest(task.name)
+        return Result(relpath, UPDATED, SYMLINK if is_link else FILE, st.st_size, digest, task.why)
+
+    def link_from(self, relpath: str, task) -> Result:
+        """--link-dest: hard-link the identical file of an earlier snapshot instead of copying."""
+        try:
+            old = DirFd(task.source, self.reldir)
+        except OSError:
+            return self.copy_file_retrying(relpath, task)  # the old snapshot moved: just copy
+        with old as old_fd:
+            try:
+                link_beneath_fds(old_fd, task.name, self.dst_fd, task.name, self.new_temp())
+            except FileNotFoundError:
+                return self.copy_file_retrying(relpath, task)
+        digest = self.dst_digest(task.name) if self.hasher is not None and self.options.manifest else None
+        return Result(relpath, LINKED, FILE, task.size, digest, task.why, "", task.source)
+
+    def hash_existing(self, relpath: str, task) -> Result:
+        """Hash a file that is already up to date at DST, for the manifest."""
+        return Result(relpath, SKIPPED, FILE, task.size, self.dst_digest(task.name), "", UNCHANGED)
+
+    # ----------------------------------------------------------------- symlinks
+
+    def copy_symlink(self, relpath: str, task) -> Result:
+        src_fd, dst_fd, name = self.src_fd, self.dst_fd, task.name
+        target = os.readlink(name, dir_fd=src_fd)
+        st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            return Result(relpath, SKIPPED, SYMLINK, 0, None, "", NOT_REGULAR, "no longer a symbolic link")
+        tmp = self.new_temp()
+        try:
+            os.symlink(target, tmp, dir_fd=dst_fd)
+        except OSError as exc:
+            raise dst_error(exc) from None
+        try:
+            if self.chown and (st.st_uid, st.st_gid) != self.born_ids:
+                os.chown(tmp, st.st_uid, st.st_gid, dir_fd=dst_fd, follow_symlinks=False)
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_fd, follow_symlinks=False)
+            os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
+        except OSError as exc:
+            unlink_quietly(tmp, dst_fd)
+            raise dst_error(exc) from None
+        return Result(relpath, COPIED, SYMLINK, len(os.fsencode(target)), None, task.why)

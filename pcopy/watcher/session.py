@@ -1,0 +1,441 @@
+"""Watch mode: keep DST mirrored by feeding filesystem events into the sync engine.
+
+    watchdog observer ─► Watcher.on_event (observer thread)       the only module that imports watchdog
+     (inotify; polling    │ event → source directories to re-read:
+      with --poll or      │   file created/changed/deleted → its parent (non-recursive)
+      as a fall-back)     │   directory created/moved in   → it (recursive) + its parent
+                          │   moved/renamed                → both parents (+ the new directory)
+                          │   cannot be mapped, or events lost (queue overflow) → the whole tree
+                          ▼
+                     pending set (under a lock)
+                          │  Watcher.run (caller's thread): wait until no event came for `debounce`
+                          │  seconds (at most `max_delay` after the first one), then coalesce:
+                          ▼  drop targets covered by a recursive ancestor
+    engine.copy_tree(options, targets=[(reldir, recursive), ...], pool=<one long-lived pool>)
+                          │  same planner, pool and worker as `sync`: one copy path
+                          ▼
+                     results ─► on_result (-v lines), failures ─► retried with the next batch
+                                ("source changed while being copied": retried right away)
+
+The initial sync runs after the observer is started, so nothing that changes
+during it is missed. Correctness comes first: whenever the events may not tell
+the whole story (inotify queue overflow, an event outside SRC, the observer
+dying, DST vanishing) the whole tree is re-read, which is what ``sync`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import watchdog.events
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEventHandler,
+)
+
+from ..errors import Interrupted, describe
+from ..fs.filters import make_filter
+from ..fs.temps import TMP_PREFIX
+from ..model.entries import DIR
+from ..model.results import SOURCE_CHANGED, Report
+from ..options import Options
+from ..runtime.pool import ABORT_GRACE, BoundedPool, make_pool
+from ..runtime.signals import SignalGuard
+from ..transfer import engine
+from .events import FULL, coalesce, map_event, parent_of
+
+DEFAULT_DEBOUNCE = 0.05  # seconds without events before a batch is applied
+MAX_DELAY_FLOOR = 1.0  # a steady stream of events still gets applied at least this often
+DEFAULT_POLL_INTERVAL = 1.0
+TICK = 0.1  # the loop checks for signals / stop_event at least this often
+STATUS_EVERY = 0.25
+HEALTH_EVERY = 1.0
+
+IGNORE = object()  # an event path to ignore (as opposed to one outside SRC)
+
+# inotify: DirModifiedEvent is left out on purpose. watchdog only synthesizes it
+# next to a create/delete/move/close event of the same directory, which maps to
+# the same target, so it would double the events of a burst for nothing.
+# FileClosedEvent (IN_CLOSE_WRITE) is kept: writes through mmap raise no IN_MODIFY.
+# Attrib events exist since watchdog 7 (before, a chmod was a modified event).
+NATIVE_EVENTS = [FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileModifiedEvent,
+                 FileMovedEvent, DirMovedEvent, FileClosedEvent] + [
+    getattr(watchdog.events, name) for name in ("FileAttribEvent", "DirAttribEvent") if hasattr(watchdog.events, name)]
+# polling: a directory whose mtime changed only shows up as DirModifiedEvent
+POLLING_EVENTS = NATIVE_EVENTS + [DirModifiedEvent]
+
+
+# --------------------------------------------------------------------------- status
+
+
+@dataclasses.dataclass
+class WatchStatus:
+    """What the watcher is doing; passed to ``on_status`` (the CLI draws it as a status line)."""
+
+    observer: str = ""  # "inotify", "polling", ...
+    watching: bool = False  # the initial sync is done; following changes
+    pending: int = 0  # events received since the last batch started
+    events: int = 0  # events received in total
+    cycles: int = 0  # batches applied, the initial sync included
+    last_sync: Optional[float] = None  # time.time() when the last batch finished
+    last_seconds: float = 0.0  # how long the last batch took
+    errors: int = 0  # paths whose last attempt failed (retried with the next batch)
+    last_report: Optional[Report] = None  # the last batch's report (set right after it)
+    warnings: list = dataclasses.field(default_factory=list)  # every warning so far, in order
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: "Watcher") -> None:
+        self.watcher = watcher
+
+    def dispatch(self, event) -> None:  # skip the base class's two-step dispatch
+        self.watcher.on_event(event)
+
+
+class _LostEvents(logging.Handler):
+    """watchdog reports a queue overflow (and failures to re-add watches) only in its log."""
+
+    def __init__(self, watcher: "Watcher") -> None:
+        super().__init__(logging.WARNING)
+        self.watcher = watcher
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record must not break the observer thread
+            message = str(record.msg)
+        self.watcher.request_full_rescan(f"file events may have been lost ({message}): re-reading the whole tree")
+
+
+# --------------------------------------------------------------------------- the watcher
+
+
+class Watcher:
+    """One watch session: observer + debounced batches through ``engine.copy_tree`` on one pool."""
+
+    def __init__(self, options: Options, *, debounce: float = DEFAULT_DEBOUNCE, max_delay: Optional[float] = None,
+                 poll: bool = False,
+                 poll_interval: float = DEFAULT_POLL_INTERVAL, rescan_interval: Optional[float] = None,
+                 on_result: Optional[Callable] = None, on_status: Optional[Callable] = None,
+                 stop_event: Optional[threading.Event] = None) -> None:
+        self.options = options
+        self.debounce = debounce
+        self.max_delay = max_delay if max_delay is not None else max(MAX_DELAY_FLOOR, 10 * debounce)
+        self.poll = poll
+        self.poll_interval = poll_interval
+        self.rescan_interval = rescan_interval
+        self.on_result = on_result
+        self.on_status = on_status
+        self.stop_event = stop_event
+        self.status = WatchStatus()
+        self.total = Report()
+        self.failures: dict = {}  # relpath -> Result of the last batch's failures
+        self._root = os.path.realpath(options.src)
+        self._prefix = self._root.rstrip(os.sep) + os.sep
+        self._dst_prefix = os.path.realpath(options.dst).rstrip(os.sep) + os.sep
+        self._keep = make_filter(options.filters)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: set = set()
+        self._first_at: Optional[float] = None
+        self._last_at = 0.0
+        self._retry: set = set()  # targets of failed paths: retried with the next batch
+        self._observer: Any = None
+        self._pool: Optional[BoundedPool] = None
+        self._log_handler: Optional[_LostEvents] = None
+        self._next_rescan = float("inf")
+
+    # ---- observer side (runs in watchdog's thread: keep it cheap)
+
+    def _classify(self, path, is_dir: bool):
+        """SRC-relative path of an event path; None outside SRC; IGNORE for DST, temp files, excluded paths."""
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if path == self._root:
+            return ""
+        if not path.startswith(self._prefix):
+            return None
+        if path.startswith(self._dst_prefix):
+            return IGNORE  # DST inside SRC (preflight refuses it; never chase our own writes)
+        rel = path[len(self._prefix):]
+        if rel.rpartition(os.sep)[2].startswith(TMP_PREFIX):
+            return IGNORE
+        if self._keep is not None and not self._keep(rel, is_dir):
+            return IGNORE
+        return rel
+
+    def on_event(self, event) -> None:
+        is_dir = event.is_directory
+        rel = self._classify(event.src_path, is_dir)
+        dest_rel = None
+        if event.event_type == "moved":
+            dest_rel = self._classify(event.dest_path, is_dir) if event.dest_path else None
+            if rel is IGNORE or dest_rel is IGNORE:
+                rel = None if rel is IGNORE else rel
+                dest_rel = None if dest_rel is IGNORE else dest_rel
+                if rel is None and dest_rel is None:
+                    return  # between ignored places (or in and out of the tree through them)
+        elif rel is IGNORE:
+            return
+        targets = map_event(event.event_type, is_dir, rel, dest_rel)
+        if targets is None:
+            targets = [FULL]  # cannot tell what changed: re-read everything
+        if targets:
+            self._add(targets)
+
+    def _add(self, targets, now: Optional[float] = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            first = not self._pending
+            self._pending.update(targets)
+            self.status.events += 1
+            self.status.pending += 1
+            if first:
+                self._first_at = now
+            self._last_at = now
+        if first:
+            self._wake.set()
+
+    def request_full_rescan(self, reason: str) -> None:
+        self._warn(reason)
+        self._add([FULL])
+
+    def _warn(self, message: str) -> None:
+        with self._lock:
+            if not self.status.warnings or self.status.warnings[-1] != message:
+                self.status.warnings.append(message)
+                self.total.warnings.append(message)
+
+    # ---- main loop (caller's thread)
+
+    def run(self) -> Report:
+        """Initial sync, then follow changes until stop_event or SIGINT/SIGTERM (``Interrupted``)."""
+        started = time.monotonic()
+        # Validate SRC/DST before any thread starts (nothing is created by a dry preflight).
+        engine.preflight(self.options._replace(dry_run=True))
+        clean = False
+        with SignalGuard() as guard:
+            try:
+                self._pool = make_pool(self.options.backend, self.options.jobs)
+                self._warm_pool()
+                guard.check()
+                self._start_observer()
+                self._cycle(initial=True)
+                self.status.watching = True
+                self._report_status()
+                self._loop(guard)
+                clean = True
+            except Interrupted as exc:
+                if self._stopped() and exc.signum == signal.SIGINT and guard.signum is None:
+                    clean = True  # stop_event was set while a batch ran: a normal stop
+                else:
+                    self._finish_total(started)
+                    exc.report = self.total
+                    raise
+            finally:
+                self._shutdown(clean)
+        self._finish_total(started)
+        return self.total
+
+    def _stopped(self) -> bool:
+        return self.stop_event is not None and self.stop_event.is_set()
+
+    def _loop(self, guard: SignalGuard) -> None:
+        last_status = last_health = time.monotonic()
+        while True:
+            if self._stopped():
+                return
+            guard.check()
+            self._wake.clear()
+            now = time.monotonic()
+            if now - last_health >= HEALTH_EVERY:
+                last_health = now
+                self._check_observer()
+            due = self._due()
+            if due <= now:
+                self._cycle()
+                last_status = time.monotonic()
+                continue
+            if now - last_status >= STATUS_EVERY:
+                last_status = now
+                self._report_status()
+            self._wake.wait(min(TICK, due - now))
+
+    def _due(self) -> float:
+        with self._lock:
+            due = float("inf")
+            if self._pending:
+                first = self._first_at if self._first_at is not None else self._last_at
+                due = min(self._last_at + self.debounce, first + self.max_delay)
+        return min(due, self._next_rescan)
+
+    def _cycle(self, initial: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            targets = coalesce(self._pending | self._retry) if (self._pending or self._retry) else []
+            self._pending.clear()
+            self._first_at = None
+            self.status.pending = 0
+        self._retry.clear()
+        if initial or now >= self._next_rescan or not os.path.isdir(self.options.dst):
+            targets = [FULL]
+        if targets == [FULL] and self.rescan_interval:
+            self._next_rescan = now + self.rescan_interval
+        if not targets:
+            return
+        started = time.monotonic()
+        report = engine.copy_tree(self.options, on_result=self._result,
+                                  stop_event=self.stop_event, targets=None if targets == [FULL] else targets,
+                                  pool=self._pool)
+        self._account(report, targets)
+        self.status.cycles += 1
+        self.status.last_sync = time.time()
+        self.status.last_seconds = time.monotonic() - started
+        self.status.last_report = report
+        self._report_status()
+        self.status.last_report = None
+
+    def _result(self, result) -> None:
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def _account(self, report: Report, targets: list) -> None:
+        total = self.total
+        total.merge(report, warnings=False)  # failed is set from the last batch's failures at the end
+        for warning in report.warnings:
+            self._warn(warning)
+        self.failures = {r.relpath: r for r in report.failures}
+        self.status.errors = len(self.failures)
+        if not report.failures:
+            return
+        retry_now = []
+        for result in report.failures:
+            relpath = "" if result.relpath == "." else result.relpath
+            if result.kind == DIR:
+                target = (relpath, True)  # could not read or create it: everything below is unknown
+            else:
+                target = (parent_of(relpath), False)
+            if result.reason == SOURCE_CHANGED:
+                retry_now.append(target)  # still being written: try again once it settles
+            else:
+                self._retry.add(target)
+        if self.options.delete:
+            self._retry.update(targets)  # the engine skipped this batch's deletions after a failure
+        if retry_now:
+            self._add(retry_now)
+
+    def _finish_total(self, started: float) -> None:
+        self.total.failures = list(self.failures.values())
+        self.total.failed = len(self.total.failures)
+        self.total.seconds = time.monotonic() - started
+
+    def _report_status(self) -> None:
+        if self.on_status is not None:
+            self.on_status(self.status)
+
+    # ---- resources
+
+    def _warm_pool(self) -> None:
+        """Start the workers now, before the observer's threads exist (fork-safety, first-event latency)."""
+        if self._pool is not None:
+            self._pool.backend.start()
+
+    def _start_observer(self) -> None:
+        import watchdog.observers
+        from watchdog.observers.polling import PollingObserver
+
+        if not self.poll:
+            observer = None
+            try:
+                observer = watchdog.observers.Observer()
+                observer.schedule(_Handler(self), self._root, recursive=True, event_filter=NATIVE_EVENTS)
+                observer.start()
+                self._observer = observer
+                self.status.observer = _observer_name(observer)
+                self._hook_watchdog_log()
+                return
+            except OSError as exc:
+                _stop_quietly(observer)
+                self._warn(f"native file events unavailable ({describe(exc)}; see fs.inotify.max_user_watches): "
+                           f"polling every {self.poll_interval:g} s")
+        observer = PollingObserver(timeout=self.poll_interval)
+        observer.schedule(_Handler(self), self._root, recursive=True, event_filter=POLLING_EVENTS)
+        observer.start()
+        self._observer = observer
+        self.status.observer = "polling"
+        self._hook_watchdog_log()
+
+    def _hook_watchdog_log(self) -> None:
+        if self._log_handler is None:
+            self._log_handler = _LostEvents(self)
+            logging.getLogger("watchdog").addHandler(self._log_handler)
+
+    def _check_observer(self) -> None:
+        """An observer whose threads died reports nothing: fall back to polling and re-read everything."""
+        observer = self._observer
+        if observer is None:
+            return
+        alive = observer.is_alive() and all(e.is_alive() for e in list(observer.emitters))
+        if alive:
+            return
+        if not os.path.isdir(self.options.src):
+            self._add([FULL])  # SRC is gone: the next batch reports it
+            return
+        _stop_quietly(observer)
+        self._observer = None
+        self.poll = True
+        self._start_observer()
+        self.request_full_rescan("the file-event observer stopped: polling instead")
+
+    def _shutdown(self, clean: bool) -> None:
+        _stop_quietly(self._observer)
+        self._observer = None
+        if self._log_handler is not None:
+            logging.getLogger("watchdog").removeHandler(self._log_handler)
+            self._log_handler = None
+        if self._pool is not None:
+            if clean:
+                self._pool.close()
+            else:
+                self._pool.abort(ABORT_GRACE)
+            self._pool = None
+
+
+def _observer_name(observer) -> str:
+    name = type(observer).__name__
+    return name[:-len("Observer")].lower() if name.endswith("Observer") and name != "Observer" else name
+
+
+def _stop_quietly(observer) -> None:
+    if observer is None:
+        return
+    try:
+        observer.stop()
+    except Exception:
+        pass
+    try:
+        observer.join(timeout=5)
+    except RuntimeError:  # never started
+        pass
+
+
+def watch(options: Options, **kwargs) -> Report:
+    """Run a watch session (see ``Watcher``); ``pcopy.api.watch`` is the public entry point."""
+    return Watcher(options, **kwargs).run()
+
+
+__all__ = ["Watcher", "WatchStatus", "watch", "map_event", "coalesce"]
