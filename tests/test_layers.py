@@ -32,7 +32,7 @@ LAYERS = [
     ["content.copydata", "content.manifest", "content.transforms.builtins", "content.transforms.stream"],
     ["content.cache", "content.transforms"],
     ["options"],
-    ["transfer.plan", "transfer.transformed"],
+    ["transfer.plan", "transfer.transformed", "transfer.young"],
     ["transfer.worker", "transfer.consumer"],
     ["transfer.run"],
     ["transfer.finish"],

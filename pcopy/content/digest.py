@@ -9,7 +9,14 @@ Every command that reads file contents comes here: copy (through
 * a file changed less than ``YOUNG_NS`` ago may be in the middle of a write
   that does not move its timestamps (they advance in clock ticks, and a
   ``pwrite`` updates mtime before it copies its data), so it is read a second
-  time and both digests must agree.
+  time, after a short pause (``settle``) that lets a writer caught in the
+  middle of a write finish it, and both digests must agree. Callers that read
+  many files (the copy and hash workers) pause once per batch, not per file;
+* where the kernel can tell (a read lease: Linux, the file's owner or root,
+  local file systems), a young file that some process has open for writing is
+  not trusted at all: its writer may be stalled in the middle of a write for
+  longer than any pause. The last attempt waits until the file has been
+  quiet for ``YOUNG_NS`` (an idle writer holding it open is then no risk).
 
 A file that keeps changing raises ``SourceChanged`` after ``RETRIES`` more
 attempts; the caller reports it.
@@ -17,7 +24,9 @@ attempts; the caller reports it.
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import time
 from stat import S_ISREG
 from typing import Callable, NamedTuple, Optional
@@ -28,6 +37,8 @@ SMALL_FILE = 1 << 20  # read (and hashed) in one call up to this size
 CHUNK = 1 << 20
 YOUNG_NS = 2_000_000_000  # files changed more recently than this are read twice
 RETRIES = 2  # further attempts after a change was seen
+SETTLE_MIN = 0.005  # seconds: the shortest pause before a young file's second read
+SETTLE_MAX = 0.5
 
 ALGORITHMS = ("xxh128", "sha256", "xxh64", "xxh32", "xxh3")
 
@@ -113,38 +124,105 @@ def hash_fd(fd: int, size: int, hasher: Algo, stop=None) -> str:
     return h.hexdigest()
 
 
-def confirm(fd: int, before: os.stat_result, digest: str, hasher: Algo, stop=None) -> None:
-    """After a read that gave ``digest``: the change check, and a second read for a young file."""
+def settle(read_seconds: float = 0.0) -> None:
+    """The pause before young files are read again: long enough for a writer preempted in the middle
+    of a write (or writing at the speed we read) to get through it."""
+    time.sleep(min(SETTLE_MAX, max(SETTLE_MIN, 2 * read_seconds)))
+
+
+def open_for_writing(fd: int) -> Optional[bool]:
+    """Whether any process has the file open for writing: True, False, or None when the kernel cannot say.
+
+    A read lease can only be taken when nobody has the file open for writing;
+    it is released at once. The kernel signals a lease holder with SIGIO when
+    someone opens the file meanwhile, so this is only tried where SIGIO is
+    ignored (worker processes and the CLI ignore it).
+    """
+    try:
+        import fcntl
+
+        if signal.getsignal(signal.SIGIO) is not signal.SIG_IGN:
+            return None
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        return True if exc.errno == errno.EAGAIN else None
+    except (ImportError, AttributeError, ValueError):
+        return None
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    except OSError:
+        pass
+    return False
+
+
+def wait_until_quiet(st: os.stat_result) -> None:
+    """Sleep until a file last changed at ``st`` stops being young (at most YOUNG_NS)."""
+    remaining = max(st.st_mtime_ns, st.st_ctime_ns) + YOUNG_NS - time.time_ns()
+    if remaining > 0:
+        time.sleep(min(remaining, YOUNG_NS) / 1e9 + 0.01)
+
+
+def confirm(fd: int, before: os.stat_result, digest: str, hasher: Algo, stop=None, read_seconds: float = 0.0) -> None:
+    """After a read that gave ``digest``: the change check, and for a young file a second read after a pause."""
     check_unchanged(fd, before)
     if is_young(before):
-        if hash_fd(fd, before.st_size, hasher, stop) != digest:
+        settle(read_seconds)
+        if not same_version(fd, before, digest, hasher, stop):
             raise SourceChanged
+
+
+def same_version(fd: int, before: os.stat_result, digest: str, hasher: Algo, stop=None) -> bool:
+    """Whether the open file is still the one read as ``before`` with ``digest`` (the second read)."""
+    now = os.fstat(fd)
+    if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns, now.st_ctime_ns) != (
+            before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns):
+        return False
+    if is_young(before) and open_for_writing(fd):
+        return False
+    try:
+        if hash_fd(fd, before.st_size, hasher, stop) != digest:
+            return False
         check_unchanged(fd, before)
+    except SourceChanged:
+        return False
+    return True
 
 
 class Digest(NamedTuple):
     digest: str
     stat: os.stat_result  # the fstat the digest belongs to (the hash cache's key)
+    seconds: float = 0.0  # how long the read took
+    confirmed: bool = True  # False: a young file read once; the caller must read it again after settle()
 
 
-def digest_open_file(fd: int, hasher: Algo, stop=None, max_size: int = -1) -> Digest:
+def digest_open_file(fd: int, hasher: Algo, stop=None, max_size: int = -1, confirm_young: bool = True) -> Digest:
     """Digest an open file that must hold still (see the module docstring).
 
     Raises NotRegular, SourceChanged (after RETRIES more attempts), Cancelled
     or OSError. ``max_size`` ≥ 0: raise ``TooBig(size)`` instead of reading more.
+    ``confirm_young=False``: a young file is read once and returned unconfirmed
+    (the caller pauses once for many files, then calls ``same_version``).
     """
-    for _ in range(RETRIES + 1):
+    for attempt in range(RETRIES + 1):
         before = os.fstat(fd)
         if not S_ISREG(before.st_mode):
             raise NotRegular(before.st_mode)
         if 0 <= max_size < before.st_size:
             raise TooBig(before.st_size)
+        if attempt == RETRIES:
+            wait_until_quiet(before)
+            before = os.fstat(fd)
+        started = time.monotonic()
         try:
             digest = hash_fd(fd, before.st_size, hasher, stop)
-            confirm(fd, before, digest, hasher, stop)
+            seconds = time.monotonic() - started
+            if not confirm_young and is_young(before):
+                check_unchanged(fd, before)
+                return Digest(digest, before, seconds, False)
+            confirm(fd, before, digest, hasher, stop, seconds)
         except SourceChanged:
             continue
-        return Digest(digest, before)
+        return Digest(digest, before, seconds)
     raise SourceChanged
 
 

@@ -31,6 +31,8 @@ class SignalGuard:
         if threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:
                 self._saved[signum] = signal.signal(signum, self._handle)
+            # SIGIO: the kernel's note that a lease was broken (content.digest.open_for_writing)
+            self._saved[signal.SIGIO] = signal.signal(signal.SIGIO, signal.SIG_IGN)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -25,6 +25,7 @@ def init(stop_event, in_subprocess: bool = True) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGIO, signal.SIG_IGN)  # lease probes (content.digest.open_for_writing)
     _state.stop = stop_event
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from typing import Optional
 
 from ..content import digest as digests
@@ -50,6 +51,7 @@ from ..model.results import (
 )
 from ..options import Options
 from ..runtime import worker
+from .young import Pending, YoungFiles
 
 STOP_CHECK_EVERY = 16  # files between two checks of the stop flag
 DST_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -121,26 +123,46 @@ class BatchCopier:
         return self.tmp_prefix + str(next_number())
 
     def run(self, batch: Batch) -> list:
-        results = []
+        results: list = []
         reldir = self.reldir = batch.reldir
         prefix = reldir + os.sep if reldir else ""
         shared = len(batch.tasks) > 1
         stopped = False
-        for i, task in enumerate(batch.tasks):
-            if not i % STOP_CHECK_EVERY:  # an Event check costs a lock: small files check in groups
-                stopped = stopped or self.stopping()
-            if stopped:
-                results.append(Result(prefix + task.name, CANCELLED, FILE, 0, None, "", INTERRUPTED, "interrupted"))
-            else:
-                results.append(self.run_task(prefix + task.name, task, shared and task.size == UNKNOWN))
+        young = YoungFiles(self)
+        try:
+            for i, task in enumerate(batch.tasks):
+                if not i % STOP_CHECK_EVERY:  # an Event check costs a lock: small files check in groups
+                    stopped = stopped or self.stopping()
+                if stopped:
+                    results.append(Result(prefix + task.name, CANCELLED, FILE, 0, None, "", INTERRUPTED,
+                                          "interrupted"))
+                    continue
+                result = self.run_task(prefix + task.name, task, shared and task.size == UNKNOWN)
+                if isinstance(result, Pending):  # a young file: published after its second read
+                    young.add(result._replace(slot=i))
+                    results.append(None)
+                    if young.full():
+                        young.confirm(results)
+                else:
+                    results.append(result)
+            young.confirm(results)
+        finally:
+            young.discard()
         return results
 
-    def run_task(self, relpath: str, task, may_defer: bool = False) -> Result:
+    def error_result(self, relpath: str, kind: str, exc: OSError) -> Result:
+        side = getattr(exc, "pcopy_side", "source")
+        if side == "source" and isinstance(exc, FileNotFoundError):
+            return Result(relpath, SKIPPED, kind, 0, None, "", VANISHED, "vanished before it could be copied")
+        return failure(relpath, kind, f"{side}: {describe(exc)}", DISK_FULL if is_disk_full(exc) else ERROR)
+
+    def run_task(self, relpath: str, task, may_defer: bool = False):
+        """The task's Result (or, for a young file, its Pending copy); never raises for one file."""
         kind = SYMLINK if task.action == LINK else FILE
         try:
             action = task.action
             if action == COPY:
-                return self.copy_file_retrying(relpath, task, may_defer)
+                return self.copy_file_retrying(relpath, task.name, task.why, may_defer, young_later=True)
             if action == HASH:
                 return self.hash_existing(relpath, task)
             if action == CHECKSUM:
@@ -157,23 +179,29 @@ class BatchCopier:
         except digests.NotRegular:
             return Result(relpath, SKIPPED, kind, 0, None, "", NOT_REGULAR, "no longer a regular file")
         except OSError as exc:
-            side = getattr(exc, "pcopy_side", "source")
-            if side == "source" and isinstance(exc, FileNotFoundError):
-                return Result(relpath, SKIPPED, kind, 0, None, "", VANISHED, "vanished before it could be copied")
-            return failure(relpath, kind, f"{side}: {describe(exc)}", DISK_FULL if is_disk_full(exc) else ERROR)
+            return self.error_result(relpath, kind, exc)
 
     # ----------------------------------------------------------------- regular files
 
-    def copy_file_retrying(self, relpath: str, task, may_defer: bool = False) -> Result:
-        for _ in range(digests.RETRIES + 1):
-            try:
-                return self.copy_file(relpath, task.name, may_defer, task.why)
-            except SourceChanged:
-                continue
+    def copy_file_retrying(self, relpath: str, name: str, why: str = "", may_defer: bool = False,
+                           young_later: bool = False):
+        try:
+            for attempt in range(digests.RETRIES + 1):
+                if attempt == digests.RETRIES:  # last try: once the file has been quiet for a while
+                    digests.wait_until_quiet(os.stat(name, dir_fd=self.src_fd,
+                                                     follow_symlinks=self.options.follow_symlinks))
+                try:
+                    return self.copy_file(relpath, name, may_defer, why, young_later)
+                except SourceChanged:
+                    young_later = False  # it is being written: check the next attempt right away
+                    continue
+        except OSError as exc:
+            return self.error_result(relpath, FILE, exc)
         return failure(relpath, FILE, f"source changed while being copied (tried {digests.RETRIES + 1} times)",
                        SOURCE_CHANGED)
 
-    def copy_file(self, relpath: str, name: str, may_defer: bool = False, why: str = "") -> Result:
+    def copy_file(self, relpath: str, name: str, may_defer: bool = False, why: str = "", young_later: bool = False):
+        """Copy one file; with ``young_later`` a young file comes back as a Pending copy (see ``young``)."""
         fd = os.open(name, self.src_flags, dir_fd=self.src_fd)
         try:
             before = os.fstat(fd)
@@ -191,6 +219,7 @@ class BatchCopier:
             young = digests.is_young(before)
             hasher: Optional[digests.Algo] = self.hasher if self.hasher is not None or not young else XXH128
             tmp = self.new_temp()
+            started = time.monotonic()
             try:
                 out = os.open(tmp, TMP_FLAGS, mode if born_right else 0o600, dir_fd=self.dst_fd)
             except OSError as exc:
@@ -205,8 +234,9 @@ class BatchCopier:
                     write_all(out, data)
                 else:
                     digest = copy_data(fd, out, size, hasher, self.stop, self.options.sparse)
-                if young and hasher is not None and digest is not None:
-                    digests.confirm(fd, before, digest, hasher, self.stop)
+                seconds = time.monotonic() - started
+                if young and hasher is not None and digest is not None and not young_later:
+                    digests.confirm(fd, before, digest, hasher, self.stop, seconds)
                 else:
                     digests.check_unchanged(fd, before)
                 self.seal(out, before, born_right)
@@ -214,6 +244,13 @@ class BatchCopier:
                 os.close(out)
                 unlink_quietly(tmp, self.dst_fd)
                 raise
+            if young and young_later and digest is not None:
+                try:
+                    os.close(out)
+                except OSError as exc:
+                    unlink_quietly(tmp, self.dst_fd)
+                    raise dst_error(exc) from None
+                return Pending(relpath, name, tmp, before, digest, why, seconds)
             self.publish(out, tmp, name)
             return Result(relpath, COPIED, FILE, size, digest if self.hasher is not None else None, why)
         finally:
@@ -237,6 +274,13 @@ class BatchCopier:
         """Close the complete temp file and rename it to its final name (the only way a name appears)."""
         try:
             os.close(out)
+        except OSError as exc:
+            unlink_quietly(tmp, self.dst_fd)
+            raise dst_error(exc) from None
+        self.rename_into_place(tmp, name)
+
+    def rename_into_place(self, tmp: str, name: str) -> None:
+        try:
             os.rename(tmp, name, src_dir_fd=self.dst_fd, dst_dir_fd=self.dst_fd)
         except OSError as exc:
             unlink_quietly(tmp, self.dst_fd)
@@ -256,7 +300,7 @@ class BatchCopier:
         if src.digest != self.dst_digest(task.name):
             if self.options.dry_run:
                 return Result(relpath, COPIED, FILE, task.size, None, task.why)
-            return self.copy_file_retrying(relpath, task)
+            return self.copy_file_retrying(relpath, task.name, task.why)
         st = src.stat
         if not self.options.dry_run:
             try:
@@ -288,12 +332,12 @@ class BatchCopier:
         try:
             old = DirFd(task.source, self.reldir)
         except OSError:
-            return self.copy_file_retrying(relpath, task)  # the old snapshot moved: just copy
+            return self.copy_file_retrying(relpath, task.name, task.why)  # the old snapshot moved: just copy
         with old as old_fd:
             try:
                 link_beneath_fds(old_fd, task.name, self.dst_fd, task.name, self.new_temp())
             except FileNotFoundError:
-                return self.copy_file_retrying(relpath, task)
+                return self.copy_file_retrying(relpath, task.name, task.why)
         digest = self.dst_digest(task.name) if self.hasher is not None and self.options.manifest else None
         return Result(relpath, LINKED, FILE, task.size, digest, task.why, "", task.source)
 
