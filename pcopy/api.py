@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Iterator, Optional
 from . import options as _options
 from .content.manifest import HASH_ALGORITHMS, ManifestWriter
 from .errors import PcopyError, UsageError, describe
+from .fs.scan import require_dir
 from .integrity.report import IntegrityReport
 from .mapping.worker import MapResult
 from .model.results import Report
@@ -155,7 +156,7 @@ def hash_tree(root, output=None, *, algo: str = "xxh128", jobs: Optional[int] = 
         def write(data):
             return None
     elif isinstance(output, (str, bytes, os.PathLike)):
-        tree.check_dir(root, "root")
+        require_dir(root, "root")
         writer = ManifestWriter.to_path(os.fsdecode(output), os.urandom(4).hex())
         skip = _paths_below(root, (writer.output.real_path, writer.output.tmp))
         write = writer.write_bytes

@@ -110,7 +110,7 @@ def test_map_usage_errors(tmp_path, args, code, message):
 def test_map_missing_root_is_fatal(tmp_path):
     proc = run_map(tmp_path / "missing", "transform_helpers:size")
     assert proc.returncode == 1
-    assert proc.stderr.decode().splitlines() == [f"pcopy: error: {tmp_path / 'missing'}: cannot read: "
+    assert proc.stderr.decode().splitlines() == [f"pcopy: error: {tmp_path / 'missing'}: cannot read root: "
                                                  "No such file or directory"]
 
 

@@ -12,10 +12,11 @@ read/write with a private exception when neither can serve the pair, as
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from typing import Optional
 
-from .digest import CHUNK, SMALL_FILE, Algo, Cancelled, SourceChanged
+from .digest import CHUNK, Algo, Cancelled, SourceChanged, read_through
 
 SPARSE_BLOCK = 64 << 10  # --sparse: zero blocks of this size become holes
 _ZEROS = memoryview(bytes(SPARSE_BLOCK))
@@ -47,69 +48,38 @@ def copy_data(fd: int, out: int, size: int, hasher: Optional[Algo], stop=None, s
     SourceChanged when the file turns out not to be ``size`` long.
     """
     if sparse and size >= SPARSE_BLOCK:
-        return _copy_sparse(fd, out, size, hasher, stop)
+        digest = read_through(fd, size, hasher, stop, _SparseWriter(out))
+        try:
+            os.ftruncate(out, size)  # a trailing hole still counts in the size
+        except OSError as exc:
+            raise dst_error(exc) from None
+        return digest
     if hasher is None:
         try:
             _kernel_copy(fd, out, size, stop)
             return None
         except _FastCopyUnavailable:
             pass
-    if size <= SMALL_FILE:
-        data = os.pread(fd, size + 1, 0)
-        if len(data) != size:
-            raise SourceChanged
-        write_all(out, data)
-        return hasher.once(data) if hasher is not None else None
-    h = hasher.new() if hasher is not None else None
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    total = 0
-    while True:
-        if stop is not None and stop.is_set():
-            raise Cancelled
-        n = os.preadv(fd, [buf], total)
-        if not n:
-            break
-        total += n
-        if h is not None:
-            h.update(view[:n])
-        write_all(out, view[:n])
-    if total != size:
-        raise SourceChanged
-    return h.hexdigest() if h is not None else None
+    return read_through(fd, size, hasher, stop, functools.partial(write_all, out))
 
 
-def _copy_sparse(fd: int, out: int, size: int, hasher: Optional[Algo], stop) -> Optional[str]:
-    """--sparse: blocks of zeros become holes (lseek instead of write); the digest covers every byte."""
-    h = hasher.new() if hasher is not None else None
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    total = 0
-    while True:
-        if stop is not None and stop.is_set():
-            raise Cancelled
-        n = os.preadv(fd, [buf], total)
-        if not n:
-            break
-        total += n
-        if h is not None:
-            h.update(view[:n])
-        for start in range(0, n, SPARSE_BLOCK):
-            block = view[start:min(n, start + SPARSE_BLOCK)]
+class _SparseWriter:
+    """--sparse: blocks of zeros become holes (lseek instead of write)."""
+
+    def __init__(self, out: int) -> None:
+        self.out = out
+
+    def __call__(self, piece) -> None:
+        view = memoryview(piece)
+        for start in range(0, len(view), SPARSE_BLOCK):
+            block = view[start:start + SPARSE_BLOCK]
             if block == _ZEROS[:len(block)]:
                 try:
-                    os.lseek(out, len(block), os.SEEK_CUR)
+                    os.lseek(self.out, len(block), os.SEEK_CUR)
                 except OSError as exc:
                     raise dst_error(exc) from None
             else:
-                write_all(out, block)
-    if total != size:
-        raise SourceChanged
-    try:
-        os.ftruncate(out, total)  # a trailing hole still counts in the size
-    except OSError as exc:
-        raise dst_error(exc) from None
-    return h.hexdigest() if h is not None else None
+                write_all(self.out, block)
 
 
 def _kernel_copy(fd: int, out: int, size: int, stop) -> None:

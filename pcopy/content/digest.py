@@ -100,14 +100,22 @@ def check_unchanged(fd: int, before: os.stat_result) -> os.stat_result:
     return after
 
 
-def hash_fd(fd: int, size: int, hasher: Algo, stop=None) -> str:
-    """Digest of the first ``size`` bytes of ``fd`` (read from offset 0); SourceChanged when it is not ``size`` long."""
+def read_through(fd: int, size: int, hasher: Optional[Algo], stop=None,
+                 sink: Optional[Callable] = None) -> Optional[str]:
+    """Read the ``size`` bytes of ``fd`` from offset 0, hashing them and handing each piece to ``sink``.
+
+    The one read loop: a small file is one read and one hash call, a bigger one
+    ``CHUNK`` pieces. Returns the digest (None without a hasher); SourceChanged
+    when the file turns out not to be ``size`` long.
+    """
     if size <= SMALL_FILE:
         data = os.pread(fd, size + 1, 0)
         if len(data) != size:
             raise SourceChanged
-        return hasher.once(data)
-    h = hasher.new()
+        if sink is not None:
+            sink(data)
+        return hasher.once(data) if hasher is not None else None
+    h = hasher.new() if hasher is not None else None
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     offset = 0
@@ -117,11 +125,19 @@ def hash_fd(fd: int, size: int, hasher: Algo, stop=None) -> str:
         n = os.preadv(fd, [buf], offset)
         if not n:
             break
-        h.update(view[:n])
+        if h is not None:
+            h.update(view[:n])
+        if sink is not None:
+            sink(view[:n])
         offset += n
     if offset != size:
         raise SourceChanged
-    return h.hexdigest()
+    return h.hexdigest() if h is not None else None
+
+
+def hash_fd(fd: int, size: int, hasher: Algo, stop=None) -> str:
+    """Digest of the first ``size`` bytes of ``fd`` (read from offset 0)."""
+    return read_through(fd, size, hasher, stop) or ""
 
 
 def settle(read_seconds: float = 0.0) -> None:

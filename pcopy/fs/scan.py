@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import errno
 import os
-from stat import S_ISREG
+from stat import S_ISDIR, S_ISREG
 from typing import Callable, Iterator, NamedTuple, Optional
 
+from ..errors import PcopyError, describe
 from ..model.entries import DIR, FILE, SYMLINK, UNKNOWN, kind_of, make_entry, relpath_join
 from .beneath import DirFd
 
@@ -82,6 +83,17 @@ def read_dir(root: str, reldir: str, follow_symlinks: bool = False, stat_files: 
         return scan_dir(path, follow_symlinks, stat_files, errors)
     with DirFd(root, reldir, follow_symlinks) as fd:
         return scan_dir(fd, follow_symlinks, stat_files, errors)
+
+
+def require_dir(path: str, what: str) -> os.stat_result:
+    """The stat of a directory the user named; PcopyError (one line naming it) otherwise."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise PcopyError(f"{path}: cannot read {what}: {describe(exc)}") from None
+    if not S_ISDIR(st.st_mode):
+        raise PcopyError(f"{path}: {what} is not a directory")
+    return st
 
 
 def _stat_dir(root: str, reldir: str) -> os.stat_result:

@@ -19,11 +19,12 @@ from typing import Callable, Optional
 from ..content.manifest import read_manifest
 from ..errors import PcopyError, describe
 from ..fs.beneath import DirFd
+from ..fs.scan import require_dir
 from ..model.batching import BATCH_FILES, group
 from ..model.entries import kind_name
 from ..runtime.progress import Counters
 from .report import DIFFER, ERROR, MISSING, Difference, IntegrityReport
-from .session import Session, Slot, Unit, check_dir, open_cache
+from .session import Session, Slot, Unit, open_cache
 from .tree import run_session
 from .worker import DIR_ERROR, GONE, NOT_FILE, HashJob
 
@@ -34,7 +35,7 @@ def verify_manifest(stream, root: str, *, manifest_name: str = "manifest", jobs:
                     keep: bool = True) -> IntegrityReport:
     """Check ``root`` against manifest lines read from the binary ``stream``."""
     started = time.monotonic()
-    check_dir(root, "root")
+    require_dir(root, "root")
     report = IntegrityReport(differences=[] if keep else None)
     session = Session(report, counters if counters is not None else Counters(), open_cache(cache, report, on_warning),
                       on_difference)

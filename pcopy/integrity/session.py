@@ -19,7 +19,7 @@ import os
 from typing import Callable, Iterator, Optional
 
 from ..content.cache import HashCache
-from ..errors import PcopyError, describe
+from ..errors import describe
 from ..runtime.pool import ABORT_GRACE, make_pool
 from ..runtime.progress import Counters
 from ..runtime.signals import SignalGuard
@@ -59,17 +59,6 @@ def key_of(entry) -> tuple:
 
 def relpath(reldir: str, name: str) -> str:
     return name if not reldir else reldir + os.sep + name
-
-
-def check_dir(path: str, what: str) -> None:
-    import stat
-
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise PcopyError(f"{path}: cannot read {what}: {describe(exc)}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise PcopyError(f"{path}: {what} is not a directory")
 
 
 def open_cache(cache, report: IntegrityReport, on_warning: Optional[Callable]) -> Optional[HashCache]:

@@ -10,13 +10,13 @@ from ..content.manifest import manifest_line
 from ..errors import describe
 from ..fs.beneath import DirFd
 from ..fs.march import March
-from ..fs.scan import walk_paths
+from ..fs.scan import require_dir, walk_paths
 from ..model.batching import group
 from ..model.entries import DIR, FILE, SPECIAL, SYMLINK, kind_name
 from ..runtime.progress import Counters
 from ..runtime.signals import SignalGuard
 from .report import DIFFER, ERROR, EXTRA, MISSING, VANISHED, Difference, IntegrityReport
-from .session import Session, Slot, Unit, check_dir, key_of, open_cache, relpath
+from .session import Session, Slot, Unit, key_of, open_cache, relpath
 from .worker import DIR_ERROR, GONE, HashJob
 
 
@@ -49,7 +49,7 @@ def hash_tree(root: str, write: Callable[[bytes], None], *, algo: str = "xxh128"
     is hashed is a ``vanished`` one (not listed, not an error).
     """
     started = time.monotonic()
-    check_dir(root, "root")
+    require_dir(root, "root")
     report = IntegrityReport(differences=[] if keep else None)
     session = Session(report, counters if counters is not None else Counters(), open_cache(cache, report, on_warning),
                       on_difference)
@@ -92,8 +92,8 @@ def verify_trees(src: str, dst: str, *, jobs: Optional[int] = None, backend: str
     (its path ends with ``/``); its contents are not listed.
     """
     started = time.monotonic()
-    check_dir(src, "source")
-    check_dir(dst, "destination")
+    require_dir(src, "source")
+    require_dir(dst, "destination")
     report = IntegrityReport(differences=[] if keep else None)
     session = Session(report, counters if counters is not None else Counters(), open_cache(cache, report, on_warning),
                       on_difference)

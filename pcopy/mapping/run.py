@@ -16,12 +16,11 @@ from __future__ import annotations
 import functools
 import os
 import pickle
-import stat
 from typing import Callable, Iterable, Iterator, Optional
 
-from ..errors import PcopyError, UsageError, describe
+from ..errors import UsageError, describe
 from ..fs.filters import make_filter
-from ..fs.scan import walk
+from ..fs.scan import require_dir, walk
 from ..model.batching import batches
 from ..model.entries import FILE, Task, relpath_join
 from ..options import check_run
@@ -55,12 +54,7 @@ def map_files(fn, root, *, jobs: Optional[int] = None, backend: str = "process",
             raise UsageError("the process backend needs a function it can pickle (a top-level function or a "
                              f"'module:function' name; use backend='thread' for others): {describe(exc)}") from None
     root = os.fspath(root)
-    try:
-        st = os.stat(root)
-    except OSError as exc:
-        raise PcopyError(f"{root}: cannot read: {describe(exc)}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise PcopyError(f"{root}: not a directory")
+    require_dir(root, "root")
     mode = JSON if json_results else (PICKLE if backend == "process" else RAW)
     return _run(fn, root, jobs, backend, keep, counters or Counters(), mode, handle_signals)
 

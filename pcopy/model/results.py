@@ -98,28 +98,38 @@ class Report:
     def ok(self) -> bool:
         return self.failed == 0
 
-    def count(self, result: Result) -> None:
-        """Add one result to the counts (the engine's consumer has an inlined version of this)."""
-        status = result.status
-        if status == COPIED:
-            if result.kind == "symlink":
-                self.symlinks += 1
-            else:
-                self.copied += 1
-            self.bytes_copied += result.size  # a symlink counts its target's length, as in rsync
-        elif status == SKIPPED:
-            self.skipped += 1
-        elif status == UPDATED:
-            self.updated += 1
-        elif status == LINKED:
-            self.linked += 1
-        elif status == DELETED:
-            self.deleted += 1
-        elif status == CREATED:
-            self.dirs += 1
-        elif status == FAILED:
-            self.failed += 1
-            self.failures.append(result)
+    def count(self, results) -> tuple:
+        """Add results to the counts; returns (files done, bytes written) for the progress display.
+
+        One call per batch (not per result) keeps the parent's per-file cost low.
+        """
+        nbytes = files = 0
+        for result in results:
+            status = result.status
+            if status == COPIED:
+                if result.kind == "symlink":
+                    self.symlinks += 1
+                else:
+                    self.copied += 1
+                nbytes += result.size  # a symlink counts its target's length, as in rsync
+            elif status == SKIPPED:
+                self.skipped += 1
+            elif status == LINKED:
+                self.linked += 1
+            elif status == UPDATED:
+                self.updated += 1
+            elif status == DELETED:
+                self.deleted += 1
+                continue
+            elif status == CREATED:
+                self.dirs += 1
+                continue
+            elif status == FAILED:
+                self.failed += 1
+                self.failures.append(result)
+            files += 1
+        self.bytes_copied += nbytes
+        return files, nbytes
 
     def merge(self, other: "Report", warnings: bool = True) -> None:
         """Add another run's counts (and warnings) to this one (watch sums its batches this way)."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from ..content.manifest import ManifestWriter
-from ..model.entries import SYMLINK
-from ..model.results import COPIED, CREATED, DELETED, FAILED, LINKED, SKIPPED, UPDATED, Report, Result
+from ..model.results import Report, Result
 from ..runtime.progress import Counters
 
 
@@ -31,41 +30,13 @@ class Consumer:
         self.counters.files_done += count
 
     def add_many(self, results) -> None:
-        """Record a batch of results (one call per batch keeps the parent's per-file cost low).
-
-        This is ``Report.count`` inlined for the hot path.
-        """
+        """Record a batch of results: counts, progress, the kept list, the manifest, the callback."""
         report, counters = self.report, self.counters
-        nbytes = 0
-        files = 0
-        for result in results:
-            status = result.status
-            if status == COPIED:
-                if result.kind == SYMLINK:
-                    report.symlinks += 1
-                else:
-                    report.copied += 1
-                nbytes += result.size  # a symlink counts its target's length, as in rsync
-            elif status == SKIPPED:
-                report.skipped += 1
-            elif status == LINKED:
-                report.linked += 1
-            elif status == UPDATED:
-                report.updated += 1
-            elif status == DELETED:
-                report.deleted += 1
-                continue
-            elif status == CREATED:
-                report.dirs += 1
-                continue
-            elif status == FAILED:
-                report.failed += 1
-                report.failures.append(result)
-                counters.failed += 1
-            files += 1
-        report.bytes_copied += nbytes
+        failed = report.failed
+        files, nbytes = report.count(results)
         counters.files_done += files
         counters.bytes_done += nbytes
+        counters.failed += report.failed - failed
         if report.results is not None:
             report.results.extend(results)
         if self.manifest is not None:

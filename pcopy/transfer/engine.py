@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import os
-import stat
 import threading
 import time
 from typing import Callable, Optional
@@ -29,6 +28,7 @@ from typing import Callable, Optional
 from ..content.manifest import ManifestWriter
 from ..errors import PcopyError, describe
 from ..fs import filters, temps
+from ..fs.scan import require_dir
 from ..model.results import Report
 from ..options import Options
 from ..runtime.pool import ABORT_GRACE, BoundedPool, make_pool
@@ -46,12 +46,7 @@ def _inside(path: str, root: str) -> bool:
 def preflight(options: Options) -> bool:
     """Refuse impossible runs before touching anything; True when DST does not exist yet."""
     src, dst = options.src, options.dst
-    try:
-        src_stat = os.stat(src)
-    except OSError as exc:
-        raise PcopyError(f"{src}: cannot read source: {describe(exc)}") from None
-    if not stat.S_ISDIR(src_stat.st_mode):
-        raise PcopyError(f"{src}: source is not a directory")
+    require_dir(src, "source")
     real_src, real_dst = os.path.realpath(src), os.path.realpath(dst)
     if real_src == real_dst:
         raise PcopyError(f"{dst}: source and destination are the same directory")

@@ -23,7 +23,7 @@ import time
 from typing import Optional
 
 from ..content import digest as digests
-from ..content.copydata import copy_data, dst_error, write_all
+from ..content.copydata import copy_data, dst_error
 from ..content.digest import XXH128, Cancelled, SourceChanged
 from ..errors import describe, is_disk_full
 from ..fs.beneath import DirFd, link_beneath_fds, open_dir_beneath, unlink_quietly
@@ -225,15 +225,7 @@ class BatchCopier:
             except OSError as exc:
                 raise dst_error(exc) from None
             try:
-                digest: Optional[str]
-                if size <= digests.SMALL_FILE and hasher is not None and not self.options.sparse:
-                    data = os.pread(fd, size + 1, 0)  # the common case, kept tight
-                    if len(data) != size:
-                        raise SourceChanged
-                    digest = hasher.once(data)
-                    write_all(out, data)
-                else:
-                    digest = copy_data(fd, out, size, hasher, self.stop, self.options.sparse)
+                digest = copy_data(fd, out, size, hasher, self.stop, self.options.sparse)
                 seconds = time.monotonic() - started
                 if young and hasher is not None and digest is not None and not young_later:
                     digests.confirm(fd, before, digest, hasher, self.stop, seconds)
