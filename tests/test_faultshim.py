@@ -203,7 +203,7 @@ def test_close_still_closes_the_descriptor(tmp_path, build_shim):  # noqa: F811
     assert got == [errno.EIO, errno.EBADF]
 
 
-@pytest.mark.parametrize("bad", ["nosuchcall", "openat:nth=0", "openat:prob=2", "openat:errno=EWHAT",
+@pytest.mark.parametrize("bad", ["nosuchcall", "openat:nth=0", "openat:prob=2", "openat:errno=EWHAT", "read:delay=x",
                                  "openat:colour=red", "openat:pid=sibling", "openat:match"])
 def test_a_malformed_rule_stops_the_program(tmp_path, build_shim, bad):  # noqa: F811
     proc = subprocess.run([sys.executable, "-I", "-c", "print('ran')"], env=shim_env(bad, build_shim),
@@ -214,3 +214,18 @@ def test_a_malformed_rule_stops_the_program(tmp_path, build_shim, bad):  # noqa:
 
 def test_no_rules_changes_nothing(tmp_path, build_shim):  # noqa: F811
     assert run_target(tmp_path, build_shim, "", 'print(json.dumps(os.listdir(d)))') == []
+
+
+def test_a_delay_rule_slows_the_call_down_and_lets_it_succeed(tmp_path, build_shim):  # noqa: F811
+    (tmp_path / "slow").write_text("x")
+    got = run_target(tmp_path, build_shim, [rule("fstatat", match="slow", delay=20000),
+                                            rule("openat", match="slow", delay=20000, errno="EIO")], """
+        import time
+        t0 = time.monotonic()
+        codes = [attempt(lambda: os.stat("slow", dir_fd=d)) for _ in range(5)]
+        took = time.monotonic() - t0
+        codes.append(attempt(lambda: os.open("slow", os.O_RDONLY, dir_fd=d)))
+        print(json.dumps([codes, took]))
+    """)
+    assert got[0] == [0, 0, 0, 0, 0, errno.EIO]
+    assert got[1] >= 0.1

@@ -15,6 +15,8 @@
  *   seed=S  call index): deterministic, thread-safe, no shared PRNG state
  *   perpid=1  mix getpid() into the hash (each process gets its own pattern)
  *   errno=NAME (or a number; default EIO)
+ *   delay=US  sleep US microseconds when the rule fires; without errno= the call then
+ *           goes ahead (a slow disk), with errno= it then fails
  *   pid=parent|child  only in the process whose pid is $PCOPY_FAULTS_ROOT_PID, or only
  *           in the others (unset: the first process loading the shim sets it to itself)
  * PCOPY_FAULTS_LOG=FILE  append "pid call errno path" for each injected fault.
@@ -36,6 +38,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_RULES 32
@@ -80,7 +83,8 @@ static const struct { const char *name; int code; } ERRNOS[] = {
 
 struct rule {
     int call, err, pid_mode, perpid;   /* pid_mode: 0 any, 1 root process only, 2 others only */
-    unsigned long nth;
+    int fail;                          /* 0: a delay-only rule */
+    unsigned long nth, delay_us;
     double prob;                       /* < 0: no probability (always, or only the nth) */
     uint64_t seed;
     size_t mlen;
@@ -203,6 +207,13 @@ static int decide(int call, int dirfd, const char *path, int dirfd2, const char 
                                ^ (r->perpid ? mix64((uint64_t)getpid() << 20) : 0));
             if ((double)(h >> 11) * 0x1.0p-53 >= r->prob) continue;
         }
+        if (r->delay_us) {
+            struct timespec ts = {(time_t)(r->delay_us / 1000000), (long)(r->delay_us % 1000000) * 1000};
+            int saved = errno;
+            while (syscall(SYS_nanosleep, &ts, &ts) == -1 && errno == EINTR) {}
+            errno = saved;
+        }
+        if (!r->fail) continue;
         log_fault(call, r->err, path ? dirfd : fd, path ? path : NULL, fd);
         return r->err;
     }
@@ -228,6 +239,7 @@ static void parse_rule(char *text, const char *orig) {
     struct rule *r = &rules[nrules];
     memset(r, 0, sizeof *r);
     r->call = -1; r->err = EIO; r->prob = -1;
+    int have_errno = 0;
     char *save = NULL;
     char *tok = strtok_r(text, ":", &save);
     for (size_t i = 0; tok && i < NNAMES; i++) if (!strcmp(NAMES[i].name, tok)) r->call = NAMES[i].id;
@@ -255,7 +267,11 @@ static void parse_rule(char *text, const char *orig) {
             if (!strcmp(v, "parent")) r->pid_mode = 1;
             else if (!strcmp(v, "child")) r->pid_mode = 2;
             else die("pid must be parent or child", orig);
+        } else if (!strcmp(tok, "delay")) {
+            r->delay_us = strtoul(v, &endp, 10);
+            if (!r->delay_us || *endp) die("bad delay", orig);
         } else if (!strcmp(tok, "errno")) {
+            have_errno = 1;
             r->err = 0;
             for (size_t i = 0; i < sizeof ERRNOS / sizeof ERRNOS[0]; i++)
                 if (!strcmp(ERRNOS[i].name, v)) r->err = ERRNOS[i].code;
@@ -265,6 +281,7 @@ static void parse_rule(char *text, const char *orig) {
             die("unknown key", orig);
         }
     }
+    r->fail = have_errno || !r->delay_us;
     armed[r->call] = 1;
     nrules++;
 }
