@@ -113,9 +113,9 @@ def plant_sync_dst(src: str, dst: str) -> None:
         f.write(b"stale\n")
 
 
-def content_problems(dst_snap: dict, allowed: list) -> list:
-    """Messages for final-named DST entries matching none of the `allowed` snapshots."""
-    problems = []
+def unknown_versions(dst_snap: dict, allowed: list) -> list:
+    """Final-named DST entries matching none of the `allowed` snapshots."""
+    bad = []
     for rel, value in sorted(dst_snap.items()):
         if is_temp(rel):
             continue
@@ -124,8 +124,13 @@ def content_problems(dst_snap: dict, allowed: list) -> list:
                 continue
         elif any(s.get(rel) == value for s in allowed):
             continue
-        problems.append(f"{rel}: {value[0]} {value[1]} is no known version")
-    return problems
+        bad.append(rel)
+    return bad
+
+
+def content_problems(dst_snap: dict, allowed: list) -> list:
+    return [f"{rel}: {dst_snap[rel][0]} {dst_snap[rel][1]} is no known version"
+            for rel in unknown_versions(dst_snap, allowed)]
 
 
 def missing(src_snap: dict, dst_snap: dict) -> list:
