@@ -118,7 +118,7 @@ def check_tree(ctx, st, code, out, err, finished=True):
         if st.get("delete") and code == 0:  # after failures pcopy skips deletions on purpose (and warns)
             todo += [f"{rel} (not deleted)" for rel in trees.extras(st["want"], dst_snap)]
         unnamed = todo if code == 0 else [r for r in todo if not is_named(r.split(" (")[0], names)]
-        found["drop"] = [f"exit {code} but {r} is not in DST and no error names it" for r in unnamed]
+        found["drop"] = [f"exit {code} but {r} is missing or stale in DST and no error names it" for r in unnamed]
         if code == 0 and report and report.get("failed"):
             found["badexit"] = [f"exit 0 with failed={report['failed']}"]
     return found
