@@ -287,3 +287,35 @@ def test_worker_that_keeps_dying_is_a_failure_without_leftovers(sparse_src, dst)
     assert temp_files(dst) == []
     assert not os.path.lexists(dst / "huge")
     assert (dst / "small").read_bytes() == b"s"
+
+
+def test_a_signal_after_a_nested_runs_last_check_reaches_the_outer_loop():
+    """Watch runs a copy (with its own guard) per batch: a Ctrl-C landing after that copy's last check
+    must still stop the watch loop (it was lost, and watch kept running, before guards nested)."""
+    from pcopy.errors import Interrupted
+    from pcopy.runtime.signals import SignalGuard
+
+    with SignalGuard() as outer:
+        with SignalGuard() as inner:
+            inner.check()
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 10
+            while inner.signum is None and time.monotonic() < deadline:
+                time.sleep(0.01)  # the handler runs in this (main) thread between bytecodes
+        with pytest.raises(Interrupted) as info:
+            outer.check()
+    assert info.value.signum == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored once, by the outer
+
+
+def test_a_stop_event_of_a_nested_run_stops_that_run():
+    from pcopy.errors import Interrupted
+    from pcopy.runtime.signals import SignalGuard
+
+    stop = threading.Event()
+    with SignalGuard() as outer:
+        with SignalGuard(stop) as inner:
+            stop.set()
+            with pytest.raises(Interrupted):
+                inner.check()
+        outer.check()  # the inner run's stop request is its own

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 
 from ..errors import EXIT_FATAL, Interrupted, OutputClosed, PcopyError, describe
@@ -71,5 +72,7 @@ def main(argv=None) -> int:
 
 def run() -> None:
     """Console-script entry point."""
+    for signum in (signal.SIGINT, signal.SIGTERM):  # until the command's guard is in place: end quietly
+        signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
     multiprocessing.freeze_support()
     sys.exit(main())

@@ -111,10 +111,12 @@ def verify_trees(src: str, dst: str, *, jobs: Optional[int] = None, backend: str
                     session.difference(ERROR, where, f"cannot read directory in DST: {describe(pair.dst_error)}")
                     march.prune.update(relpath(reldir, e.name) for e in pair.src.entries if e.kind == DIR)
                     continue
+                unknown = set()  # names whose stat failed on a side: reported once, not compared
                 for side, errors in (("SRC", pair.src.entry_errors), ("DST", pair.dst_entry_errors)):
                     for name, exc in errors:
+                        unknown.add(name)
                         session.difference(ERROR, relpath(reldir, name), f"cannot stat in {side}: {describe(exc)}")
-                records = _compare(src, dst, reldir, pair.src.entries, pair.dst or {}, march.prune)
+                records = _compare(src, dst, reldir, pair.src.entries, pair.dst or {}, march.prune, unknown)
                 for chunk in group(records, _pair_size):
                     slots = [slot for rec in chunk if type(rec) is tuple for slot in rec]
                     yield session.prepare(Unit(reldir, "xxh128", chunk, slots))
@@ -155,12 +157,13 @@ def _kind(entry) -> str:
     return {FILE: "file", DIR: "directory", SYMLINK: "symlink"}.get(entry.kind, kind_name(entry.mode))
 
 
-def _compare(src: str, dst: str, reldir: str, src_entries: list, dst_entries: dict, prune: set) -> list:
+def _compare(src: str, dst: str, reldir: str, src_entries: list, dst_entries: dict, prune: set,
+             unknown: set) -> list:
     """Records in name order: a decided Difference, True (same), or a pair of Slots to hash."""
     records: list = []
     links: list = []
     by_name = {e.name: e for e in src_entries}
-    for name in sorted(by_name.keys() | dst_entries.keys()):
+    for name in sorted((by_name.keys() | dst_entries.keys()) - unknown):
         a, b = by_name.get(name), dst_entries.get(name)
         path = relpath(reldir, name)
         if a is not None and a.kind == DIR and (b is None or b.kind != DIR):

@@ -118,9 +118,11 @@ class Run:
             self.unreadable.add(reldir)
             consumer.add(failure(reldir or ".", DIR, f"cannot read directory: {describe(listing.error)}"))
             return
-        if listing.entry_errors:
-            consumer.add_many([failure(relpath_join(reldir, name), FILE, f"source: cannot stat: {describe(exc)}")
-                               for name, exc in listing.entry_errors])
+        if listing.entry_errors or pair.dst_entry_errors:
+            consumer.add_many([failure(relpath_join(reldir, name), FILE, f"{side}: cannot stat: {describe(exc)}")
+                               for side, errors in (("source", listing.entry_errors),
+                                                    ("destination", pair.dst_entry_errors))
+                               for name, exc in errors])
         broken = self.broken_dirs.get(reldir)
         if broken is None and pair.dst_error is not None:
             broken = f"destination directory: cannot read: {describe(pair.dst_error)}"

@@ -210,6 +210,10 @@ class Campaign:
                     run.send(kill[0])
                 run.wait(max(1.0, self.timeout - (time.monotonic() - run.started)))
             hang = run.exit_time is None and not run.done
+            if hang and os.environ.get("FC_DUMP_HANGS"):  # debugging aid: where is it stuck?
+                import subprocess as _sp
+                for pid in [run.pid, *[p for p, _ in getattr(run, "seen", ())]]:
+                    _sp.run([os.environ["FC_DUMP_HANGS"], "dump", "--pid", str(pid)], timeout=30)
             orphans = [] if hang else run.orphans(self.grace)
         finally:
             run.kill_all()
