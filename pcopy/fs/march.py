@@ -77,8 +77,8 @@ def _serve(conn, root: str, keep: Optional[Callable], parent: int) -> None:
                        None if error is None else (error.errno, error.strerror),
                        tuple((name, exc.errno, exc.strerror) for name, exc in listing.entry_errors)))
         conn.send(None)
-    except (BrokenPipeError, ConnectionResetError, KeyboardInterrupt):
-        pass
+    except (OSError, EOFError, KeyboardInterrupt):
+        pass  # the parent is gone or the pipe failed: the parent then reads DST itself
 
 
 def _parts(reldir: str) -> list:

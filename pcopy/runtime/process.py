@@ -103,9 +103,12 @@ def _worker_main(conn, stop_event, parent: Optional[int]) -> None:
         try:
             conn.send(reply)
         except (EOFError, OSError):
-            return
+            return  # the pipe failed: the parent sees this worker die and reruns or fails its item
         except Exception as exc:  # the result could not be pickled
-            conn.send((False, WorkerError(f"result not transferable: {describe(exc)}")))
+            try:
+                conn.send((False, WorkerError(f"result not transferable: {describe(exc)}")))
+            except (EOFError, OSError):
+                return
 
 
 class _Worker:

@@ -157,6 +157,7 @@ class Watcher:
         self._observer: Any = None
         self._pool: Optional[BoundedPool] = None
         self._log_handler: Optional[_LostEvents] = None
+        self._saved_excepthook: Optional[Callable] = None
         self._next_rescan = float("inf")
 
     # ---- observer side (runs in watchdog's thread: keep it cheap)
@@ -379,7 +380,20 @@ class Watcher:
         self.status.observer = "polling"
         self._hook_watchdog_log()
 
+    def _thread_failed(self, args) -> None:
+        """threading.excepthook while watching: an observer thread that dies is a warning, not a traceback
+        (the health check then falls back to polling and re-reads the tree)."""
+        observer = self._observer
+        mine = observer is not None and (args.thread is observer or args.thread in set(observer.emitters))
+        if not mine and self._saved_excepthook is not None:
+            self._saved_excepthook(args)
+            return
+        self._warn(f"the file-event observer failed: {describe(args.exc_value)}")
+
     def _hook_watchdog_log(self) -> None:
+        if self._saved_excepthook is None:
+            self._saved_excepthook = threading.excepthook
+            threading.excepthook = self._thread_failed
         if self._log_handler is None:
             self._log_handler = _LostEvents(self)
             logging.getLogger("watchdog").addHandler(self._log_handler)
@@ -404,6 +418,9 @@ class Watcher:
     def _shutdown(self, clean: bool) -> None:
         _stop_quietly(self._observer)
         self._observer = None
+        if self._saved_excepthook is not None:
+            threading.excepthook = self._saved_excepthook
+            self._saved_excepthook = None
         if self._log_handler is not None:
             logging.getLogger("watchdog").removeHandler(self._log_handler)
             self._log_handler = None
