@@ -8,7 +8,7 @@ before doing anything when they make no sense.
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from . import options as _options
 from .content.manifest import HASH_ALGORITHMS, ManifestWriter
@@ -19,64 +19,117 @@ from .mapping.worker import MapResult
 from .model.results import Report
 from .runtime.progress import make_progress
 
+SourceArg = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
-def copytree(src, dst, *, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
+
+def copytree(src: SourceArg, dst, *, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
              manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
              hard_links: bool = False, fsync: bool = False, sparse: bool = False, keep_results: bool = True,
              on_result: Optional[Callable] = None, transform=None, level: Optional[int] = None,
-             scheduler=None, stop_event=None) -> Report:
+             scheduler=None, stop_event=None, checksum: bool = False, dry_run: bool = False,
+             exclude: Iterable[str] = (), include: Iterable[str] = (), exclude_from=None,
+             filters: Iterable[str] = (), link_dest: Iterable = (), **more: Any) -> Report:
     """Copy the tree at ``src`` into ``dst`` in parallel, checksumming as it writes.
 
-    Like ``pcopy copy``: files whose size and mtime already match at ``dst``
-    are skipped unless ``force``; an entry of another kind at ``dst`` is a
-    failure (``sync`` replaces it). ``transform`` (a built-in or plugin name,
-    ``"module:function"``, a ``pcopy.content.transforms.Transform`` or a
-    top-level function ``f(src, dst, relpath)``) rewrites each file as it is
-    written; ``level`` is its compression level. Per-file failures do not
-    raise: they are in ``report.failures``. Raises ``PcopyError`` when the copy
-    cannot start and ``Interrupted`` on SIGINT/SIGTERM (after cleaning up).
+    Like ``pcopy copy``: ``src`` is a directory (its contents go into ``dst``),
+    a file (into ``dst/NAME`` when ``dst`` is a directory, else as ``dst``), or
+    a list of them (each into ``dst/its name``). Files whose size and mtime
+    already match at ``dst`` are skipped unless ``force``; an entry of another
+    kind at ``dst`` is a failure (``sync`` replaces it). ``transform`` (a
+    built-in or plugin name, ``"module:function"``, a
+    ``pcopy.content.transforms.Transform`` or a top-level function
+    ``f(src, dst, relpath)``) rewrites each file as it is written; ``level`` is
+    its compression level. Per-file failures do not raise: they are in
+    ``report.failures``. Raises ``PcopyError`` when the copy cannot start and
+    ``Interrupted`` on SIGINT/SIGTERM (after cleaning up).
 
     ``scheduler``: a Dask scheduler address (``tcp://host:port``) or a
     ``distributed.Client``; the per-file work then runs on that cluster's
     workers, which must see ``src`` and ``dst`` at the same paths (needs
-    ``pip install 'pcopy[dask]'``).
+    ``pip install 'pcopy[dask]'``). ``**more`` takes the rsync-named options
+    listed in ``RSYNC_OPTIONS`` (``update=True``, ``max_size=...``, ...).
     """
-    options = _options.build(src, dst, jobs=jobs, backend=backend, hash=hash, manifest=manifest,
-                             follow_symlinks=follow_symlinks, force=force, hard_links=hard_links, fsync=fsync,
-                             sparse=sparse, transform=transform, level=level)
-    return _run(options, progress, keep_results, on_result, stop_event, scheduler)
+    fields = dict(jobs=jobs, backend=backend, hash=hash, manifest=manifest, follow_symlinks=follow_symlinks,
+                  force=force, hard_links=hard_links, fsync=fsync, sparse=sparse, transform=transform, level=level,
+                  checksum=checksum, dry_run=dry_run, exclude=exclude, include=include, exclude_from=exclude_from,
+                  filters=filters, link_dest=link_dest, **_more(more))
+    return _run(src, dst, fields, progress, keep_results, on_result, stop_event, scheduler)
 
 
-def sync(src, dst, *, delete: bool = False, checksum: bool = False, dry_run: bool = False,
+def sync(src: SourceArg, dst, *, delete: bool = False, checksum: bool = False, dry_run: bool = False,
          exclude: Iterable[str] = (), include: Iterable[str] = (), exclude_from=None, filters: Iterable[str] = (),
          delete_excluded: bool = False, max_delete: Optional[int] = None, link_dest: Iterable = (),
          hard_links: bool = True, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
          manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
          fsync: bool = False, sparse: bool = False, keep_results: bool = True, on_result: Optional[Callable] = None,
-         stop_event=None, transform=None, level: Optional[int] = None, scheduler=None) -> Report:
+         stop_event=None, transform=None, level: Optional[int] = None, scheduler=None,
+         **more: Any) -> Report:
     """Make ``dst`` a copy of ``src`` (``pcopy sync``): copy what is new or changed, optionally delete the rest.
 
-    ``link_dest`` directories (relative ones are taken relative to ``dst``,
-    as rsync does) provide unchanged files as hard links. ``exclude`` and
-    ``include`` are gitignore patterns; includes re-include what excludes
-    dropped. Returns the Report; ``report.dry_run`` tells whether anything
-    was really done.
+    ``src`` is as for ``copytree``. ``link_dest`` directories (relative ones are
+    taken relative to ``dst``, as rsync does) provide unchanged files as hard
+    links. ``exclude`` and ``include`` are gitignore patterns; includes
+    re-include what excludes dropped. Returns the Report; ``report.dry_run``
+    tells whether anything was really done. ``**more``: see ``RSYNC_OPTIONS``.
     """
-    options = _options.build(src, dst, delete=delete, checksum=checksum, dry_run=dry_run, exclude=exclude,
-                             include=include, exclude_from=exclude_from, filters=filters,
-                             delete_excluded=delete_excluded, max_delete=max_delete, link_dest=link_dest,
-                             hard_links=hard_links, jobs=jobs, backend=backend, hash=hash, manifest=manifest,
-                             follow_symlinks=follow_symlinks, force=force, fsync=fsync, sparse=sparse,
-                             transform=transform, level=level, replace=True)
-    return _run(options, progress, keep_results, on_result, stop_event, scheduler)
+    fields = dict(delete=delete, checksum=checksum, dry_run=dry_run, exclude=exclude, include=include,
+                  exclude_from=exclude_from, filters=filters, delete_excluded=delete_excluded, max_delete=max_delete,
+                  link_dest=link_dest, hard_links=hard_links, jobs=jobs, backend=backend, hash=hash,
+                  manifest=manifest, follow_symlinks=follow_symlinks, force=force, fsync=fsync, sparse=sparse,
+                  transform=transform, level=level, replace=True, **_more(more))
+    return _run(src, dst, fields, progress, keep_results, on_result, stop_event, scheduler)
 
 
-def _run(options, progress, keep_results, on_result, stop_event, scheduler) -> Report:
+# keyword -> meaning (rsync's names, underscores for dashes)
+RSYNC_OPTIONS = {
+    "size_only": "a file whose size matches is unchanged",
+    "modify_window": "seconds within which mtimes are equal (default: what DST can store)",
+    "update": "skip files that are newer in DST",
+    "ignore_existing": "skip files that exist in DST",
+    "existing": "only update files that exist in DST",
+    "min_size": "skip files smaller than this many bytes",
+    "max_size": "skip files larger than this many bytes",
+    "one_file_system": "do not cross file-system boundaries",
+    "prune_empty_dirs": "do not create directories that would stay empty",
+    "exclude_if_present": "names (tuple) whose presence excludes a directory",
+    "files_from": "a file listing the relative paths to copy",
+    "recursive": "with files_from: copy listed directories whole",
+    "backup": "keep replaced and deleted files as NAME + suffix",
+    "backup_dir": "move replaced and deleted files into this directory (relative to dst)",
+    "suffix": "the backup suffix",
+    "partial": "keep an interrupted big file and resume it",
+    "bwlimit": "bytes per second over all workers",
+    "xattrs": "copy extended attributes and capabilities (default True)",
+    "acls": "copy POSIX ACLs (default True)",
+    "chmod": "rsync --chmod rules (a string such as 'D755,F644')",
+    "chown": "'USER:GROUP' for every DST entry",
+    "delete_anyway": "with delete: skip the guard against a mistaken DST",
+}
+
+
+def _more(more: dict) -> dict:
+    unknown = sorted(set(more) - set(RSYNC_OPTIONS))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r} (see pcopy.api.RSYNC_OPTIONS)")
+    return more
+
+
+def _run(src, dst, fields: dict, progress, keep_results, on_result, stop_event, scheduler) -> Report:
     from .transfer import engine
+    from .transfer import sources as many
 
+    sources = [os.fspath(s) for s in src] if isinstance(src, (list, tuple)) else [os.fspath(src)]
+    if not sources:
+        raise UsageError("no SRC given")
+    options = _options.build(sources[0], dst, **fields)
+    for extra in sources[1:]:
+        _options.check_local(extra)
     _options.check_run(options.jobs, options.backend, scheduler)
-    return engine.copy_tree(options, counters=make_progress(progress), keep_results=keep_results,
-                            on_result=on_result, stop_event=stop_event, scheduler=scheduler)
+    hooks = dict(counters=make_progress(progress), keep_results=keep_results, on_result=on_result,
+                 stop_event=stop_event, scheduler=scheduler)
+    if len(sources) > 1 or not os.path.isdir(sources[0]) or os.path.islink(sources[0].rstrip(os.sep) or "/"):
+        return many.copy_sources(options, sources, **hooks)
+    return engine.copy_tree(options, **hooks)
 
 
 def watch(src, dst, *, stop_event=None, debounce: float = 0.05, poll: bool = False, poll_interval: float = 1.0,
@@ -86,7 +139,7 @@ def watch(src, dst, *, stop_event=None, debounce: float = 0.05, poll: bool = Fal
           link_dest: Iterable = (), hard_links: bool = True, jobs: Optional[int] = None, backend: str = "process",
           hash: str = "xxh128", follow_symlinks: bool = False, force: bool = False, fsync: bool = False,
           sparse: bool = False, transform=None, level: Optional[int] = None,
-          on_result: Optional[Callable] = None) -> Report:
+          on_result: Optional[Callable] = None, **more: Any) -> Report:
     """Sync ``src`` to ``dst``, then keep ``dst`` following changes until ``stop_event`` is set.
 
     Takes ``sync``'s options (not ``dry_run``/``manifest``). Changes are
@@ -110,7 +163,7 @@ def watch(src, dst, *, stop_event=None, debounce: float = 0.05, poll: bool = Fal
                              exclude_from=exclude_from, filters=filters, delete_excluded=delete_excluded,
                              max_delete=max_delete, link_dest=link_dest, hard_links=hard_links, jobs=jobs,
                              backend=backend, hash=hash, follow_symlinks=follow_symlinks, force=force, fsync=fsync,
-                             sparse=sparse, transform=transform, level=level, replace=True)
+                             sparse=sparse, transform=transform, level=level, replace=True, **_more(more))
     from .watcher import session as watcher  # imports watchdog: only in watch mode
 
     return watcher.watch(options, debounce=debounce, poll=poll, poll_interval=poll_interval,

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from typing import NamedTuple, Optional
 
 from .content import digest, transforms
 from .errors import UsageError, describe
 from .fs import filters
 from .model.batching import BATCH_BYTES, BATCH_FILES
+from .model.modes import parse_chmod
 from .runtime.backend import BACKENDS, check_scheduler_address
 
 COPY_HASHES = ("xxh128", "none")  # what copy/sync --hash takes
@@ -53,6 +55,32 @@ class Options(NamedTuple):
     transform_level: Optional[int] = None
     jobs: Optional[int] = None  # workers (None: one per CPU, or the cluster's size)
     backend: str = "process"
+    # what counts as changed (rsync's meanings)
+    size_only: bool = False  # same size = unchanged
+    modify_window_ns: int = -1  # mtimes this close are equal; -1: what DST can store (probed)
+    update: bool = False  # -u: skip files newer in DST
+    ignore_existing: bool = False  # skip files that exist in DST
+    existing: bool = False  # only update what exists in DST (create nothing)
+    # what is copied
+    min_size: int = -1
+    max_size: int = -1
+    one_file_system: bool = False  # -x
+    prune_empty_dirs: bool = False  # -m
+    exclude_if_present: tuple = ()  # names whose presence excludes a directory
+    files_from: Optional[str] = None  # a file listing relpaths below SRC ("-": stdin)
+    recursive: bool = False  # with files_from: listed directories are copied whole (-r)
+    # what happens to what is replaced or deleted
+    backup: bool = False
+    backup_dir: Optional[str] = None  # absolute
+    suffix: str = "~"
+    delete_anyway: bool = False  # skip the guard against a mistaken DST (see transfer.engine.preflight)
+    partial: bool = False  # keep an interrupted big file and resume it
+    bwlimit: int = 0  # bytes/s over all workers; 0: no limit
+    # metadata
+    xattrs: bool = True  # extended attributes and file capabilities
+    acls: bool = True  # POSIX ACLs
+    chmod: tuple = ()  # model.modes rules
+    chown: tuple = (-1, -1)  # uid, gid (-1: keep the source's)
 
 
 def filter_lines(exclude=(), include=(), exclude_from=None, filters_=()) -> tuple:
@@ -68,16 +96,78 @@ def filter_lines(exclude=(), include=(), exclude_from=None, filters_=()) -> tupl
 
 
 def build(src, dst, *, link_dest=(), exclude=(), include=(), exclude_from=None, filters=(), manifest=None,
-          level=None, delete_excluded=False, delete=False, **fields) -> Options:
+          level=None, delete_excluded=False, delete=False, modify_window=None, backup_dir=None, suffix=None,
+          chmod=None, chown=None, files_from=None, **fields) -> Options:
     """Options from API-style keyword arguments, validated."""
     dst = os.fspath(dst)
     roots = tuple(os.path.abspath(os.path.join(dst, os.fspath(d))) for d in link_dest)
+    if backup_dir is not None:
+        fields["backup"] = True
+        backup_dir = os.path.abspath(os.path.join(dst, os.fspath(backup_dir)))
+    if suffix is None:
+        suffix = "" if backup_dir is not None else "~"
     options = Options(src=os.fspath(src), dst=dst, link_dest=roots,
                       filters=filter_lines(exclude, include, exclude_from, filters),
                       manifest=os.fspath(manifest) if manifest is not None else None,
                       transform_level=level, delete=delete or delete_excluded, delete_excluded=delete_excluded,
-                      owner=os.geteuid() == 0, **fields)
+                      owner=os.geteuid() == 0, backup_dir=backup_dir, suffix=suffix,
+                      modify_window_ns=-1 if modify_window is None else _window_ns(modify_window),
+                      chmod=_chmod_rules(chmod), chown=_owner_ids(chown),
+                      files_from=os.fspath(files_from) if files_from is not None else None, **fields)
     return validate(options)
+
+
+def _window_ns(seconds) -> int:
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        raise UsageError(f"--modify-window must be a number of seconds, not {seconds!r}") from None
+    if not 0 <= value < float("inf"):
+        raise UsageError("--modify-window must be 0 or more seconds")
+    return int(value * 1e9)
+
+
+def _chmod_rules(spec) -> tuple:
+    if spec is None or spec == ():
+        return ()
+    if isinstance(spec, tuple):
+        return spec
+    try:
+        return parse_chmod(str(spec))
+    except ValueError as exc:
+        raise UsageError(f"--chmod {spec!r}: {exc}") from None
+
+
+def _owner_ids(spec) -> tuple:
+    """``USER:GROUP``, ``USER``, ``:GROUP`` (names or numbers) as (uid, gid), -1 where not given."""
+    if spec is None or spec == ():
+        return (-1, -1)
+    if isinstance(spec, tuple):
+        return spec
+    user, _, group = str(spec).partition(":")
+    uid = gid = -1
+    try:
+        if user:
+            import pwd
+
+            uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+        if group:
+            import grp
+
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise UsageError(f"--chown {spec!r}: no such user or group") from None
+    return (uid, gid)
+
+
+REMOTE = re.compile(r"^(?:[^@/:]+@)?\[?[^/:\]]+\]?:")
+
+
+def check_local(path: str) -> None:
+    """``host:path`` and ``user@host:path`` name another machine, as in rsync and scp: refused for now."""
+    if REMOTE.match(path) and not path.startswith(("/", "./", "../")):
+        raise UsageError(f"{path}: remote paths (host:path) are not supported yet; "
+                         f"for a local name with a colon write ./{path}")
 
 
 def check_run(jobs: Optional[int] = None, backend: str = "process", scheduler=None) -> None:
@@ -108,6 +198,13 @@ def validate(options: Options, scheduler=None) -> Options:
     for name in ("src", "dst"):
         if not getattr(options, name):
             raise UsageError(f"{name.upper()} must not be empty")
+        check_local(getattr(options, name))
+    if options.min_size >= 0 and options.max_size >= 0 and options.min_size > options.max_size:
+        raise UsageError("--min-size is larger than --max-size: nothing would be copied")
+    if options.partial and options.transform is not None:
+        raise UsageError("--partial cannot resume a --transform output; drop one of them")
+    if options.bwlimit < 0:
+        raise UsageError("--bwlimit must be 0 or more")
     filters.check_patterns(options.filters)
     _check_transform(options)
     return options

@@ -121,11 +121,17 @@ def test_fatal_missing_source(tmp_path, capsys):
     assert not (tmp_path / "dst").exists()
 
 
-def test_fatal_source_is_a_file(tmp_path, capsys):
+def test_a_file_source_is_copied_as_cp_does(tmp_path, capsys):
+    """A file SRC goes to DST/NAME when DST is a directory, else becomes DST (its directory must exist)."""
     (tmp_path / "file").write_bytes(b"x")
-    line = _fatal(capsys, tmp_path / "file", tmp_path / "dst")
-    assert "not a directory" in line
-    assert not (tmp_path / "dst").exists()
+    assert run(tmp_path / "file", tmp_path / "dst") == 0
+    assert (tmp_path / "dst").read_bytes() == b"x"
+    (tmp_path / "dir").mkdir()
+    assert run(tmp_path / "file", tmp_path / "dir") == 0
+    assert (tmp_path / "dir" / "file").read_bytes() == b"x"
+    capsys.readouterr()
+    line = _fatal(capsys, tmp_path / "file", tmp_path / "missing" / "dst")
+    assert "missing" in line and "Traceback" not in line
 
 
 def test_fatal_same_directory(tmp_path, src, capsys):

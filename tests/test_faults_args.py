@@ -25,7 +25,8 @@ pytestmark = pytest.mark.faults
 CASES = {
     # name: (command, src relative to base, dst relative to base)
     "src-missing": (["copy"], "nope", "dst"),
-    "src-is-a-file": (["copy"], "src/a", "dst"),
+    "file-into-a-missing-directory": (["copy"], "src/a", "nodir/a"),
+    "several-srcs-into-a-file": (["copy"], "src/a", "src/d file"),
     "src-equals-dst": (["copy"], "src", "src"),
     "src-equals-dst-via-symlink": (["sync"], "src", "alias"),
     "dst-inside-src": (["copy"], "src", "src/d/dst"),
@@ -51,7 +52,8 @@ def test_bad_arguments_exit_1_and_write_nothing(tmp_path, case):
     sent = Sentinel(tmp_path / "sentinel")
     before = tree_snapshot(base)
     command, src, dst = CASES[case]
-    proc = run_pcopy(command[0], base / src, base / dst, *command[1:], "--no-progress")
+    *more, dst = dst.split()  # "src/d file": SRC src/a and src/d, DST file
+    proc = run_pcopy(command[0], base / src, *[base / m for m in more], base / dst, *command[1:], "--no-progress")
     assert proc.returncode == 1, proc.err
     line = _one_error_line(proc)
     assert str(base) in line  # names the path

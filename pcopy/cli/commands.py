@@ -20,28 +20,55 @@ def _progress(args) -> bool:
     return args.progress if args.progress is not None else (sys.stderr.isatty() and not getattr(args, "verbose", 0))
 
 
+def _paths(args, most: int = 0) -> tuple:
+    """(SRCs, DST) from the positional paths; ``most``: how many SRCs the command takes (0: any)."""
+    if len(args.paths) < 2:
+        raise UsageError(f"{args.command} needs SRC and DST")
+    sources, dst = args.paths[:-1], args.paths[-1]
+    if most and len(sources) > most:
+        raise UsageError(f"{args.command} takes one SRC and one DST")
+    args.src, args.dst = " ".join(sources), dst  # for the log header
+    return sources, dst
+
+
 def _copy_kwargs(args) -> dict:
+    """The options copy, sync and watch share, from the parsed command line (cli.transfer_options)."""
     return dict(jobs=args.jobs, backend=args.backend, hash=args.hash, follow_symlinks=args.follow_symlinks,
                 force=args.force, fsync=args.fsync, sparse=args.sparse, hard_links=args.hard_links,
-                transform=args.transform, level=args.level)
+                transform=args.transform, level=args.level, checksum=args.checksum,
+                filters=args.filters or (), link_dest=args.link_dest,
+                size_only=args.size_only, modify_window=args.modify_window, update=args.update,
+                ignore_existing=args.ignore_existing, existing=args.existing,
+                min_size=-1 if args.min_size is None else args.min_size,
+                max_size=-1 if args.max_size is None else args.max_size,
+                one_file_system=args.one_file_system, prune_empty_dirs=args.prune_empty_dirs,
+                exclude_if_present=tuple(args.exclude_if_present), files_from=args.files_from,
+                recursive=args.recursive, backup=args.backup or args.backup_dir is not None,
+                backup_dir=args.backup_dir, suffix=args.suffix, partial=args.partial or args.partial_progress,
+                bwlimit=args.bwlimit or 0, xattrs=args.xattrs, acls=args.acls, chmod=args.chmod, chown=args.chown)
 
 
 def _sync_kwargs(args) -> dict:
     return dict(delete=args.delete, delete_excluded=args.delete_excluded, max_delete=args.max_delete,
-                checksum=args.checksum, filters=args.filters or (), link_dest=args.link_dest)
+                delete_anyway=args.delete_anyway)
 
 
 def run_copy(args) -> int:
+    sources, dst = _paths(args)
+    if args.partial_progress and args.progress is None:
+        args.progress = True  # -P
     reporter = Reporter(args)
     common = dict(_copy_kwargs(args), manifest=args.manifest, progress=_progress(args), keep_results=False,
-                  scheduler=args.scheduler, on_result=reporter if args.verbose or args.log_file else None)
+                  scheduler=args.scheduler, on_result=reporter if args.verbose or args.log_file else None,
+                  dry_run=args.dry_run)
     delete = args.command == "sync" and (args.delete or args.delete_excluded)
+    src = sources if len(sources) > 1 else sources[0]
     report = None
     try:
         if args.command == "sync":
-            report = api.sync(args.src, args.dst, dry_run=args.dry_run, **_sync_kwargs(args), **common)
+            report = api.sync(src, dst, **_sync_kwargs(args), **common)
         else:
-            report = api.copytree(args.src, args.dst, **common)
+            report = api.copytree(src, dst, **common)
     except PcopyError as exc:
         reporter.close(None, str(exc))
         raise
@@ -54,6 +81,11 @@ def run_copy(args) -> int:
         say(f"pcopy: warning: {warning}")
     if not args.quiet:
         say(summary(report, delete))
+    if args.stats:
+        from .stats import stats_lines
+
+        for line in stats_lines(report, args.human_readable):
+            say(line)
     if args.json:
         out(json.dumps(report.to_dict()) + "\n")
     if report.stopped_early and report.copied == 0 and report.linked == 0:
@@ -174,6 +206,7 @@ class _StatusLine:
 
 
 def run_watch(args) -> int:
+    _paths(args, most=1)
     reporter = Reporter(args)
     line = _StatusLine(not args.quiet and (args.progress if args.progress is not None else sys.stderr.isatty()))
     errors: dict = {}  # relpath -> message already printed, so a file failing again is not repeated

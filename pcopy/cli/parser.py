@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
 import sys
 
 from ..content.manifest import HASH_ALGORITHMS
-from ..errors import UsageError
-from ..fs.filters import read_pattern_file
-from ..options import COPY_HASHES
 from ..runtime.backend import BACKENDS
 from ..version import __version__
+from .argtypes import positive_int, seconds
+from .transfer_options import add_transfer_options
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,116 +48,11 @@ def _suggest(parser: argparse.ArgumentParser, extras: list) -> str:
     return ""
 
 
-def _whole(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}" if minimum
-                                         else f"must be 0 or more, not {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return _whole(text, 1)
-
-
-def count(text: str) -> int:
-    return _whole(text, 0)
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError("must be 0 or more seconds")
-    return value
-
-
-class FilterAction(argparse.Action):
-    """Keeps --exclude/--include/--exclude-from in command-line order, as gitignore lines."""
-
-    def __call__(self, parser, namespace, value, option_string=None):
-        lines = list(getattr(namespace, self.dest, None) or [])
-        if option_string == "--include":
-            lines.append("!" + value)
-        elif option_string == "--exclude-from":
-            try:
-                lines.extend(read_pattern_file(value))
-            except UsageError as exc:
-                parser.error(str(exc))
-        else:
-            lines.append(value)
-        setattr(namespace, self.dest, lines)
-
-
 def _progress_options(sub: argparse.ArgumentParser, default_help: str) -> None:
     bar = sub.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help=f"show a progress bar (default: {default_help})")
     bar.add_argument("--no-progress", dest="progress", action="store_false")
-
-
-def _copy_options(sub: argparse.ArgumentParser, manifest: bool = True) -> None:
-    sub.add_argument("src", metavar="SRC")
-    sub.add_argument("dst", metavar="DST")
-    sub.add_argument("-j", "--jobs", type=positive_int, metavar="N",
-                     help="parallel workers (default: CPU count; with --scheduler, the cluster's worker threads)")
-    sub.add_argument("--backend", choices=BACKENDS, default="process",
-                     help="worker kind (default: process; threads suit a few big files; ignored with --scheduler)")
-    sub.add_argument("--scheduler", metavar="ADDRESS", default=os.environ.get("PCOPY_SCHEDULER") or None,
-                     help="run the per-file work on the Dask cluster at ADDRESS (tcp://HOST:PORT; default: "
-                          "$PCOPY_SCHEDULER); its workers must see SRC and DST at the same paths. "
-                          "Needs pip install 'pcopy[dask]'")
-    sub.add_argument("--hash", choices=COPY_HASHES, default="xxh128",
-                     help="checksum written files (default xxh128); 'none' uses the kernel's fast copy")
-    if manifest:
-        sub.add_argument("--manifest", metavar="FILE",
-                         help="write an 'xxhsum -H2' manifest of every file in DST (check: cd DST && xxhsum -c FILE)")
-    sub.add_argument("-L", "--follow-symlinks", action="store_true",
-                     help="copy what symlinks point to instead of the links")
-    sub.add_argument("--force", action="store_true", help="rewrite files even when size and mtime match")
-    sub.add_argument("--fsync", action="store_true",
-                     help="fsync each file before its rename and each directory after (survives power loss)")
-    sub.add_argument("--sparse", action="store_true", help="turn runs of zeros (64 KiB blocks) into holes in DST")
-    _progress_options(sub, "when stderr is a terminal and not -v")
-    sub.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
-    sub.add_argument("--log-file", metavar="FILE", help="append itemized actions and errors to FILE")
-    talk = sub.add_mutually_exclusive_group()
-    talk.add_argument("-v", "--verbose", action="store_true", help="print one itemized line per change")
-    talk.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    sub.add_argument("--debug", action="store_true", help="show tracebacks for fatal errors")
-    sub.add_argument("--transform", metavar="NAME",
-                     help="rewrite each file as it is written: gzip, gunzip, xz, unxz, zstd, unzstd, a plugin's "
-                          "name (entry points 'pcopy.transforms') or module:function (see README: Transforms)")
-    sub.add_argument("--level", type=int, metavar="N", help="compression level for --transform gzip/xz/zstd")
-
-
-def _sync_options(sync: argparse.ArgumentParser, dry_run: bool = True) -> None:
-    sync.add_argument("--delete", action="store_true", help="delete DST entries that are not in SRC (after copying)")
-    sync.add_argument("--delete-excluded", action="store_true",
-                      help="also delete excluded entries from DST (implies --delete)")
-    sync.add_argument("--max-delete", type=count, metavar="N",
-                      help="refuse to delete more than N entries (exit 1, nothing deleted)")
-    sync.add_argument("-c", "--checksum", action="store_true",
-                      help="decide what changed by xxh128 of the contents, not size + mtime")
-    if dry_run:
-        sync.add_argument("-n", "--dry-run", action="store_true", help="show what would be done; change nothing")
-    sync.add_argument("--exclude", dest="filters", action=FilterAction, metavar="PAT",
-                      help="skip paths matching PAT (gitignore syntax; repeatable; last match wins)")
-    sync.add_argument("--include", dest="filters", action=FilterAction, metavar="PAT",
-                      help="re-include paths matching PAT that an earlier --exclude dropped")
-    sync.add_argument("--exclude-from", dest="filters", action=FilterAction, metavar="FILE",
-                      help="read exclude patterns from FILE (a .gitignore-style file)")
-    links = sync.add_mutually_exclusive_group()
-    links.add_argument("-H", "--hard-links", dest="hard_links", action="store_true", default=True,
-                       help="keep hard-linked files hard-linked in DST (default for sync)")
-    links.add_argument("--no-hard-links", dest="hard_links", action="store_false")
-    sync.add_argument("--link-dest", action="append", default=[], metavar="DIR",
-                      help="hard-link files unchanged against DIR instead of copying (repeatable; relative to DST)")
 
 
 def _integrity_options(sub: argparse.ArgumentParser) -> None:
@@ -182,26 +75,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pcopy {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
 
-    copy = commands.add_parser("copy", help="copy SRC's contents into DST in parallel, checksumming",
-                               description="Copy the contents of SRC into DST (created if missing). "
-                                           "Files whose size and mtime match at DST are skipped.")
-    _copy_options(copy)
-    copy.add_argument("-H", "--hard-links", action="store_true", help="keep hard-linked files hard-linked in DST")
+    copy = commands.add_parser("copy", help="copy SRC's contents into DST in parallel, checksumming", add_help=False,
+                               usage="pcopy copy [options] SRC [SRC...] DST",
+                               description="Copy the contents of SRC into DST (created if missing); a file SRC "
+                                           "goes to DST/NAME when DST is a directory, else becomes DST; several "
+                                           "SRCs each go to DST/their name. Files whose size and mtime match at "
+                                           "DST are skipped; an entry of another kind in DST is a failure.")
+    add_transfer_options(copy, "copy")
 
-    sync = commands.add_parser("sync", help="make DST a copy of SRC (incremental, optional --delete)",
+    sync = commands.add_parser("sync", help="make DST a copy of SRC (incremental, optional --delete)", add_help=False,
+                               usage="pcopy sync [options] SRC [SRC...] DST",
                                description="Make DST a copy of SRC: copy new and changed files (size + mtime, "
                                            "or content with -c), replace entries of another kind, and with "
                                            "--delete remove what SRC does not have.")
-    _copy_options(sync)
-    _sync_options(sync)
+    add_transfer_options(sync, "sync")
 
     watch = commands.add_parser(
-        "watch", help="sync SRC to DST, then keep DST following changes (Ctrl-C to stop)",
+        "watch", help="sync SRC to DST, then keep DST following changes (Ctrl-C to stop)", add_help=False,
+        usage="pcopy watch [options] SRC DST",
         description="Sync SRC to DST, then follow changes in SRC (inotify; polling with --poll) and apply them "
                     "in debounced batches through the same copy path as sync. Takes sync's options, except "
                     "--dry-run and --manifest.")
-    _copy_options(watch, manifest=False)
-    _sync_options(watch, dry_run=False)
+    add_transfer_options(watch, "watch")
     watch.add_argument("--debounce", type=seconds, metavar="SECONDS",
                        help="apply a batch once no change came for SECONDS (default 0.05)")
     watch.add_argument("--poll", action="store_true",

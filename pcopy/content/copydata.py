@@ -42,13 +42,19 @@ def write_all(out: int, data) -> None:
         raise dst_error(exc) from None
 
 
-def copy_data(fd: int, out: int, size: int, hasher: Optional[Algo], stop=None, sparse: bool = False) -> Optional[str]:
+def copy_data(fd: int, out: int, size: int, hasher: Optional[Algo], stop=None, sparse: bool = False,
+              blocks: int = -1, throttle=None) -> Optional[str]:
     """Copy ``size`` bytes fd → out; the digest of what was read (None without a hasher).
 
-    SourceChanged when the file turns out not to be ``size`` long.
+    ``blocks`` (st_blocks of the source): a file with holes keeps them
+    (SEEK_DATA/SEEK_HOLE, as ``cp --sparse=auto``); ``sparse`` also turns
+    runs of zeros into holes. ``throttle(n)`` is called for every n bytes
+    written (--bwlimit). SourceChanged when the file is not ``size`` long.
     """
-    if sparse and size >= SPARSE_BLOCK:
-        digest = read_through(fd, size, hasher, stop, _SparseWriter(out))
+    has_holes = 0 <= blocks and blocks * 512 < size and size >= SPARSE_BLOCK
+    if (sparse and size >= SPARSE_BLOCK) or has_holes:
+        sink = _SparseWriter(out, throttle)
+        digest = _copy_holes(fd, size, hasher, stop, sink) if has_holes else read_through(fd, size, hasher, stop, sink)
         try:
             os.ftruncate(out, size)  # a trailing hole still counts in the size
         except OSError as exc:
@@ -56,33 +62,93 @@ def copy_data(fd: int, out: int, size: int, hasher: Optional[Algo], stop=None, s
         return digest
     if hasher is None:
         try:
-            _kernel_copy(fd, out, size, stop)
+            _kernel_copy(fd, out, size, stop, throttle)
             return None
         except _FastCopyUnavailable:
             pass
-    return read_through(fd, size, hasher, stop, functools.partial(write_all, out))
+    write = functools.partial(write_all, out)
+    if throttle is not None:
+        def write(piece, _write=write):  # type: ignore[misc]
+            _write(piece)
+            throttle(len(piece))
+    return read_through(fd, size, hasher, stop, write)
+
+
+def _copy_holes(fd: int, size: int, hasher: Optional[Algo], stop, sink: "_SparseWriter") -> Optional[str]:
+    """A file with holes: only its data segments are read and written; the digest covers every byte."""
+    h = hasher.new() if hasher is not None else None
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    offset = 0
+    while offset < size:
+        try:
+            data_at = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: only a hole is left
+                raise
+            data_at = size
+        data_at = min(data_at, size)
+        if data_at > offset:  # a hole
+            sink.skip(data_at - offset)
+            if h is not None:
+                _hash_zeros(h, data_at - offset)
+            offset = data_at
+            continue
+        hole_at = min(os.lseek(fd, offset, os.SEEK_HOLE), size)
+        while offset < hole_at:
+            if stop is not None and stop.is_set():
+                raise Cancelled
+            n = os.preadv(fd, [view[:min(CHUNK, hole_at - offset)]], offset)
+            if not n:
+                raise SourceChanged  # shorter than its size
+            if h is not None:
+                h.update(view[:n])
+            sink.write(view[:n])
+            offset += n
+    if os.pread(fd, 1, size):
+        raise SourceChanged  # longer than its size
+    return h.hexdigest() if h is not None else None
+
+
+_ZERO_CHUNK = memoryview(bytes(CHUNK))
+
+
+def _hash_zeros(h, count: int) -> None:
+    while count:
+        n = min(count, CHUNK)
+        h.update(_ZERO_CHUNK[:n])
+        count -= n
 
 
 class _SparseWriter:
-    """--sparse: blocks of zeros become holes (lseek instead of write)."""
+    """Writes with holes: ``skip`` leaves one (lseek), and as a sink (``--sparse``) blocks of zeros become holes."""
 
-    def __init__(self, out: int) -> None:
+    def __init__(self, out: int, throttle=None) -> None:
         self.out = out
+        self.throttle = throttle
+
+    def skip(self, count: int) -> None:
+        try:
+            os.lseek(self.out, count, os.SEEK_CUR)
+        except OSError as exc:
+            raise dst_error(exc) from None
+
+    def write(self, piece) -> None:
+        write_all(self.out, piece)
+        if self.throttle is not None:
+            self.throttle(len(piece))
 
     def __call__(self, piece) -> None:
         view = memoryview(piece)
         for start in range(0, len(view), SPARSE_BLOCK):
             block = view[start:start + SPARSE_BLOCK]
             if block == _ZEROS[:len(block)]:
-                try:
-                    os.lseek(self.out, len(block), os.SEEK_CUR)
-                except OSError as exc:
-                    raise dst_error(exc) from None
+                self.skip(len(block))
             else:
-                write_all(self.out, block)
+                self.write(block)
 
 
-def _kernel_copy(fd: int, out: int, size: int, stop) -> None:
+def _kernel_copy(fd: int, out: int, size: int, stop, throttle=None) -> None:
     """copy_file_range, then sendfile; _FastCopyUnavailable if neither applies."""
     for name in ("copy_file_range", "sendfile"):
         call = getattr(os, name, None)
@@ -100,6 +166,8 @@ def _kernel_copy(fd: int, out: int, size: int, stop) -> None:
                 if not n:
                     break
                 done += n
+                if throttle is not None:
+                    throttle(n)
             if done != size:
                 raise SourceChanged
             return

@@ -59,23 +59,30 @@ class ManifestWriter:
     interrupted run leaves no half manifest under the final name.
     """
 
-    def __init__(self, output) -> None:
+    def __init__(self, output, prefix: str = "") -> None:
         self.output = output
+        self.prefix = prefix  # put before every path (several SRCs, each in DST/NAME, share one manifest)
 
     @classmethod
     def to_path(cls, path: str, token: str = "out") -> "ManifestWriter":
         return cls(OutputFile(path, "manifest", token))
 
+    def below(self, name: str) -> "ManifestWriter":
+        """A view writing the same manifest with paths below ``name``; closing it is the owner's job."""
+        return ManifestWriter(_Borrowed(self.output), self.prefix + name + "/")
+
     def add_many(self, results) -> None:
         """Write a line for every result that carries a digest (copied or verified-unchanged)."""
         plain = []
         escaped = []
+        prefix = self.prefix
         for r in results:
             if r.digest is not None and r.status != "failed":
-                if "\n" in r.relpath or "\r" in r.relpath:
-                    escaped.append(manifest_line(r.digest, r.relpath))  # rare
+                relpath = prefix + r.relpath if prefix else r.relpath
+                if "\n" in relpath or "\r" in relpath:
+                    escaped.append(manifest_line(r.digest, relpath))  # rare
                 else:
-                    plain.append(f"{r.digest}  {r.relpath}\n")
+                    plain.append(f"{r.digest}  {relpath}\n")
         if plain:
             self.output.write("".join(plain).encode("utf-8", "surrogateescape"))
         for line in escaped:
@@ -91,6 +98,17 @@ class ManifestWriter:
     def discard(self) -> None:
         if isinstance(self.output, OutputFile):
             self.output.discard()
+
+
+class _Borrowed:
+    """Another writer's output: writes go through, committing stays with the owner."""
+
+    def __init__(self, output) -> None:
+        self.output = output
+        self.real_path = getattr(output, "real_path", "")
+
+    def write(self, data) -> None:
+        self.output.write(data)
 
 
 # --------------------------------------------------------------------------- reading

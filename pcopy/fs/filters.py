@@ -72,3 +72,71 @@ def make_filter(lines: Iterable[str]) -> Optional[Callable[[str, bool], bool]]:
         return not match(path + "/" if is_dir else path)
 
     return keep
+
+
+def read_files_from(path: str) -> frozenset:
+    """The relative paths an ``--files-from`` file lists (``-``: stdin), normalised as rsync does.
+
+    Blank lines and lines starting with ``#`` or ``;`` are skipped; a leading
+    ``/`` or ``./`` is dropped; ``..`` is refused (it would leave SRC).
+    """
+    import sys
+
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_PATTERN_FILE + 1)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_PATTERN_FILE + 1)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read --files-from: {exc.strerror}") from None
+    if len(data) > MAX_PATTERN_FILE:
+        raise UsageError(f"{path}: --files-from list is larger than {MAX_PATTERN_FILE >> 20} MiB")
+    listed = set()
+    for raw in os.fsdecode(data).split("\n"):
+        line = raw.rstrip("\r")
+        if not line.strip() or line[0] in "#;":
+            continue
+        parts = [p for p in line.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise UsageError(f"{path}: --files-from path {line!r} leaves SRC (..)")
+        if parts:
+            listed.add(os.sep.join(parts))
+    return frozenset(listed)
+
+
+def restrict(keep: Optional[Callable[[str, bool], bool]], src_root: str, markers: tuple = (),
+             listed: Optional[frozenset] = None, recursive: bool = False) -> Optional[Callable[[str, bool], bool]]:
+    """``keep`` narrowed by ``--exclude-if-present`` markers and a ``--files-from`` list.
+
+    A directory holding one of ``markers`` (looked up in SRC, so both sides of a
+    sync agree) is excluded. With ``listed``, only those paths, the directories
+    on the way to them and (``recursive``) everything below a listed directory
+    are kept.
+    """
+    if not markers and listed is None:
+        return keep
+    ancestors: frozenset = frozenset()
+    if listed is not None:
+        ancestors = frozenset(os.sep.join(p.split(os.sep)[:i]) for p in listed for i in range(1, p.count(os.sep) + 1))
+
+    def narrowed(relpath: str, is_dir: bool) -> bool:
+        if keep is not None and not keep(relpath, is_dir):
+            return False
+        if listed is not None and relpath not in listed and not (is_dir and relpath in ancestors):
+            if not recursive:
+                return False
+            parent = relpath
+            while os.sep in parent:
+                parent = parent.rpartition(os.sep)[0]
+                if parent in listed:
+                    break
+            else:
+                return False
+        if is_dir and markers:
+            base = os.path.join(src_root, relpath)
+            if any(os.path.lexists(os.path.join(base, marker)) for marker in markers):
+                return False
+        return True
+
+    return narrowed

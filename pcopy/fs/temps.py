@@ -15,6 +15,7 @@ import os
 from .beneath import DirFd, unlink_quietly
 
 TMP_PREFIX = ".pcopy-tmp-"
+PARTIAL_PREFIX = TMP_PREFIX + "partial."  # --partial: a kept, resumable copy (named after its file, no pid)
 TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _counter = itertools.count()
 
@@ -37,9 +38,22 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TMP_PREFIX)
 
 
+def partial_name(name: str) -> str:
+    """The kept copy of ``name`` under --partial (a digest of the name when it would be too long)."""
+    if len(os.fsencode(PARTIAL_PREFIX + name)) <= 255:
+        return PARTIAL_PREFIX + name
+    import hashlib
+
+    return PARTIAL_PREFIX + hashlib.sha256(os.fsencode(name)).hexdigest()
+
+
+def is_partial_name(name: str) -> bool:
+    return name.startswith(PARTIAL_PREFIX)
+
+
 def writer_pid(name: str) -> int:
-    """The pid in a temp name, or -1 when the name is not one of ours."""
-    parts = name[len(TMP_PREFIX):].split("-") if is_temp_name(name) else ()
+    """The pid in a temp name, or -1 when the name is not one of ours (or a --partial copy: no writer pid)."""
+    parts = name[len(TMP_PREFIX):].split("-") if is_temp_name(name) and not is_partial_name(name) else ()
     if len(parts) != 3 or not parts[1].isdigit():
         return -1
     return int(parts[1])

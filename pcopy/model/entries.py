@@ -60,7 +60,9 @@ class Task(NamedTuple):
 
     ``why`` is the rsync-style itemized change (``>f.st......``) shown by -v
     and dry runs; ``source`` is where a hard link comes from (LINKDEST: the
-    --link-dest root; HARDLINK: the relative path of the first name).
+    --link-dest root; HARDLINK: the relative path of the first name) or, for
+    COPY/LINK/CHECKSUM/ATTRS, the source's name when it differs from the DST
+    name (a single file copied to a new name).
     """
 
     action: str

@@ -33,6 +33,12 @@ SOURCE_CHANGED = "source-changed"  # kept changing while it was read
 DISK_FULL = "disk-full"  # ENOSPC/EDQUOT: writing more is pointless
 INTERRUPTED = "interrupted"
 ERROR = "error"  # any other failure
+# skipped by a selection rule the user asked for (rsync's --update, --ignore-existing, --existing, --max-size)
+NEWER_IN_DST = "newer-in-dst"
+EXISTS_IN_DST = "exists-in-dst"
+NOT_IN_DST = "not-in-dst"
+SIZE_LIMIT = "size-limit"
+BY_RULE = (NEWER_IN_DST, EXISTS_IN_DST, NOT_IN_DST, SIZE_LIMIT)
 
 
 class Result(NamedTuple):

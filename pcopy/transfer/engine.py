@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 import threading
 import time
 from typing import Callable, Optional
@@ -60,13 +61,57 @@ def preflight(options: Options) -> bool:
     dst_is_new = not os.path.lexists(dst)
     if not dst_is_new and not os.path.isdir(dst):
         raise PcopyError(f"{dst}: destination exists and is not a directory")
-    if options.manifest is not None:
-        parent = os.path.dirname(os.path.abspath(options.manifest))
-        if not os.path.isdir(parent) and not (dst_is_new and os.path.realpath(parent) == real_dst):
-            raise PcopyError(f"{options.manifest}: cannot write manifest: its directory does not exist")
-        if os.path.isdir(options.manifest):
-            raise PcopyError(f"{options.manifest}: cannot write manifest: Is a directory")
+    if options.delete and not options.delete_anyway and not dst_is_new:
+        _guard_mistaken_dst(src, dst)
+    _check_manifest_path(options, dst_is_new, real_dst)
     return dst_is_new
+
+
+def _guard_mistaken_dst(src: str, dst: str) -> None:
+    """rsync's habit ``rsync -a photos backup`` copies into backup/photos; pcopy copies the *contents* of
+    SRC. With --delete that habit would empty the rest of backup: refuse when DST holds an entry named
+    like SRC that SRC itself lacks, and something would be deleted."""
+    name = os.path.basename(os.path.realpath(src))
+    try:
+        dst_names = set(os.listdir(dst))
+        src_names = set(os.listdir(src))
+    except OSError:
+        return
+    if name in dst_names and name not in src_names and dst_names - src_names - {name}:
+        target = os.path.join(dst, name)
+        raise PcopyError(f"{dst}: refusing --delete: it holds '{name}' but {src} has no '{name}', so the rest "
+                         f"of {dst} would be deleted; pcopy copies the contents of SRC: did you mean "
+                         f"'pcopy sync {src} {target} --delete'? (--delete-anyway to go ahead)")
+
+
+def _check_manifest_path(options: Options, dst_is_new: bool, real_dst: str) -> None:
+    if options.manifest is None:
+        return
+    parent = os.path.dirname(os.path.abspath(options.manifest))
+    if not os.path.isdir(parent) and not (dst_is_new and os.path.realpath(parent) == real_dst):
+        raise PcopyError(f"{options.manifest}: cannot write manifest: its directory does not exist")
+    if os.path.isdir(options.manifest):
+        raise PcopyError(f"{options.manifest}: cannot write manifest: Is a directory")
+
+
+def preflight_file(options: Options, single: tuple) -> None:
+    """A single-file run (``single`` = (source name, DST name) in options.src / options.dst)."""
+    src_name, dst_name = single
+    path = os.path.join(options.src, src_name)
+    try:
+        st = os.stat(path) if options.follow_symlinks else os.lstat(path)
+    except OSError as exc:
+        raise PcopyError(f"{path}: cannot read source: {describe(exc)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise PcopyError(f"{path}: source is a directory")  # callers route directories to copy_tree
+    require_dir(options.dst, "destination directory")  # cp: the directory of a new name must exist
+    target = os.path.join(options.dst, dst_name)
+    try:
+        if os.path.samefile(path, target) and not os.path.islink(target):
+            raise PcopyError(f"{target}: source and destination are the same file")
+    except FileNotFoundError:
+        pass
+    _check_manifest_path(options, False, os.path.realpath(options.dst))
 
 
 def _create_dst(dst: str) -> None:
@@ -88,31 +133,40 @@ def _hidden(options: Options, manifest: Optional[ManifestWriter]) -> frozenset:
 
 def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_results: bool = False,
               on_result: Optional[Callable] = None, stop_event: Optional[threading.Event] = None,
-              targets: Optional[list] = None, pool: Optional[BoundedPool] = None, scheduler=None) -> Report:
+              targets: Optional[list] = None, pool: Optional[BoundedPool] = None, scheduler=None,
+              manifest: Optional[ManifestWriter] = None, single: Optional[tuple] = None) -> Report:
     """Copy or sync options.src into options.dst (validated Options); see the module docstring.
 
     ``targets``: [(reldir, recursive)] to re-read only those directories (watch
     mode); default the whole tree. ``pool``: a long-lived BoundedPool to reuse
     (the caller closes it); default a new one for this run. ``scheduler``: run
-    the workers on the Dask cluster at that address.
+    the workers on the Dask cluster at that address. ``manifest``: a writer the
+    caller owns (several SRCs share one manifest). ``single``: (source name,
+    DST name) to copy one file of options.src into options.dst.
     """
     started = time.monotonic()
     counters = counters if counters is not None else Counters()
-    keep = filters.make_filter(options.filters)
-    dst_is_new = preflight(options)
+    keep = filters.restrict(filters.make_filter(options.filters), options.src, options.exclude_if_present,
+                            filters.read_files_from(options.files_from) if options.files_from else None,
+                            options.recursive)
+    if single is not None:
+        preflight_file(options, single)
+        dst_is_new = False
+    else:
+        dst_is_new = preflight(options)
     options = options._replace(token=os.urandom(4).hex())  # names (and later finds) this run's temp files
     if scheduler is not None:  # remote workers do not share our working directory
         options = options._replace(src=os.path.abspath(options.src), dst=os.path.abspath(options.dst))
     own_pool = pool is None
     if pool is None:  # before DST is created: a scheduler that cannot be reached must leave nothing behind
         pool = make_pool(options.backend, options.jobs, scheduler)
-    manifest: Optional[ManifestWriter] = None
+    own_manifest = manifest is None
     try:
         if dst_is_new and not options.dry_run:
             _create_dst(options.dst)
         if scheduler is not None:
             pool.backend.check_roots(options.src, options.dst)
-        if options.manifest is not None:
+        if options.manifest is not None and manifest is None:
             manifest = ManifestWriter.to_path(options.manifest, options.token)
     except BaseException:
         if own_pool:
@@ -124,7 +178,7 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
     fatal = None
     with SignalGuard(stop_event) as guard:
         consumer = Consumer(report, counters, manifest, on_result)
-        run = Run(options, consumer, dst_is_new, guard.check, keep, targets, _hidden(options, manifest))
+        run = Run(options, consumer, dst_is_new, guard.check, keep, targets, _hidden(options, manifest), single)
         run.start_lister()  # forks: before any thread of ours exists
         counters.start()
         try:
@@ -139,7 +193,7 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
             guard.check()
             finish.link_hardlinks(run)
             fatal = finish.delete_extraneous(run)
-            if manifest is not None:
+            if manifest is not None and own_manifest:
                 manifest.close()  # before directory times are set: the manifest may live in DST
                 manifest = None
             if not options.dry_run:
@@ -149,7 +203,7 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
             in_flight = pool.abort(ABORT_GRACE)
             temps.remove_temp_files(options.dst, {b.reldir for b in in_flight}, options.token)
             counters.close()
-            if manifest is not None:
+            if manifest is not None and own_manifest:
                 manifest.discard()
             raise
         report.stopped_early = run.disk_full

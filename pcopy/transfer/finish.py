@@ -24,8 +24,8 @@ from ..fs.beneath import DirFd
 from ..fs.temps import temp_name
 from ..model.entries import COPY, DIR, FILE, Batch, Task, relpath_join
 from ..model.results import DELETED, LINK_IN_PLACE, LINKED, SKIPPED, Result, failure
-from .plan import DELETING
-from .run import ANCHOR_OK, Run
+from .plan import DELETING, wanted_attrs
+from .run import ANCHOR_OK, Run, backups
 from .worker import run_batch
 
 
@@ -35,6 +35,8 @@ def link_hardlinks(run: Run) -> None:
     replaced: dict = {}  # a bad first name -> the name copied in its place (or None: none could be)
     for reldir, task in run.hardlinks:
         run.check()
+        if run.pending_dirs:
+            run.materialize(reldir)
         relpath = relpath_join(reldir, task.name)
         if options.dry_run:
             consumer.add(Result(relpath, LINKED, FILE, 0, None, task.why, "", task.source))
@@ -64,6 +66,8 @@ def make_hardlink(options, relpath: str, reldir: str, task, source: str) -> Resu
                     return Result(relpath, SKIPPED, FILE, 0, None, "", LINK_IN_PLACE)
             except FileNotFoundError:
                 pass
+            if options.backup:
+                backups(options).keep(to_fd, options.dst, reldir, task.name)
             beneath.link_beneath_fds(from_fd, first, to_fd, task.name, temp_name(options.token))
             if options.manifest and options.hash != "none":
                 from ..content import digest as digests
@@ -97,7 +101,10 @@ def delete_extraneous(run: Run) -> Optional[str]:
             continue
         if not options.dry_run:
             try:
-                beneath.remove_beneath(options.dst, relpath, kind == DIR)
+                if options.backup and (kind != DIR or options.backup_dir is None):
+                    backups(options).move_out(options.dst, relpath)  # a directory: whole, or emptied below
+                else:
+                    beneath.remove_beneath(options.dst, relpath, kind == DIR)
             except OSError as exc:
                 if kind == DIR and exc.errno == errno.ENOTEMPTY and run.dst_keep is not None:
                     report.warnings.append(f"{relpath}: not deleted: it holds excluded files")
@@ -123,10 +130,11 @@ def finish_dirs(run: Run) -> None:
     for reldir in reversed(run.dirs):
         try:
             st = _source_dir_stat(options.src, reldir, options.follow_symlinks)
+            mode, uid, gid = wanted_attrs(options, st.st_mode, st.st_uid, st.st_gid, True)
             with DirFd(options.dst, reldir) as fd:
-                if options.owner:
-                    os.fchown(fd, st.st_uid, st.st_gid)
-                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                if options.owner or options.chown != (-1, -1):
+                    os.fchown(fd, uid, gid)
+                os.fchmod(fd, stat.S_IMODE(mode))
                 os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
                 if options.fsync:
                     os.fsync(fd)

@@ -31,13 +31,39 @@ from ..model.entries import (
     kind_name,
     relpath_join,
 )
-from ..model.results import SKIPPED, SPECIAL_FILE, UNCHANGED, Result, failure
+from ..model.modes import apply_chmod
+from ..model.results import (
+    EXISTS_IN_DST,
+    NEWER_IN_DST,
+    NOT_IN_DST,
+    SIZE_LIMIT,
+    SKIPPED,
+    SPECIAL_FILE,
+    UNCHANGED,
+    Result,
+    failure,
+)
 from ..options import Options
 
 NEW_DIR = "cd+++++++++"
 NEW_FILE = ">f+++++++++"
 NEW_LINK = "cL+++++++++"
 DELETING = "*deleting  "
+
+
+def wanted_attrs(options: Options, mode: int, uid: int, gid: int, is_dir: bool) -> tuple:
+    """(mode, uid, gid) DST should have for a source entry: the source's, changed by --chmod/--chown."""
+    if options.chmod:
+        mode = (mode & ~0o7777) | apply_chmod(options.chmod, mode, is_dir)
+    if options.chown != (-1, -1):
+        uid = options.chown[0] if options.chown[0] >= 0 else uid
+        gid = options.chown[1] if options.chown[1] >= 0 else gid
+    return mode, uid, gid
+
+
+def _as_wanted(options: Options, entry: Entry) -> Entry:
+    mode, uid, gid = wanted_attrs(options, entry.mode, entry.uid, entry.gid, entry.kind == DIR)
+    return entry._replace(mode=mode, uid=uid, gid=gid)
 
 
 class DirPlan(NamedTuple):
@@ -48,16 +74,31 @@ class DirPlan(NamedTuple):
     deletions: list  # DST Entries with no source counterpart (only with --delete)
     hardlinks: list  # Task(HARDLINK): names to link once their first name is copied
     unchanged: int = 0  # skipped as unchanged without a Result (when the caller wants only counts)
+    prune: tuple = ()  # names of source directories not to enter (--existing: DST has none)
 
 
-def is_unchanged(src: Entry, dst: Optional[Entry]) -> bool:
-    """The quick check: same kind, size and modification time (to the ns)."""
+def is_unchanged(src: Entry, dst: Optional[Entry], window_ns: int = 0, size_only: bool = False) -> bool:
+    """The quick check: same kind, size and modification time (to the ns, or within ``window_ns``)."""
     return (
         dst is not None
         and dst.kind == src.kind
         and dst.size == src.size
-        and dst.mtime_ns == src.mtime_ns
+        and (size_only or abs(dst.mtime_ns - src.mtime_ns) <= window_ns)
     )
+
+
+def _skipped_by_rule(src: Entry, dst: Optional[Entry], options: Options, window_ns: int) -> str:
+    """The reason rsync's selection options skip this entry, or ""."""
+    if src.kind == FILE and src.size >= 0 and (0 <= options.max_size < src.size or src.size < options.min_size):
+        return SIZE_LIMIT
+    if options.existing and dst is None:
+        return NOT_IN_DST
+    if options.ignore_existing and dst is not None and src.kind != DIR:
+        return EXISTS_IN_DST
+    if (options.update and dst is not None and dst.kind == src.kind == FILE
+            and dst.mtime_ns > src.mtime_ns + window_ns):
+        return NEWER_IN_DST
+    return ""
 
 
 def _owner_differs(src: Entry, dst: Entry) -> tuple:
@@ -117,9 +158,15 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
     ``unchanged_results=False``: count unchanged entries instead of making a
     Result for each (a no-op sync of a big tree then builds almost nothing).
     """
-    if not dst_entries and not first_names and not link_dest and options.transform is None:
+    window = max(options.modify_window_ns, 0)
+    selective = (options.existing or options.ignore_existing or options.update or options.min_size >= 0
+                 or options.max_size >= 0)
+    if options.chmod or options.chown != (-1, -1):
+        src_entries = [_as_wanted(options, e) for e in src_entries]
+    if not dst_entries and not first_names and not link_dest and options.transform is None and not selective:
         return _plan_into_empty(reldir, src_entries)
     unchanged = 0
+    prune: list = []
     tasks: list = []
     results: list = []
     subdirs: list = []
@@ -133,7 +180,7 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
     taken = collections.Counter(outputs.values()) if outputs is not None else None
     # An unchanged file needs no further thought: the common case of a sync, checked first and cheaply.
     quick = not (options.force or options.checksum or options.manifest or unchanged_results
-                 or outputs is not None)
+                 or outputs is not None or window or options.size_only or selective)
     get = dst_entries.get
     for src in src_entries:
         dst = get(src[0])
@@ -143,6 +190,16 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
             unchanged += 1  # same kind, size, mtime, permissions (and owner, as root)
             continue
         relpath = relpath_join(reldir, src.name)
+        if selective:
+            reason = _skipped_by_rule(src, dst, options, window)
+            if reason:
+                if src.kind == DIR:
+                    prune.append(src.name)
+                elif unchanged_results:
+                    results.append(Result(relpath, SKIPPED, src.kind, max(src.size, 0), None, "", reason))
+                else:
+                    unchanged += 1
+                continue
         if src.kind == SPECIAL:
             results.append(Result(relpath, SKIPPED, SPECIAL, 0, None, "", SPECIAL_FILE, special_reason(src.mode)))
             continue
@@ -163,7 +220,7 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
         if src.name in first_names:
             hardlinks.append(Task(HARDLINK, src.name, src.size, "hf+++++++++", first_names[src.name]))
             continue
-        if (not options.force and dst is not None and is_unchanged(src, dst)
+        if (not options.force and dst is not None and is_unchanged(src, dst, window, options.size_only)
                 and not (options.checksum and src.kind == FILE)):
             item = attrs_item(src, dst, owner)
             if item:
@@ -192,7 +249,7 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
         if outputs is not None:
             src_names.update(name for name in outputs.values() if name)  # a transform's outputs are expected
         deletions = [d for name, d in dst_entries.items() if name not in src_names]
-    return DirPlan(tasks, results, subdirs, replace, deletions, hardlinks, unchanged)
+    return DirPlan(tasks, results, subdirs, replace, deletions, hardlinks, unchanged, tuple(prune))
 
 
 def output_names(src_entries: list, transform) -> dict:

@@ -19,9 +19,10 @@ from typing import Callable, Optional
 
 from ..errors import describe, is_disk_full
 from ..fs import beneath, temps
+from ..fs.backup import Backups
 from ..fs.march import March, Pair, read_beneath
 from ..model.batching import batches
-from ..model.entries import ATTRS, CHECKSUM, DIR, FILE, LINK, LINKDEST, SYMLINK, Batch, relpath_join
+from ..model.entries import ATTRS, CHECKSUM, DIR, FILE, LINK, LINKDEST, SYMLINK, Batch, entry_from_stat, relpath_join
 from ..model.results import (
     COPIED,
     CREATED,
@@ -49,18 +50,21 @@ class Run:
 
     def __init__(self, options: Options, consumer: Consumer, dst_is_new: bool, check: Callable,
                  keep: Optional[Callable] = None, targets: Optional[list] = None,
-                 hidden: frozenset = frozenset()) -> None:
+                 hidden: frozenset = frozenset(), single: Optional[tuple] = None) -> None:
         self.options = options
         self.targets = targets if targets is not None else [("", True)]
         self.consumer = consumer
         self.check = check
         self.keep = keep  # the source-side filter
-        self.dst_keep = None if options.delete_excluded else keep  # excluded DST entries are invisible
+        self.dst_keep = _protect_backups(options, None if options.delete_excluded else keep)
         self.hidden = hidden  # DST relpaths the run must leave alone (its own manifest)
         self.march = March(options.src, options.dst, follow_symlinks=options.follow_symlinks, keep=keep,
                            dst_keep=self.dst_keep, dst_exists=not dst_is_new,
-                           need_stat=options.hard_links or bool(options.link_dest))
-        self.dirs: list = [""]  # DST dirs made or found, parents first: their metadata is set at the end
+                           need_stat=options.hard_links or bool(options.link_dest) or options.min_size >= 0
+                           or options.max_size >= 0)
+        self.single = single  # (source name, DST name): one file of SRC's directory, not a tree
+        # DST dirs made or found, parents first: their metadata is set at the end
+        self.dirs: list = [] if single is not None else [""]
         self.hardlinks: list = []  # (reldir, Task) to link once every first name is copied
         self.deletions: list = []  # (relpath, kind), children before their parents
         self.broken_dirs: dict = {}  # SRC reldir -> why DST has no usable directory there
@@ -70,6 +74,13 @@ class Run:
         self.bad_anchors: set = set()  # first names that were not written (their other names must not link)
         self.stale_removed = 0  # temp files of killed runs cleaned up
         self.disk_full = False  # DST ran out of space: stop handing out work
+        self.pending_dirs: dict = {}  # -m: new DST dirs made only once something is put in them
+        self.root_dev = -1  # -x: the file system SRC is on
+        if options.one_file_system and single is None:
+            try:
+                self.root_dev = os.stat(options.src).st_dev
+            except OSError:
+                pass
 
     def start_lister(self) -> None:
         """A whole-tree run into an existing DST reads DST in a helper process (``fs.march``)."""
@@ -83,6 +94,10 @@ class Run:
 
     def produce(self):
         """Yield batches for the pool; hand no-I/O results straight to the consumer."""
+        if self.single is not None:
+            yield from self._produce_single()
+            self.consumer.counters.walk_done = True
+            return
         for start, recursive in self.targets:
             if start and not self._enter_target(start):
                 continue
@@ -153,14 +168,21 @@ class Run:
             consumer.add_unchanged(plan.unchanged)
         for name in plan.replace:
             self._remove_for_replacement(relpath_join(reldir, name))
+        if plan.prune:
+            self.march.prune.update(relpath_join(reldir, name) for name in plan.prune)
         for entry, why in plan.subdirs:
-            self._make_dir(relpath_join(reldir, entry.name), why)
+            relpath = relpath_join(reldir, entry.name)
+            self._make_dir(relpath, why)
+            if self.root_dev >= 0 and entry.dev and entry.dev != self.root_dev:
+                self.march.prune.add(relpath)  # -x: a mount point is copied, not what is mounted there
         for entry in plan.deletions:
             self._plan_deletion(relpath_join(reldir, entry.name), entry)
         self.hardlinks.extend((reldir, task) for task in plan.hardlinks)
         tasks = plan.tasks
         if firsts:
             self.anchors.update(relpath_join(reldir, t.name) for t in tasks if t.name in firsts)
+        if tasks and self.pending_dirs:
+            self.materialize(reldir)
         if options.dry_run:  # report what would be done; only content checks need workers
             done_as = {LINKDEST: LINKED, ATTRS: UPDATED}
             consumer.add_many([Result(relpath_join(reldir, t.name), done_as.get(t.action, COPIED),
@@ -169,6 +191,35 @@ class Run:
                                for t in tasks if t.action != CHECKSUM])
             tasks = [t for t in tasks if t.action == CHECKSUM]
         yield from batches(reldir, tasks, options.batch_files, options.batch_bytes)
+
+    def _produce_single(self):
+        """One file: planned like an entry of a directory, under its DST name; the task keeps the SRC name."""
+        options = self.options
+        src_name, dst_name = self.single
+        try:
+            st = _stat_in(options.src, src_name, options.follow_symlinks)
+        except OSError as exc:
+            self.consumer.add(failure(dst_name, FILE, f"source: {describe(exc)}"))
+            return
+        entry = entry_from_stat(dst_name, st)
+        existing = read_beneath(options.dst, "")[0] or {}
+        existing = {dst_name: existing[dst_name]} if dst_name in existing else {}
+        plan = plan_directory("", [entry], existing, options, (), {}, self.consumer.wants_each)
+        self.consumer.counters.discovered(len(plan.tasks) + len(plan.results) + plan.unchanged,
+                                          sum(t.size for t in plan.tasks if t.size > 0))
+        if plan.results:
+            self.consumer.add_many(plan.results)
+        if plan.unchanged:
+            self.consumer.add_unchanged(plan.unchanged)
+        for name in plan.replace:
+            self._remove_for_replacement(name)
+        tasks = [t._replace(source=src_name) if src_name != dst_name else t for t in plan.tasks]
+        if options.dry_run:
+            self.consumer.add_many([Result(t.name, UPDATED if t.action == ATTRS else COPIED,
+                                           SYMLINK if t.action == LINK else FILE, max(t.size, 0), None, t.why)
+                                    for t in tasks if t.action != CHECKSUM])
+            tasks = [t for t in tasks if t.action == CHECKSUM]
+        yield from batches("", tasks, options.batch_files, options.batch_bytes)
 
     def _fail_below(self, reldir: str, entries: list, why: str) -> None:
         """DST has no usable directory here: every entry fails with the reason, subdirectories too."""
@@ -191,7 +242,8 @@ class Run:
         for name, entry in existing.items():
             if not temps.is_temp_name(name):
                 kept[name] = entry
-            elif not self.options.dry_run and temps.is_stale_temp(name):
+            elif not self.options.dry_run and (temps.is_stale_temp(name) or (
+                    temps.is_partial_name(name) and not self.options.partial)):
                 try:
                     beneath.remove_beneath(self.options.dst, relpath_join(reldir, name), False)
                     self.stale_removed += 1
@@ -219,11 +271,20 @@ class Run:
             self.consumer.add(Result(relpath, DELETED, FILE, 0, None, DELETING))
             return
         try:
-            beneath.remove_tree_beneath(self.options.dst, relpath)
+            if self.options.backup:
+                backups(self.options).move_out(self.options.dst, relpath)
+            else:
+                beneath.remove_tree_beneath(self.options.dst, relpath)
         except OSError as exc:
             self.consumer.add(failure(relpath, FILE, f"cannot replace: {describe(exc)}"))
 
     def _make_dir(self, reldir: str, why: str) -> None:
+        if why and self.options.prune_empty_dirs:
+            self.pending_dirs[reldir] = why  # -m: created only when something goes into it
+            return
+        self._create_dir(reldir, why)
+
+    def _create_dir(self, reldir: str, why: str) -> None:
         if self.options.dry_run:
             if why:
                 self.consumer.add(Result(reldir, CREATED, DIR, 0, None, why))
@@ -238,10 +299,19 @@ class Run:
             return
         self.dirs.append(reldir)
 
+    def materialize(self, reldir: str) -> None:
+        """-m: create the pending directories on the way to ``reldir`` (parents first)."""
+        parts = reldir.split(os.sep) if reldir else []
+        for i in range(1, len(parts) + 1):
+            path = os.sep.join(parts[:i])
+            why = self.pending_dirs.pop(path, None)
+            if why is not None:
+                self._create_dir(path, why)
+
     def _plan_deletion(self, relpath: str, entry) -> None:
         """Queue an extraneous DST entry (a directory with everything below it) for deletion."""
         found = [(relpath, entry.kind)]
-        if entry.kind == DIR:
+        if entry.kind == DIR and not (self.options.backup and self.options.backup_dir is None):
             from ..fs.scan import walk
 
             for listing in walk(self.options.dst, keep=self.dst_keep, start=relpath):
@@ -277,3 +347,33 @@ class Run:
                 "the destination is full: pcopy stopped handing out work (files in flight were finished or "
                 "failed, the rest was not attempted); free some space and run again to complete")
         self.consumer.add_many(results)
+
+
+def _stat_in(root: str, name: str, follow_symlinks: bool) -> os.stat_result:
+    with beneath.DirFd(root, "") as fd:
+        return os.stat(name, dir_fd=fd, follow_symlinks=follow_symlinks)
+
+
+def _protect_backups(options: Options, keep: Optional[Callable]) -> Optional[Callable]:
+    """DST entries the run must not see: excluded ones, and with --backup the backups it made
+    (``NAME~``, or the --backup-dir inside DST), so a later --delete does not delete them (as rsync's
+    implied ``P *~`` filter does)."""
+    if not options.backup:
+        return keep
+    suffix = options.suffix if options.backup_dir is None else ""
+    root = os.path.realpath(options.dst).rstrip(os.sep) + os.sep
+    backup_rel = None
+    if options.backup_dir is not None and os.path.realpath(options.backup_dir).startswith(root):
+        backup_rel = os.path.relpath(os.path.realpath(options.backup_dir), root)
+
+    def visible(relpath: str, is_dir: bool) -> bool:
+        if keep is not None and not keep(relpath, is_dir):
+            return False
+        if suffix and not is_dir and relpath.endswith(suffix):
+            return False
+        return relpath != backup_rel
+    return visible
+
+
+def backups(options: Options) -> Backups:
+    return Backups(options.backup_dir, options.suffix, options.token)

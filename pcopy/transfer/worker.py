@@ -23,9 +23,11 @@ import time
 from typing import Optional
 
 from ..content import digest as digests
+from ..content import throttle
 from ..content.copydata import copy_data, dst_error
 from ..content.digest import XXH128, Cancelled, SourceChanged
 from ..errors import describe, is_disk_full
+from ..fs.backup import Backups
 from ..fs.beneath import DirFd, link_beneath_fds, open_dir_beneath, unlink_quietly
 from ..fs.temps import TMP_FLAGS, next_number, temp_prefix
 from ..model.batching import should_defer
@@ -51,6 +53,8 @@ from ..model.results import (
 )
 from ..options import Options
 from ..runtime import worker
+from ..runtime.backend import default_jobs
+from .plan import wanted_attrs
 from .young import Pending, YoungFiles
 
 STOP_CHECK_EVERY = 16  # files between two checks of the stop flag
@@ -101,8 +105,9 @@ class BatchCopier:
                           | (0 if options.follow_symlinks else os.O_NOFOLLOW))
         self.tmp_prefix = temp_prefix(options.token)
         self.reldir = ""
-        # Ownership (root only): files are born ours; chown only when the source's differ.
-        self.chown = options.owner
+        # Ownership (root, or --chown): files are born ours; chown only when the wanted ids differ.
+        self.chown = options.owner or options.chown != (-1, -1)
+        self.rewrites_attrs = bool(options.chmod) or options.chown != (-1, -1)
         self.born_ids: Optional[tuple] = (os.geteuid(), os.getegid())
         if self.chown and os.fstat(dst_fd).st_mode & stat.S_ISGID:
             self.born_ids = None  # a setgid directory decides the group: always chown
@@ -111,6 +116,14 @@ class BatchCopier:
             from ..content import transforms
 
             self.transform = transforms.for_options(options)
+        self.backups = Backups(options.backup_dir, options.suffix, options.token) if options.backup else None
+        self.throttle = throttle.for_run(options.token, options.bwlimit, options.jobs or default_jobs())
+
+    def attrs(self, st: os.stat_result, is_dir: bool = False) -> tuple:
+        """(mode, uid, gid) DST gets for a source with this stat (--chmod/--chown applied)."""
+        if not self.rewrites_attrs:
+            return st.st_mode, st.st_uid, st.st_gid
+        return wanted_attrs(self.options, st.st_mode, st.st_uid, st.st_gid, is_dir)
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -162,7 +175,8 @@ class BatchCopier:
         try:
             action = task.action
             if action == COPY:
-                return self.copy_file_retrying(relpath, task.name, task.why, may_defer, young_later=True)
+                return self.copy_file_retrying(relpath, task.name, task.why, may_defer, young_later=True,
+                                               src_name=task.source)
             if action == HASH:
                 return self.hash_existing(relpath, task)
             if action == CHECKSUM:
@@ -184,14 +198,15 @@ class BatchCopier:
     # ----------------------------------------------------------------- regular files
 
     def copy_file_retrying(self, relpath: str, name: str, why: str = "", may_defer: bool = False,
-                           young_later: bool = False):
+                           young_later: bool = False, src_name: Optional[str] = None):
+        """``name`` in DST; ``src_name`` when the source has another name (a single-file copy to a new name)."""
         try:
             for attempt in range(digests.RETRIES + 1):
                 if attempt == digests.RETRIES:  # last try: once the file has been quiet for a while
-                    digests.wait_until_quiet(os.stat(name, dir_fd=self.src_fd,
+                    digests.wait_until_quiet(os.stat(src_name or name, dir_fd=self.src_fd,
                                                      follow_symlinks=self.options.follow_symlinks))
                 try:
-                    return self.copy_file(relpath, name, may_defer, why, young_later)
+                    return self.copy_file(relpath, name, may_defer, why, young_later, src_name)
                 except SourceChanged:
                     young_later = False  # it is being written: check the next attempt right away
                     continue
@@ -200,9 +215,10 @@ class BatchCopier:
         return failure(relpath, FILE, f"source changed while being copied (tried {digests.RETRIES + 1} times)",
                        SOURCE_CHANGED)
 
-    def copy_file(self, relpath: str, name: str, may_defer: bool = False, why: str = "", young_later: bool = False):
+    def copy_file(self, relpath: str, name: str, may_defer: bool = False, why: str = "", young_later: bool = False,
+                  src_name: Optional[str] = None):
         """Copy one file; with ``young_later`` a young file comes back as a Pending copy (see ``young``)."""
-        fd = os.open(name, self.src_flags, dir_fd=self.src_fd)
+        fd = os.open(src_name or name, self.src_flags, dir_fd=self.src_fd)
         try:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):
@@ -214,7 +230,11 @@ class BatchCopier:
                 from .transformed import transform_file
 
                 return transform_file(self, relpath, name, fd, before)
-            mode = stat.S_IMODE(before.st_mode)
+            if self.options.partial and size > digests.SMALL_FILE:
+                from .partial import copy_resuming
+
+                return copy_resuming(self, relpath, name, fd, before, why)
+            mode = stat.S_IMODE(self.attrs(before)[0])
             born_right = not (mode & self.umask or mode & 0o7000)  # created with its final mode: no fchmod
             young = digests.is_young(before)
             hasher: Optional[digests.Algo] = self.hasher if self.hasher is not None or not young else XXH128
@@ -225,7 +245,8 @@ class BatchCopier:
             except OSError as exc:
                 raise dst_error(exc) from None
             try:
-                digest = copy_data(fd, out, size, hasher, self.stop, self.options.sparse)
+                digest = copy_data(fd, out, size, hasher, self.stop, self.options.sparse, before.st_blocks,
+                                   self.throttle)
                 seconds = time.monotonic() - started
                 if young and hasher is not None and digest is not None and not young_later:
                     digests.confirm(fd, before, digest, hasher, self.stop, seconds)
@@ -242,7 +263,7 @@ class BatchCopier:
                 except OSError as exc:
                     unlink_quietly(tmp, self.dst_fd)
                     raise dst_error(exc) from None
-                return Pending(relpath, name, tmp, before, digest, why, seconds)
+                return Pending(relpath, name, tmp, before, digest, why, seconds, src_name or name)
             self.publish(out, tmp, name)
             return Result(relpath, COPIED, FILE, size, digest if self.hasher is not None else None, why)
         finally:
@@ -250,12 +271,13 @@ class BatchCopier:
 
     def seal(self, out: int, before: os.stat_result, born_right: bool) -> None:
         """Give the written temp file its source's owner (as root), mode and times; fsync with --fsync."""
+        mode, uid, gid = self.attrs(before)
         try:
-            if self.chown and (before.st_uid, before.st_gid) != self.born_ids:
-                os.fchown(out, before.st_uid, before.st_gid)
+            if self.chown and (uid, gid) != self.born_ids:
+                os.fchown(out, uid, gid)
                 born_right = False  # chown may clear mode bits: set them after
             if not born_right:
-                os.fchmod(out, stat.S_IMODE(before.st_mode))
+                os.fchmod(out, stat.S_IMODE(mode))
             os.utime(out, ns=(before.st_atime_ns, before.st_mtime_ns))
             if self.options.fsync:
                 os.fsync(out)
@@ -271,8 +293,17 @@ class BatchCopier:
             raise dst_error(exc) from None
         self.rename_into_place(tmp, name)
 
+    def keep_backup(self, name: str) -> None:
+        """--backup: keep what DST's ``name`` holds before it is replaced."""
+        if self.backups is not None:
+            try:
+                self.backups.keep(self.dst_fd, self.options.dst, self.reldir, name)
+            except OSError as exc:
+                raise dst_error(exc) from None
+
     def rename_into_place(self, tmp: str, name: str) -> None:
         try:
+            self.keep_backup(name)
             os.rename(tmp, name, src_dir_fd=self.dst_fd, dst_dir_fd=self.dst_fd)
         except OSError as exc:
             unlink_quietly(tmp, self.dst_fd)
@@ -288,11 +319,11 @@ class BatchCopier:
     def copy_if_content_differs(self, relpath: str, task) -> Result:
         """--checksum with equal sizes: compare digests of both sides; copy only if they differ."""
         hasher = self.hasher or XXH128
-        src = digests.digest_at(self.src_fd, task.name, hasher, self.stop, self.src_flags)
+        src = digests.digest_at(self.src_fd, task.source or task.name, hasher, self.stop, self.src_flags)
         if src.digest != self.dst_digest(task.name):
             if self.options.dry_run:
                 return Result(relpath, COPIED, FILE, task.size, None, task.why)
-            return self.copy_file_retrying(relpath, task.name, task.why)
+            return self.copy_file_retrying(relpath, task.name, task.why, src_name=task.source)
         st = src.stat
         if not self.options.dry_run:
             try:
@@ -304,15 +335,16 @@ class BatchCopier:
 
     def fix_attrs(self, relpath: str, task) -> Result:
         """Same content, other permissions or owner: fix them in place (rsync's ``.f...pog...``)."""
-        st = os.stat(task.name, dir_fd=self.src_fd, follow_symlinks=self.options.follow_symlinks)
+        st = os.stat(task.source or task.name, dir_fd=self.src_fd, follow_symlinks=self.options.follow_symlinks)
         is_link = stat.S_ISLNK(st.st_mode)
+        mode, uid, gid = self.attrs(st)
         digest = None
         if not self.options.dry_run:
             try:
                 if self.chown:
-                    os.chown(task.name, st.st_uid, st.st_gid, dir_fd=self.dst_fd, follow_symlinks=False)
+                    os.chown(task.name, uid, gid, dir_fd=self.dst_fd, follow_symlinks=False)
                 if not is_link:
-                    os.chmod(task.name, stat.S_IMODE(st.st_mode), dir_fd=self.dst_fd, follow_symlinks=False)
+                    os.chmod(task.name, stat.S_IMODE(mode), dir_fd=self.dst_fd, follow_symlinks=False)
             except OSError as exc:
                 raise dst_error(exc) from None
         if not is_link and self.hasher is not None and self.options.manifest:
@@ -327,6 +359,7 @@ class BatchCopier:
             return self.copy_file_retrying(relpath, task.name, task.why)  # the old snapshot moved: just copy
         with old as old_fd:
             try:
+                self.keep_backup(task.name)
                 link_beneath_fds(old_fd, task.name, self.dst_fd, task.name, self.new_temp())
             except FileNotFoundError:
                 return self.copy_file_retrying(relpath, task.name, task.why)
@@ -341,8 +374,8 @@ class BatchCopier:
 
     def copy_symlink(self, relpath: str, task) -> Result:
         src_fd, dst_fd, name = self.src_fd, self.dst_fd, task.name
-        target = os.readlink(name, dir_fd=src_fd)
-        st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
+        target = os.readlink(task.source or name, dir_fd=src_fd)
+        st = os.stat(task.source or name, dir_fd=src_fd, follow_symlinks=False)
         if not stat.S_ISLNK(st.st_mode):
             return Result(relpath, SKIPPED, SYMLINK, 0, None, "", NOT_REGULAR, "no longer a symbolic link")
         tmp = self.new_temp()
@@ -350,10 +383,12 @@ class BatchCopier:
             os.symlink(target, tmp, dir_fd=dst_fd)
         except OSError as exc:
             raise dst_error(exc) from None
+        _, uid, gid = self.attrs(st)
         try:
-            if self.chown and (st.st_uid, st.st_gid) != self.born_ids:
-                os.chown(tmp, st.st_uid, st.st_gid, dir_fd=dst_fd, follow_symlinks=False)
+            if self.chown and (uid, gid) != self.born_ids:
+                os.chown(tmp, uid, gid, dir_fd=dst_fd, follow_symlinks=False)
             os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_fd, follow_symlinks=False)
+            self.keep_backup(name)
             os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
         except OSError as exc:
             unlink_quietly(tmp, dst_fd)

@@ -36,6 +36,7 @@ class Pending(NamedTuple):
     digest: str
     why: str
     seconds: float  # how long its read took
+    src_name: str = ""  # the source's name (another than ``name`` only for a single file copied to a new name)
     slot: int = -1  # its place in the batch's results
 
 
@@ -77,7 +78,7 @@ class YoungFiles:
             unlink_quietly(p.tmp, copier.dst_fd)
             return Result(p.relpath, CANCELLED, FILE, 0, None, "", INTERRUPTED, "interrupted")
         try:
-            fd = os.open(p.name, copier.src_flags, dir_fd=copier.src_fd)
+            fd = os.open(p.src_name or p.name, copier.src_flags, dir_fd=copier.src_fd)
         except OSError as exc:
             unlink_quietly(p.tmp, copier.dst_fd)
             if isinstance(exc, FileNotFoundError):
@@ -89,7 +90,7 @@ class YoungFiles:
             os.close(fd)
         if not same:
             unlink_quietly(p.tmp, copier.dst_fd)
-            return copier.copy_file_retrying(p.relpath, p.name, p.why, young_later=False)
+            return copier.copy_file_retrying(p.relpath, p.name, p.why, young_later=False, src_name=p.src_name or None)
         copier.rename_into_place(p.tmp, p.name)
         digest = p.digest if copier.hasher is not None else None
         return Result(p.relpath, COPIED, FILE, p.before.st_size, digest, p.why)
