@@ -29,6 +29,7 @@ from ..model.results import (
     Report,
     Result,
 )
+from ..runtime.progress import human_bytes, lines_above
 
 
 def _write(stream, name: str, text: str) -> None:
@@ -42,8 +43,9 @@ def _write(stream, name: str, text: str) -> None:
 
 
 def say(line: str) -> None:
-    """One line on stderr."""
-    _write(sys.stderr, "stderr", line + "\n")
+    """One line on stderr (above the progress bar, when one is shown)."""
+    with lines_above():
+        _write(sys.stderr, "stderr", line + "\n")
 
 
 def out(text: str) -> None:
@@ -77,14 +79,6 @@ def printable(path: str) -> str:
     if any(c in text for c in "\n\r\t"):
         text = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
     return text
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
 
 
 def plural(n: int, word: str) -> str:
