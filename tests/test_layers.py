@@ -43,6 +43,8 @@ LAYERS = [
     ["integrity.manifest"],
     ["api"],
     ["cli.output", "cli.parser"],
+    ["cli.jsonlog"],
+    ["cli.reporter"],
     ["cli.commands"],
     ["cli"],
     ["__main__", "__init__"],

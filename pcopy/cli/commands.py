@@ -11,7 +11,8 @@ from .. import api
 from ..errors import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL, Interrupted, PcopyError, UsageError
 from ..model.results import FAILED, Report, Result
 from ..runtime.progress import make_progress
-from .output import Reporter, Stdout, out, printable, say, summary
+from .output import Stdout, out, plural, printable, say, summary
+from .reporter import Reporter
 
 
 def _progress(args) -> bool:
@@ -34,7 +35,7 @@ def _sync_kwargs(args) -> dict:
 def run_copy(args) -> int:
     reporter = Reporter(args)
     common = dict(_copy_kwargs(args), manifest=args.manifest, progress=_progress(args), keep_results=False,
-                  scheduler=args.scheduler, on_result=reporter if args.verbose or args.log_file else None)
+                  scheduler=args.scheduler, on_result=reporter if reporter.wanted else None)
     delete = args.command == "sync" and (args.delete or args.delete_excluded)
     report = None
     try:
@@ -42,8 +43,8 @@ def run_copy(args) -> int:
             report = api.sync(args.src, args.dst, dry_run=args.dry_run, **_sync_kwargs(args), **common)
         else:
             report = api.copytree(args.src, args.dst, **common)
-    except PcopyError as exc:
-        reporter.close(None, str(exc))
+    except (PcopyError, Interrupted) as exc:
+        reporter.fail(exc)
         raise
     finally:
         if report is not None:
@@ -81,7 +82,7 @@ def run_map(args) -> int:
     finally:
         results.close()  # type: ignore[attr-defined]  # a generator: stops the workers
     if not args.quiet:
-        say(f"pcopy: map: {done} files, {failed} failed in {time.monotonic() - started:.2f} s")
+        say(f"pcopy: map: {plural(done, 'file')}, {failed} failed in {time.monotonic() - started:.2f} s")
     return EXIT_OK if failed == 0 else EXIT_PARTIAL
 
 
@@ -102,7 +103,7 @@ def _integrity_summary(verb: str, report) -> str:
     cached = f", {report.cache_hits} from cache" if report.cache_hits else ""
     from .output import human_bytes
 
-    parts = [f"pcopy: {verb} {report.files} files ({report.hashed} read, {human_bytes(report.bytes_hashed)}"
+    parts = [f"pcopy: {verb} {plural(report.files, 'file')} ({report.hashed} read, {human_bytes(report.bytes_hashed)}"
              f"{cached})"]
     if verb == "verified":
         parts.append(f"{report.identical} identical, {report.differ} differ, {report.missing} missing, "
@@ -213,7 +214,7 @@ def run_watch(args) -> int:
         raise
     except PcopyError as exc:
         line.clear()
-        reporter.close(None, str(exc))
+        reporter.fail(exc)
         raise
     finally:
         line.clear()

@@ -9,11 +9,9 @@ quietly; any other write error names the stream and the reason.
 from __future__ import annotations
 
 import sys
-import time
 from typing import Optional
 
 from ..errors import OutputClosed, PcopyError, describe
-from ..fs.outputs import OutputFile
 from ..model.entries import DIR
 from ..model.results import (
     COPIED,
@@ -122,36 +120,3 @@ def itemized(result: Result) -> Optional[str]:
     if status == SKIPPED and result.reason not in _QUIET_SKIPS:
         return f"skipping {printable(result.relpath)}: {result.message}"  # specials, vanished files
     return None
-
-
-class Reporter:
-    """Prints (-v) and logs (--log-file) one line per change or error, as results arrive."""
-
-    def __init__(self, args) -> None:
-        self.verbose = getattr(args, "verbose", False)
-        self.log: Optional[OutputFile] = None
-        if getattr(args, "log_file", None):
-            self.log = OutputFile(args.log_file, "log file", append=True)
-            self._log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pcopy {args.command} {args.src} {args.dst}")
-
-    def _log(self, line: str) -> None:
-        if self.log is not None:
-            self.log.write((line + "\n").encode("utf-8", "backslashreplace"))
-
-    def __call__(self, result: Result) -> None:
-        line = itemized(result)
-        if line is None:
-            return
-        if self.verbose and result.status != FAILED:
-            say(line)
-        self._log(line)
-
-    def close(self, report: Optional[Report], error: Optional[str] = None, delete: bool = False) -> None:
-        if self.log is None:
-            return
-        if error:
-            self._log(f"fatal: {error}")
-        if report is not None:
-            self._log(summary(report, delete))
-        self.log.commit()
-        self.log = None

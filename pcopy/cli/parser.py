@@ -128,6 +128,8 @@ def _copy_options(sub: argparse.ArgumentParser, manifest: bool = True) -> None:
     _progress_options(sub, "when stderr is a terminal and not -v")
     sub.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     sub.add_argument("--log-file", metavar="FILE", help="append itemized actions and errors to FILE")
+    sub.add_argument("--json-log", metavar="FILE", help="append one JSON object per action to FILE as it happens "
+                                                        "('-': stdout), then a summary line")
     talk = sub.add_mutually_exclusive_group()
     talk.add_argument("-v", "--verbose", action="store_true", help="print one itemized line per change")
     talk.add_argument("-q", "--quiet", action="store_true", help="print only errors")
