@@ -36,7 +36,7 @@ LAYERS = [
     ["transfer.worker", "transfer.consumer"],
     ["transfer.run"],
     ["transfer.finish"],
-    ["transfer.engine", "integrity.report", "mapping.worker", "watcher.events"],
+    ["transfer.engine", "integrity.report", "mapping.worker", "watcher.events", "watcher.observers"],
     ["integrity.worker", "mapping.run", "watcher.session"],
     ["integrity.session"],
     ["integrity.tree"],

@@ -1,6 +1,6 @@
 """Watch mode: keep DST mirrored by feeding filesystem events into the sync engine.
 
-    watchdog observer ─► Watcher.on_event (observer thread)       the only module that imports watchdog
+    watchdog observer ─► Watcher.on_event (observer thread)       watchdog is imported here and in observers
      (inotify; polling    │ event → source directories to re-read:
       with --poll or      │   file created/changed/deleted → its parent (non-recursive)
       as a fall-back)     │   directory created/moved in   → it (recursive) + its parent
@@ -33,20 +33,6 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-import watchdog.events
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirModifiedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEventHandler,
-)
-
 from ..errors import Interrupted, describe
 from ..fs.filters import make_filter
 from ..fs.temps import TMP_PREFIX
@@ -57,6 +43,7 @@ from ..runtime.pool import ABORT_GRACE, BoundedPool, make_pool
 from ..runtime.signals import SignalGuard
 from ..transfer import engine
 from .events import FULL, coalesce, map_event, parent_of
+from .observers import NATIVE_EVENTS, POLLING_EVENTS, Handler, LostEvents, observer_name, stop_quietly
 
 DEFAULT_DEBOUNCE = 0.05  # seconds without events before a batch is applied
 MAX_DELAY_FLOOR = 1.0  # a steady stream of events still gets applied at least this often
@@ -66,18 +53,6 @@ STATUS_EVERY = 0.25
 HEALTH_EVERY = 1.0
 
 IGNORE = object()  # an event path to ignore (as opposed to one outside SRC)
-
-# inotify: DirModifiedEvent is left out on purpose. watchdog only synthesizes it
-# next to a create/delete/move/close event of the same directory, which maps to
-# the same target, so it would double the events of a burst for nothing.
-# FileClosedEvent (IN_CLOSE_WRITE) is kept: writes through mmap raise no IN_MODIFY.
-# Attrib events exist since watchdog 7 (before, a chmod was a modified event).
-NATIVE_EVENTS = [FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileModifiedEvent,
-                 FileMovedEvent, DirMovedEvent, FileClosedEvent] + [
-    getattr(watchdog.events, name) for name in ("FileAttribEvent", "DirAttribEvent") if hasattr(watchdog.events, name)]
-# polling: a directory whose mtime changed only shows up as DirModifiedEvent
-POLLING_EVENTS = NATIVE_EVENTS + [DirModifiedEvent]
-
 
 # --------------------------------------------------------------------------- status
 
@@ -96,29 +71,6 @@ class WatchStatus:
     errors: int = 0  # paths whose last attempt failed (retried with the next batch)
     last_report: Optional[Report] = None  # the last batch's report (set right after it)
     warnings: list = dataclasses.field(default_factory=list)  # every warning so far, in order
-
-
-class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: "Watcher") -> None:
-        self.watcher = watcher
-
-    def dispatch(self, event) -> None:  # skip the base class's two-step dispatch
-        self.watcher.on_event(event)
-
-
-class _LostEvents(logging.Handler):
-    """watchdog reports a queue overflow (and failures to re-add watches) only in its log."""
-
-    def __init__(self, watcher: "Watcher") -> None:
-        super().__init__(logging.WARNING)
-        self.watcher = watcher
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record must not break the observer thread
-            message = str(record.msg)
-        self.watcher.request_full_rescan(f"file events may have been lost ({message}): re-reading the whole tree")
 
 
 # --------------------------------------------------------------------------- the watcher
@@ -156,7 +108,7 @@ class Watcher:
         self._retry: set = set()  # targets of failed paths: retried with the next batch
         self._observer: Any = None
         self._pool: Optional[BoundedPool] = None
-        self._log_handler: Optional[_LostEvents] = None
+        self._log_handler: Optional[LostEvents] = None
         self._saved_excepthook: Optional[Callable] = None
         self._next_rescan = float("inf")
 
@@ -363,18 +315,18 @@ class Watcher:
             observer = None
             try:
                 observer = watchdog.observers.Observer()
-                observer.schedule(_Handler(self), self._root, recursive=True, event_filter=NATIVE_EVENTS)
+                observer.schedule(Handler(self), self._root, recursive=True, event_filter=NATIVE_EVENTS)
                 observer.start()
                 self._observer = observer
-                self.status.observer = _observer_name(observer)
+                self.status.observer = observer_name(observer)
                 self._hook_watchdog_log()
                 return
             except OSError as exc:
-                _stop_quietly(observer)
+                stop_quietly(observer)
                 self._warn(f"native file events unavailable ({describe(exc)}; see fs.inotify.max_user_watches): "
                            f"polling every {self.poll_interval:g} s")
         observer = PollingObserver(timeout=self.poll_interval)
-        observer.schedule(_Handler(self), self._root, recursive=True, event_filter=POLLING_EVENTS)
+        observer.schedule(Handler(self), self._root, recursive=True, event_filter=POLLING_EVENTS)
         observer.start()
         self._observer = observer
         self.status.observer = "polling"
@@ -395,7 +347,7 @@ class Watcher:
             self._saved_excepthook = threading.excepthook
             threading.excepthook = self._thread_failed
         if self._log_handler is None:
-            self._log_handler = _LostEvents(self)
+            self._log_handler = LostEvents(self)
             logging.getLogger("watchdog").addHandler(self._log_handler)
 
     def _check_observer(self) -> None:
@@ -409,14 +361,14 @@ class Watcher:
         if not os.path.isdir(self.options.src):
             self._add([FULL])  # SRC is gone: the next batch reports it
             return
-        _stop_quietly(observer)
+        stop_quietly(observer)
         self._observer = None
         self.poll = True
         self._start_observer()
         self.request_full_rescan("the file-event observer stopped: polling instead")
 
     def _shutdown(self, clean: bool) -> None:
-        _stop_quietly(self._observer)
+        stop_quietly(self._observer)
         self._observer = None
         if self._saved_excepthook is not None:
             threading.excepthook = self._saved_excepthook
@@ -430,24 +382,6 @@ class Watcher:
             else:
                 self._pool.abort(ABORT_GRACE)
             self._pool = None
-
-
-def _observer_name(observer) -> str:
-    name = type(observer).__name__
-    return name[:-len("Observer")].lower() if name.endswith("Observer") and name != "Observer" else name
-
-
-def _stop_quietly(observer) -> None:
-    if observer is None:
-        return
-    try:
-        observer.stop()
-    except Exception:
-        pass
-    try:
-        observer.join(timeout=5)
-    except RuntimeError:  # never started
-        pass
 
 
 def watch(options: Options, **kwargs) -> Report:
