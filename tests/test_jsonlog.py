@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -147,6 +150,37 @@ def _lines_so_far(path) -> list:
     except FileNotFoundError:
         return []
     return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+
+def test_watch_logs_changes_while_it_runs_and_ends_with_a_summary(tmp_path):
+    src, dst, log = tmp_path / "src", tmp_path / "dst", tmp_path / "log.jsonl"
+    make_tree(src, {"a": b"a"})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-m", "pcopy", "watch", str(src), str(dst), "--json-log", str(log),
+                             "--no-progress", "--backend", "thread", "-j", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert _wait_for(lambda: ("copy", "a") in actions(_lines_so_far(log))), _lines_so_far(log)
+        (src / "b").write_bytes(b"b")
+        assert _wait_for(lambda: ("copy", "b") in actions(_lines_so_far(log))), _lines_so_far(log)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    objs = lines_of(log)
+    assert objs[0]["action"] == "start" and objs[0]["command"] == "watch"
+    assert objs[-1]["action"] == "summary" and objs[-1]["copied"] == 2
+
+
+def _wait_for(cond, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @pytest.mark.parametrize("name", ["plain", BAD_UTF8, "tab\there", "quote\"back\\slash", "snow ☃"])

@@ -199,7 +199,7 @@ def run_watch(args) -> int:
         warned[0] = len(status.warnings)
         if status.cycles == 1 and status.last_report is not None and not args.quiet:
             line.clear()
-            say(f"{summary(status.last_report, args.delete)} (initial sync)")
+            say(f"{summary(status.last_report, args.delete or args.delete_excluded)} (initial sync)")
             say(f"pcopy: watching {printable(args.src)} ({status.observer}); Ctrl-C to stop")
         line.draw(status, force=status.last_report is not None)
 
@@ -216,12 +216,14 @@ def run_watch(args) -> int:
         line.clear()
         reporter.fail(exc)
         raise
-    finally:
+    finally:  # SIGINT and SIGTERM end a watch session normally: api.watch returns its report
         line.clear()
         if report is not None:
-            reporter.close(report, delete=args.delete)
+            delete = args.delete or args.delete_excluded
+            reporter.close(report, delete=delete)
             if not args.quiet:
-                say(f"{summary(report, args.delete)} (watch session)")
+                lost = f"; {plural(report.discarded, 'file')} in flight discarded" if report.discarded else ""
+                say(f"{summary(report, delete)} (watch session{lost})")
             if args.json:
                 out(json.dumps(report.to_dict()) + "\n")
     return EXIT_OK if report.ok else EXIT_PARTIAL
