@@ -191,3 +191,25 @@ def test_every_name_round_trips(tmp_path, capsys, name):
     paths = [o["path"] for o in lines_of(log) if o["action"] == "copy"]
     assert [os.fsencode(p) for p in paths] == [os.fsencode(name)]
     capsys.readouterr()
+
+
+def test_an_interrupted_copy_ends_its_logs_with_the_interruption(tmp_path, monkeypatch, capsys):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    log, text_log = tmp_path / "log.jsonl", tmp_path / "log.txt"
+    make_tree(src, {"a/x": b"x", "b/y": b"y"})
+    real_open = os.open
+
+    def ctrl_c_at_y(path, flags, *args, dir_fd=None, **kwargs):
+        if path == "y" and dir_fd is not None and flags & os.O_ACCMODE == os.O_RDONLY:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: the guard stops the run at its next check
+        return real_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
+
+    monkeypatch.setattr(os, "open", ctrl_c_at_y)
+    code = cli.main(["copy", str(src), str(dst), "--json-log", str(log), "--log-file", str(text_log),
+                     "-j", "1", "--backend", "thread", "--no-progress"])
+    assert code == 130
+    last = lines_of(log)[-1]
+    assert (last["action"], last["path"], last["reason"]) == ("error", None, "interrupted")
+    assert "interrupted by SIGINT" in last["error"]
+    assert text_log.read_text().splitlines()[-1] == "pcopy: interrupted by SIGINT, in-flight files discarded"
+    capsys.readouterr()
