@@ -148,10 +148,13 @@ def watch(src, dst, *, stop_event=None, debounce: float = 0.05, poll: bool = Fal
     observer (every ``poll_interval`` s) instead of inotify; it is also used
     when native events are unavailable. ``rescan_interval`` adds a periodic
     full check. ``on_status(WatchStatus)`` is called after each batch and a
-    few times a second. Can run in a thread; in the main thread SIGINT/SIGTERM
-    raise ``Interrupted`` (its ``report`` attribute holds the session's report).
-    Returns the session's Report: totals over all batches; ``failures`` (and
-    ``failed``) are the paths that still failed in the last batch.
+    few times a second. Can run in a thread. In the main thread SIGINT and
+    SIGTERM end the session as ``stop_event`` does: it returns (files in flight
+    are discarded, their temp files removed, and counted in
+    ``report.discarded``); SIGHUP raises ``Interrupted`` (its ``report``
+    attribute holds the session's report). Returns the session's Report:
+    totals over all batches; ``failures`` (and ``failed``) are the paths that
+    still failed in the last batch.
     """
     if debounce < 0:
         raise UsageError("debounce must be 0 or more seconds")

@@ -58,6 +58,7 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
         self.exit_code = 128 + signum
         self.report: object = None  # what was done before the stop, when the command keeps a report
+        self.discarded = 0  # files that were in flight (their temp files removed)
 
 
 DISK_FULL_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT))

@@ -48,6 +48,7 @@ def main(argv=None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: the --log-file header quotes it
     try:
         return COMMANDS[args.command](args)
     except Interrupted as exc:

@@ -11,7 +11,8 @@ from .. import api
 from ..errors import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL, Interrupted, PcopyError, UsageError
 from ..model.results import FAILED, Report, Result
 from ..runtime.progress import make_progress
-from .output import Reporter, Stdout, out, printable, say, summary
+from .output import Stdout, out, plural, printable, say, summary
+from .reporter import Reporter
 
 
 def _progress(args) -> bool:
@@ -59,8 +60,7 @@ def run_copy(args) -> int:
         args.progress = True  # -P
     reporter = Reporter(args)
     common = dict(_copy_kwargs(args), manifest=args.manifest, progress=_progress(args), keep_results=False,
-                  scheduler=args.scheduler, on_result=reporter if args.verbose or args.log_file else None,
-                  dry_run=args.dry_run)
+                  scheduler=args.scheduler, on_result=reporter if reporter.wanted else None, dry_run=args.dry_run)
     delete = args.command == "sync" and (args.delete or args.delete_excluded)
     src = sources if len(sources) > 1 else sources[0]
     report = None
@@ -69,8 +69,8 @@ def run_copy(args) -> int:
             report = api.sync(src, dst, **_sync_kwargs(args), **common)
         else:
             report = api.copytree(src, dst, **common)
-    except PcopyError as exc:
-        reporter.close(None, str(exc))
+    except (PcopyError, Interrupted) as exc:
+        reporter.fail(exc)
         raise
     finally:
         if report is not None:
@@ -113,7 +113,7 @@ def run_map(args) -> int:
     finally:
         results.close()  # type: ignore[attr-defined]  # a generator: stops the workers
     if not args.quiet:
-        say(f"pcopy: map: {done} files, {failed} failed in {time.monotonic() - started:.2f} s")
+        say(f"pcopy: map: {plural(done, 'file')}, {failed} failed in {time.monotonic() - started:.2f} s")
     return EXIT_OK if failed == 0 else EXIT_PARTIAL
 
 
@@ -134,7 +134,7 @@ def _integrity_summary(verb: str, report) -> str:
     cached = f", {report.cache_hits} from cache" if report.cache_hits else ""
     from .output import human_bytes
 
-    parts = [f"pcopy: {verb} {report.files} files ({report.hashed} read, {human_bytes(report.bytes_hashed)}"
+    parts = [f"pcopy: {verb} {plural(report.files, 'file')} ({report.hashed} read, {human_bytes(report.bytes_hashed)}"
              f"{cached})"]
     if verb == "verified":
         parts.append(f"{report.identical} identical, {report.differ} differ, {report.missing} missing, "
@@ -231,7 +231,7 @@ def run_watch(args) -> int:
         warned[0] = len(status.warnings)
         if status.cycles == 1 and status.last_report is not None and not args.quiet:
             line.clear()
-            say(f"{summary(status.last_report, args.delete)} (initial sync)")
+            say(f"{summary(status.last_report, args.delete or args.delete_excluded)} (initial sync)")
             say(f"pcopy: watching {printable(args.src)} ({status.observer}); Ctrl-C to stop")
         line.draw(status, force=status.last_report is not None)
 
@@ -246,14 +246,16 @@ def run_watch(args) -> int:
         raise
     except PcopyError as exc:
         line.clear()
-        reporter.close(None, str(exc))
+        reporter.fail(exc)
         raise
-    finally:
+    finally:  # SIGINT and SIGTERM end a watch session normally: api.watch returns its report
         line.clear()
         if report is not None:
-            reporter.close(report, delete=args.delete)
+            delete = args.delete or args.delete_excluded
+            reporter.close(report, delete=delete)
             if not args.quiet:
-                say(f"{summary(report, args.delete)} (watch session)")
+                lost = f"; {plural(report.discarded, 'file')} in flight discarded" if report.discarded else ""
+                say(f"{summary(report, delete)} (watch session{lost})")
             if args.json:
                 out(json.dumps(report.to_dict()) + "\n")
     return EXIT_OK if report.ok else EXIT_PARTIAL

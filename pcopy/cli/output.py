@@ -9,11 +9,9 @@ quietly; any other write error names the stream and the reason.
 from __future__ import annotations
 
 import sys
-import time
 from typing import Optional
 
 from ..errors import OutputClosed, PcopyError, describe
-from ..fs.outputs import OutputFile
 from ..model.entries import DIR
 from ..model.results import (
     COPIED,
@@ -29,6 +27,7 @@ from ..model.results import (
     Report,
     Result,
 )
+from ..runtime.progress import human_bytes, lines_above
 
 
 def _write(stream, name: str, text: str) -> None:
@@ -42,8 +41,9 @@ def _write(stream, name: str, text: str) -> None:
 
 
 def say(line: str) -> None:
-    """One line on stderr."""
-    _write(sys.stderr, "stderr", line + "\n")
+    """One line on stderr (above the progress bar, when one is shown)."""
+    with lines_above():
+        _write(sys.stderr, "stderr", line + "\n")
 
 
 def out(text: str) -> None:
@@ -77,14 +77,6 @@ def printable(path: str) -> str:
     if any(c in text for c in "\n\r\t"):
         text = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
     return text
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
 
 
 def plural(n: int, word: str) -> str:
@@ -128,36 +120,3 @@ def itemized(result: Result) -> Optional[str]:
     if status == SKIPPED and result.reason not in _QUIET_SKIPS:
         return f"skipping {printable(result.relpath)}: {result.message}"  # specials, vanished files
     return None
-
-
-class Reporter:
-    """Prints (-v) and logs (--log-file) one line per change or error, as results arrive."""
-
-    def __init__(self, args) -> None:
-        self.verbose = getattr(args, "verbose", False)
-        self.log: Optional[OutputFile] = None
-        if getattr(args, "log_file", None):
-            self.log = OutputFile(args.log_file, "log file", append=True)
-            self._log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pcopy {args.command} {args.src} {args.dst}")
-
-    def _log(self, line: str) -> None:
-        if self.log is not None:
-            self.log.write((line + "\n").encode("utf-8", "backslashreplace"))
-
-    def __call__(self, result: Result) -> None:
-        line = itemized(result)
-        if line is None:
-            return
-        if self.verbose and result.status != FAILED:
-            say(line)
-        self._log(line)
-
-    def close(self, report: Optional[Report], error: Optional[str] = None, delete: bool = False) -> None:
-        if self.log is None:
-            return
-        if error:
-            self._log(f"fatal: {error}")
-        if report is not None:
-            self._log(summary(report, delete))
-        self.log.commit()
-        self.log = None

@@ -98,6 +98,8 @@ def _output(sub: argparse.ArgumentParser, command: str) -> None:
     sub.add_argument("-h", "--human-readable", action="store_true",
                      help="sizes in KiB/MiB/GiB in --stats (the summary always is)")
     sub.add_argument("--log-file", metavar="FILE", help="append itemized actions and errors to FILE")
+    sub.add_argument("--json-log", metavar="FILE", help="append one JSON object per action to FILE as it happens "
+                                                        "('-': stdout), then a summary line")
     talk = sub.add_mutually_exclusive_group()
     talk.add_argument("-v", "--verbose", action="store_true", help="print one itemized line per change")
     talk.add_argument("-q", "--quiet", action="store_true", help="print only errors")

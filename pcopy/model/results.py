@@ -32,6 +32,7 @@ NOT_REGULAR = "not-regular"  # replaced by something other than a file after the
 SOURCE_CHANGED = "source-changed"  # kept changing while it was read
 DISK_FULL = "disk-full"  # ENOSPC/EDQUOT: writing more is pointless
 INTERRUPTED = "interrupted"
+REPLACED = "replaced"  # a dry run's DST entry of another kind, removed to make way (not a --delete)
 ERROR = "error"  # any other failure
 # skipped by a selection rule the user asked for (rsync's --update, --ignore-existing, --existing, --max-size)
 NEWER_IN_DST = "newer-in-dst"
@@ -92,6 +93,7 @@ class Report:
         self.seconds = 0.0
         self.dry_run = dry_run
         self.stopped_early = False  # the destination filled up; the rest was not attempted
+        self.discarded = 0  # files in flight when a watch session was stopped (temp files removed)
         self.failures: list = []
         self.warnings: list = []
         self.results = results  # every Result, when the caller asked for them
@@ -107,7 +109,10 @@ class Report:
     def count(self, results) -> tuple:
         """Add results to the counts; returns (files done, bytes written) for the progress display.
 
-        One call per batch (not per result) keeps the parent's per-file cost low.
+        "Files" are the source entries that are not directories, the same
+        entries the walk counts as found: a directory's result (created,
+        failed) and a deletion are not one. One call per batch (not per
+        result) keeps the parent's per-file cost low.
         """
         nbytes = files = 0
         for result in results:
@@ -125,7 +130,8 @@ class Report:
             elif status == UPDATED:
                 self.updated += 1
             elif status == DELETED:
-                self.deleted += 1
+                if result.reason != REPLACED:
+                    self.deleted += 1
                 continue
             elif status == CREATED:
                 self.dirs += 1
@@ -133,7 +139,8 @@ class Report:
             elif status == FAILED:
                 self.failed += 1
                 self.failures.append(result)
-            files += 1
+            if result.kind != "dir":
+                files += 1
         self.bytes_copied += nbytes
         return files, nbytes
 
@@ -154,6 +161,7 @@ class Report:
             "bytes_per_second": round(rate, 1),
             "dry_run": self.dry_run,
             "stopped_early": self.stopped_early,
+            "discarded": self.discarded,
             "failures": [{"path": r.relpath, "error": r.message, "reason": r.reason} for r in self.failures],
             "warnings": list(self.warnings),
         })

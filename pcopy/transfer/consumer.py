@@ -19,22 +19,32 @@ class Consumer:
 
     @property
     def wants_each(self) -> bool:
-        """Whether every unchanged file needs a Result of its own (or only counting)."""
-        return self.report.results is not None or self.on_result is not None
+        """Whether every unchanged file needs a Result of its own (or only counting).
 
-    def add(self, result: Result) -> None:
-        self.add_many((result,))
+        A callback with ``wants_unchanged = False`` (the CLI's reporter, unless
+        it logs skips) keeps a no-op sync on its fast path.
+        """
+        return self.report.results is not None or (
+            self.on_result is not None and getattr(self.on_result, "wants_unchanged", True))
+
+    def add(self, result: Result, source: bool = True) -> None:
+        self.add_many((result,), source)
 
     def add_unchanged(self, count: int) -> None:
         self.report.skipped += count
         self.counters.files_done += count
 
-    def add_many(self, results) -> None:
-        """Record a batch of results: counts, progress, the kept list, the manifest, the callback."""
+    def add_many(self, results, source: bool = True) -> None:
+        """Record a batch of results: counts, progress, the kept list, the manifest, the callback.
+
+        ``source=False``: results about DST entries (deletions, DST entries that
+        cannot be stat'ed), which the walk did not count as source files found.
+        """
         report, counters = self.report, self.counters
         failed = report.failed
         files, nbytes = report.count(results)
-        counters.files_done += files
+        if source:
+            counters.files_done += files
         counters.bytes_done += nbytes
         counters.failed += report.failed - failed
         if report.results is not None:

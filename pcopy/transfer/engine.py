@@ -27,7 +27,7 @@ import time
 from typing import Callable, Optional
 
 from ..content.manifest import ManifestWriter
-from ..errors import PcopyError, describe
+from ..errors import Interrupted, PcopyError, describe
 from ..fs import filters, temps
 from ..fs.scan import require_dir
 from ..model.results import Report
@@ -198,10 +198,12 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
                 manifest = None
             if not options.dry_run:
                 finish.finish_dirs(run)
-        except BaseException:
+        except BaseException as exc:
             run.close()
             in_flight = pool.abort(ABORT_GRACE)
             temps.remove_temp_files(options.dst, {b.reldir for b in in_flight}, options.token)
+            if isinstance(exc, Interrupted):
+                exc.discarded += sum(len(b.tasks) for b in in_flight)
             counters.close()
             if manifest is not None and own_manifest:
                 manifest.discard()

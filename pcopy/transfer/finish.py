@@ -109,7 +109,7 @@ def delete_extraneous(run: Run) -> Optional[str]:
                 if kind == DIR and exc.errno == errno.ENOTEMPTY and run.dst_keep is not None:
                     report.warnings.append(f"{relpath}: not deleted: it holds excluded files")
                 else:
-                    consumer.add(failure(relpath, kind, f"cannot delete: {describe(exc)}"))
+                    consumer.add(failure(relpath, kind, f"cannot delete: {describe(exc)}"), source=False)
                 _keep_parents(relpath, kept)
                 continue
         consumer.add(Result(relpath, DELETED, kind, 0, None, DELETING))

@@ -31,6 +31,7 @@ from ..model.results import (
     DISK_FULL,
     FAILED,
     LINKED,
+    REPLACED,
     SAME_CONTENT,
     SKIPPED,
     UNCHANGED,
@@ -133,11 +134,13 @@ class Run:
             self.unreadable.add(reldir)
             consumer.add(failure(reldir or ".", DIR, f"cannot read directory: {describe(listing.error)}"))
             return
-        if listing.entry_errors or pair.dst_entry_errors:
-            consumer.add_many([failure(relpath_join(reldir, name), FILE, f"{side}: cannot stat: {describe(exc)}")
-                               for side, errors in (("source", listing.entry_errors),
-                                                    ("destination", pair.dst_entry_errors))
-                               for name, exc in errors])
+        if listing.entry_errors:  # source entries the walk found: counted as files
+            consumer.counters.discovered(len(listing.entry_errors), 0)
+            consumer.add_many([failure(relpath_join(reldir, name), FILE, f"source: cannot stat: {describe(exc)}")
+                               for name, exc in listing.entry_errors])
+        if pair.dst_entry_errors:
+            consumer.add_many([failure(relpath_join(reldir, name), FILE, f"destination: cannot stat: {describe(exc)}")
+                               for name, exc in pair.dst_entry_errors], source=False)
         broken = self.broken_dirs.get(reldir)
         if broken is None and pair.dst_error is not None:
             broken = f"destination directory: cannot read: {describe(pair.dst_error)}"
@@ -155,8 +158,9 @@ class Run:
         link_dest = tuple((root, read_beneath(root, reldir)[0] or {}) for root in options.link_dest)
         others, firsts = self._hardlink_names(reldir, entries)
         plan = plan_directory(reldir, entries, existing, options, link_dest, others, consumer.wants_each)
-        consumer.counters.discovered(len(plan.tasks) + len(plan.results) + plan.unchanged,
-                                     sum(t.size for t in plan.tasks if t.size > 0))
+        consumer.counters.discovered(  # files, not directories: what Report.count counts as done
+            len(plan.tasks) + sum(1 for r in plan.results if r.kind != DIR) + plan.unchanged + len(plan.hardlinks),
+            sum(t.size for t in plan.tasks if t.size > 0))
         if plan.results:
             consumer.add_many(plan.results)
             for result in plan.results:
@@ -166,19 +170,23 @@ class Run:
                     self.bad_anchors.add(result.relpath)
         if plan.unchanged:
             consumer.add_unchanged(plan.unchanged)
-        for name in plan.replace:
-            self._remove_for_replacement(relpath_join(reldir, name))
+        tasks, hardlinks, subdirs = plan.tasks, plan.hardlinks, plan.subdirs
+        if plan.replace:
+            stuck = self._replace(reldir, plan.replace, {e.name: e.kind for e in entries}, firsts)
+            if stuck:  # the DST entry in the way stays: its source entry failed, not attempted
+                tasks = [t for t in tasks if t.name not in stuck]
+                hardlinks = [t for t in hardlinks if t.name not in stuck]
+                subdirs = [(e, why) for e, why in subdirs if e.name not in stuck]
         if plan.prune:
             self.march.prune.update(relpath_join(reldir, name) for name in plan.prune)
-        for entry, why in plan.subdirs:
+        for entry, why in subdirs:
             relpath = relpath_join(reldir, entry.name)
             self._make_dir(relpath, why)
             if self.root_dev >= 0 and entry.dev and entry.dev != self.root_dev:
                 self.march.prune.add(relpath)  # -x: a mount point is copied, not what is mounted there
         for entry in plan.deletions:
             self._plan_deletion(relpath_join(reldir, entry.name), entry)
-        self.hardlinks.extend((reldir, task) for task in plan.hardlinks)
-        tasks = plan.tasks
+        self.hardlinks.extend((reldir, task) for task in hardlinks)
         if firsts:
             self.anchors.update(relpath_join(reldir, t.name) for t in tasks if t.name in firsts)
         if tasks and self.pending_dirs:
@@ -212,7 +220,7 @@ class Run:
         if plan.unchanged:
             self.consumer.add_unchanged(plan.unchanged)
         for name in plan.replace:
-            self._remove_for_replacement(name)
+            self._replace("", [name], {name: entry.kind}, ())
         tasks = [t._replace(source=src_name) if src_name != dst_name else t for t in plan.tasks]
         if options.dry_run:
             self.consumer.add_many([Result(t.name, UPDATED if t.action == ATTRS else COPIED,
@@ -232,7 +240,7 @@ class Run:
             elif entry.name in firsts:
                 self.bad_anchors.add(relpath)
             results.append(failure(relpath, entry.kind, why))
-        self.consumer.counters.discovered(len(results), 0)
+        self.consumer.counters.discovered(sum(1 for e in entries if e.kind != DIR), 0)
         self.consumer.add_many(results)
         self.broken_dirs.pop(reldir, None)
 
@@ -266,17 +274,28 @@ class Run:
                     firsts.add(e.name)
         return names, firsts
 
-    def _remove_for_replacement(self, relpath: str) -> None:
-        if self.options.dry_run:
-            self.consumer.add(Result(relpath, DELETED, FILE, 0, None, DELETING))
-            return
-        try:
-            if self.options.backup:
-                backups(self.options).move_out(self.options.dst, relpath)
-            else:
-                beneath.remove_tree_beneath(self.options.dst, relpath)
-        except OSError as exc:
-            self.consumer.add(failure(relpath, FILE, f"cannot replace: {describe(exc)}"))
+    def _replace(self, reldir: str, names: list, kinds: dict, firsts) -> set:
+        """Remove DST entries of another kind (sync); returns the names whose entry could not be removed."""
+        stuck = set()
+        for name in names:
+            relpath = relpath_join(reldir, name)
+            if self.options.dry_run:
+                self.consumer.add(Result(relpath, DELETED, FILE, 0, None, DELETING, REPLACED))
+                continue
+            try:
+                if self.options.backup:
+                    backups(self.options).move_out(self.options.dst, relpath)
+                else:
+                    beneath.remove_tree_beneath(self.options.dst, relpath)
+            except OSError as exc:
+                why = f"cannot replace: {describe(exc)}"
+                self.consumer.add(failure(relpath, kinds.get(name, FILE), why))
+                stuck.add(name)
+                if kinds.get(name) == DIR:
+                    self.broken_dirs[relpath] = f"destination directory: {why}"
+                elif firsts and name in firsts:
+                    self.bad_anchors.add(relpath)
+        return stuck
 
     def _make_dir(self, reldir: str, why: str) -> None:
         if why and self.options.prune_empty_dirs:

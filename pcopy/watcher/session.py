@@ -1,6 +1,6 @@
 """Watch mode: keep DST mirrored by feeding filesystem events into the sync engine.
 
-    watchdog observer ─► Watcher.on_event (observer thread)       the only module that imports watchdog
+    watchdog observer ─► Watcher.on_event (observer thread)       watchdog is imported in observer
      (inotify; polling    │ event → source directories to re-read:
       with --poll or      │   file created/changed/deleted → its parent (non-recursive)
       as a fall-back)     │   directory created/moved in   → it (recursive) + its parent
@@ -50,6 +50,7 @@ DEFAULT_POLL_INTERVAL = 1.0
 TICK = 0.1  # the loop checks for signals / stop_event at least this often
 STATUS_EVERY = 0.25
 HEALTH_EVERY = 1.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, systemd's stop: how a watch session normally ends
 
 IGNORE = object()  # an event path to ignore (as opposed to one outside SRC)
 
@@ -173,7 +174,12 @@ class Watcher:
     # ---- main loop (caller's thread)
 
     def run(self) -> Report:
-        """Initial sync, then follow changes until stop_event or SIGINT/SIGTERM (``Interrupted``)."""
+        """Initial sync, then follow changes until stop_event, SIGINT or SIGTERM: each is a normal end.
+
+        Files in flight at the stop are discarded (temp files removed) and
+        counted in the report's ``discarded``. SIGHUP raises ``Interrupted``,
+        its ``report`` attribute holding the session's report.
+        """
         started = time.monotonic()
         # Validate SRC/DST before any thread starts (nothing is created by a dry preflight).
         engine.preflight(self.options._replace(dry_run=True))
@@ -190,12 +196,12 @@ class Watcher:
                 self._loop(guard)
                 clean = True
             except Interrupted as exc:
-                if self._stopped() and exc.signum == signal.SIGINT and guard.signum is None:
-                    clean = True  # stop_event was set while a batch ran: a normal stop
-                else:
+                self.total.discarded += exc.discarded
+                if exc.signum not in STOP_SIGNALS:
                     self._finish_total(started)
                     exc.report = self.total
                     raise
+                clean = self._stopped() and guard.signum is None  # stop_event: the workers are idle
             finally:
                 self._shutdown(clean)
         self._finish_total(started)

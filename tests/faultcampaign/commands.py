@@ -17,7 +17,7 @@ from . import trees
 
 ERR = "pcopy: error: "
 ALLOWED_EXITS = {"copy": {0, 1, 3}, "sync": {0, 1, 3}, "hash": {0, 1, 3}, "map": {0, 1, 3},
-                 "verify": {0, 1, 3, 4}, "verify-m": {0, 1, 3, 4}, "watch": {0, 1, 3, 130, -2}}
+                 "verify": {0, 1, 3, 4}, "verify-m": {0, 1, 3, 4}, "watch": {0, 1, 3}}  # watch: SIGINT ends it normally
 SIGNAL_EXITS = {"kill-parent": {-9}, "kill-group": {-9}, "sigint": {130, -2}, "sigterm": {143, -15}}
 
 
