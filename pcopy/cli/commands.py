@@ -11,6 +11,7 @@ from .. import api
 from ..errors import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL, Interrupted, PcopyError, UsageError
 from ..model.results import FAILED, Report, Result
 from ..runtime.progress import make_progress
+from .completion import run_completion
 from .output import Reporter, Stdout, out, printable, say, summary
 
 
@@ -227,4 +228,4 @@ def run_watch(args) -> int:
 
 
 COMMANDS = {"copy": run_copy, "sync": run_copy, "watch": run_watch, "map": run_map, "hash": run_hash,
-            "verify": run_verify}
+            "verify": run_verify, "completion": run_completion}

@@ -18,6 +18,8 @@ from ..options import COPY_HASHES
 from ..runtime.backend import BACKENDS
 from ..version import __version__
 
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
 
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose unknown options are reported by the subcommand they were given to,
@@ -247,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     _progress_options(map_cmd, "when stderr is a terminal")
     map_cmd.add_argument("-q", "--quiet", action="store_true", help="print only errors on stderr")
     map_cmd.add_argument("--debug", action="store_true", help="show tracebacks for fatal errors")
+
+    commands.add_parser("completion", help="print a completion script for SHELL (bash, zsh or fish) on stdout",
+                        description="Print the tab-completion script for SHELL on stdout; the README section "
+                                    "'Shell completion and man page' says where to put it."
+                        ).add_argument("shell", choices=COMPLETION_SHELLS, metavar="SHELL")
     return parser
 
 
