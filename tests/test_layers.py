@@ -43,7 +43,7 @@ LAYERS = [
     ["integrity.manifest"],
     ["api"],
     ["cli.output", "cli.parser"],
-    ["cli.completion"],
+    ["cli.completion", "cli.manpage"],
     ["cli.commands"],
     ["cli"],
     ["__main__", "__init__"],

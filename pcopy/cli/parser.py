@@ -254,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Print the tab-completion script for SHELL on stdout; the README section "
                                     "'Shell completion and man page' says where to put it."
                         ).add_argument("shell", choices=COMPLETION_SHELLS, metavar="SHELL")
+    commands.add_parser("man", help="print the manual page (roff) on stdout",
+                        description="Print pcopy's manual page in roff on stdout: read it with 'pcopy man | man -l -' "
+                                    "or install it as pcopy.1.")
     return parser
 
 
