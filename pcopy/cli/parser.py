@@ -136,7 +136,8 @@ def _copy_options(sub: argparse.ArgumentParser, manifest: bool = True) -> None:
     sub.add_argument("--debug", action="store_true", help="show tracebacks for fatal errors")
     sub.add_argument("--transform", metavar="NAME",
                      help="rewrite each file as it is written: gzip, gunzip, xz, unxz, zstd, unzstd, a plugin's "
-                          "name (entry points 'pcopy.transforms') or module:function (see README: Transforms)")
+                          "name (entry points 'pcopy.transforms') or module:function "
+                          "(see the README section 'Transforms and map')")
     sub.add_argument("--level", type=int, metavar="N", help="compression level for --transform gzip/xz/zstd")
 
 
@@ -218,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "in byte order of the path, so that 'cd ROOT && xxhsum -c FILE' (or 'sha256sum -c' with "
                     "--algo sha256) passes. Symlinks are not followed or listed.")
     hash_cmd.add_argument("root", metavar="ROOT")
-    hash_cmd.add_argument("-o", "--output", metavar="FILE", help="write the manifest to FILE (default, or '-': stdout)")
+    hash_cmd.add_argument("-o", "--output", metavar="FILE", help="write the manifest to FILE ('-' or no -o: stdout)")
     hash_cmd.add_argument("--algo", choices=HASH_ALGORITHMS, default="xxh128",
                           help="xxh128 (default, for xxhsum -c) or sha256 (for sha256sum -c)")
     _integrity_options(hash_cmd)
