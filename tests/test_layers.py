@@ -47,7 +47,7 @@ LAYERS = [
     ["cli.output", "cli.argtypes"],
     ["cli.transfer_options", "cli.stats", "cli.jsonlog"],
     ["cli.parser"],
-    ["cli.reporter"],
+    ["cli.reporter", "cli.completion", "cli.manpage"],
     ["cli.commands"],
     ["cli"],
     ["__main__", "__init__"],

@@ -11,6 +11,8 @@ from .. import api
 from ..errors import EXIT_FATAL, EXIT_OK, EXIT_PARTIAL, Interrupted, PcopyError, UsageError
 from ..model.results import FAILED, Report, Result
 from ..runtime.progress import make_progress
+from .completion import run_completion
+from .manpage import run_man
 from .output import Stdout, out, plural, printable, say, summary
 from .reporter import Reporter
 
@@ -262,4 +264,4 @@ def run_watch(args) -> int:
 
 
 COMMANDS = {"copy": run_copy, "sync": run_copy, "watch": run_watch, "map": run_map, "hash": run_hash,
-            "verify": run_verify}
+            "verify": run_verify, "completion": run_completion, "man": run_man}

@@ -16,6 +16,8 @@ from ..version import __version__
 from .argtypes import positive_int, seconds
 from .transfer_options import add_transfer_options
 
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
 
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose unknown options are reported by the subcommand they were given to,
@@ -111,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "in byte order of the path, so that 'cd ROOT && xxhsum -c FILE' (or 'sha256sum -c' with "
                     "--algo sha256) passes. Symlinks are not followed or listed.")
     hash_cmd.add_argument("root", metavar="ROOT")
-    hash_cmd.add_argument("-o", "--output", metavar="FILE", help="write the manifest to FILE (default, or '-': stdout)")
+    hash_cmd.add_argument("-o", "--output", metavar="FILE", help="write the manifest to FILE ('-' or no -o: stdout)")
     hash_cmd.add_argument("--algo", choices=HASH_ALGORITHMS, default="xxh128",
                           help="xxh128 (default, for xxhsum -c) or sha256 (for sha256sum -c)")
     _integrity_options(hash_cmd)
@@ -142,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     _progress_options(map_cmd, "when stderr is a terminal")
     map_cmd.add_argument("-q", "--quiet", action="store_true", help="print only errors on stderr")
     map_cmd.add_argument("--debug", action="store_true", help="show tracebacks for fatal errors")
+
+    commands.add_parser("completion", help="print a completion script for SHELL (bash, zsh or fish) on stdout",
+                        description="Print the tab-completion script for SHELL on stdout; the README section "
+                                    "'Shell completion and man page' says where to put it."
+                        ).add_argument("shell", choices=COMPLETION_SHELLS, metavar="SHELL")
+    commands.add_parser("man", help="print the manual page (roff) on stdout",
+                        description="Print pcopy's manual page in roff on stdout: read it with 'pcopy man | man -l -' "
+                                    "or install it as pcopy.1.")
     return parser
 
 

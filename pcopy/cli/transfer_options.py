@@ -61,7 +61,8 @@ def add_transfer_options(sub: argparse.ArgumentParser, command: str) -> None:
                      help="hard-link files unchanged against DIR instead of copying (repeatable; relative to DST)")
     sub.add_argument("--transform", metavar="NAME",
                      help="rewrite each file as it is written: gzip, gunzip, xz, unxz, zstd, unzstd, a plugin's "
-                          "name (entry points 'pcopy.transforms') or module:function (see README: Transforms)")
+                          "name (entry points 'pcopy.transforms') or module:function "
+                          "(see the README section 'Transforms and map')")
     sub.add_argument("--level", type=int, metavar="N", help="compression level for --transform gzip/xz/zstd")
 
 
