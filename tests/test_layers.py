@@ -28,7 +28,7 @@ LAYERS = [
     ["fs.outputs", "runtime.signals", "runtime.progress", "runtime.process", "runtime.thread", "runtime.dask"],
     ["runtime.backend"],
     ["runtime.pool", "fs.march"],
-    ["content.digest", "content.transforms.base"],
+    ["content.digest", "content.metadata", "content.transforms.base"],
     ["content.copydata", "content.manifest", "content.transforms.builtins", "content.transforms.stream"],
     ["content.cache", "content.transforms"],
     ["options"],
