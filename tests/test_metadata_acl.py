@@ -172,6 +172,26 @@ def test_an_attribute_fix_after_a_chown_puts_the_capability_back(where):
     assert tool("getcap", dst).split()[-1] == "cap_net_raw=ep"
 
 
+@needs_root
+def test_the_same_as_cp_a(where):
+    """The oracle: cp -a (--preserve=all) of a file with everything gives what our order gives."""
+    src = make_file(os.path.join(where, "src", "all"), b"x", 0o2750)
+    os.chown(src, 65534, 65534)
+    os.chmod(src, 0o2750)
+    for name, value in (("user.a", b"1"), ("user.bin", b"\0\xff"), ("trusted.t", b"t")):
+        os.setxattr(src, name, value)
+    tool("setfacl", "-m", "u:nobody:rwx,g:nogroup:r,m::rx", src)
+    tool("setcap", "cap_net_raw,cap_net_bind_service+ep", src)
+    ours, theirs = os.path.join(where, "dst", "ours"), os.path.join(where, "dst", "theirs")
+    assert copy_like_worker(src, ours).ok
+    tool("cp", "-a", src, theirs)
+    assert getfattr(ours) == getfattr(theirs) == getfattr(src)
+    assert getfacl(ours) == getfacl(theirs)
+    assert tool("getcap", ours).split()[-1] == tool("getcap", theirs).split()[-1]
+    assert os.stat(ours).st_mode == os.stat(theirs).st_mode == os.stat(src).st_mode
+    assert os.stat(ours).st_mtime_ns == os.stat(theirs).st_mtime_ns
+
+
 # --------------------------------------------------------------------------- symlinks
 
 
