@@ -81,6 +81,7 @@ class Options(NamedTuple):
     acls: bool = True  # POSIX ACLs
     chmod: tuple = ()  # model.modes rules
     chown: tuple = (-1, -1)  # uid, gid (-1: keep the source's)
+    dst_modes: bool = True  # DST stores permission bits (not FAT): found by the engine's probe
 
 
 def filter_lines(exclude=(), include=(), exclude_from=None, filters_=()) -> tuple:

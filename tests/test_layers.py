@@ -33,7 +33,7 @@ LAYERS = [
     ["content.copydata", "content.manifest", "content.transforms.builtins", "content.transforms.stream"],
     ["content.cache", "content.transforms"],
     ["options"],
-    ["transfer.plan", "transfer.transformed", "transfer.young", "transfer.partial"],
+    ["transfer.plan", "transfer.transformed", "transfer.young", "transfer.partial", "transfer.attrs"],
     ["transfer.worker", "transfer.consumer"],
     ["transfer.run"],
     ["transfer.finish"],

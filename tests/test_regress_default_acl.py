@@ -2,9 +2,8 @@
 
 A file created there gets ``mode & default ACL``, not ``mode & ~umask``; the worker trusts the
 latter ("born right": no fchmod), so ``pcopy copy`` of a 0644 file into a directory whose default
-ACL says ``o::---`` leaves it 0640, where ``cp -a`` and ``rsync -a`` give 0644. The fix belongs in
-transfer/worker.py: ``born_right = False`` when ``content.metadata.has_default_acl(dst_fd)``
-(once per batch). Strict xfail until then, so the fix makes this test fail and drop the mark.
+ACL says ``o::---`` used to leave it 0640, where ``cp -a`` and ``rsync -a`` give 0644: the worker
+trusted mode & ~umask. It now always sets the mode where DST's directory has a default ACL.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import pytest
 from pcopy.content.metadata import ACL_DEFAULT
 
 
-@pytest.mark.xfail(strict=True, reason="worker trusts mode & ~umask under a default ACL (see module docstring)")
 def test_copy_into_a_directory_with_a_default_acl_keeps_the_mode(tmp_path):
     if shutil.which("setfacl") is None:
         pytest.skip("setfacl (acl) is not installed")

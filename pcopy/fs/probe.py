@@ -233,3 +233,26 @@ def _step(ns: int) -> str:
         if ns >= size:
             return f"{ns // size} {unit}" if ns % size == 0 else f"{ns / size:g} {unit}"
     return f"{ns} ns"
+
+
+COARSE_TYPES = frozenset(("vfat", "msdos", "exfat", "fuse.fusefat", "fuseblk"))  # FAT family: 2 s, no modes
+
+
+def fs_type(path: str) -> str:
+    """The file-system type of the mount holding ``path`` (from /proc/self/mounts), or ""."""
+    real = os.path.realpath(path)
+    while not os.path.exists(real) and real != os.sep:
+        real = os.path.dirname(real)
+    best, kind = "", ""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].encode().decode("unicode_escape")
+                if (real == point or real.startswith(point.rstrip(os.sep) + os.sep)) and len(point) >= len(best):
+                    best, kind = point, fields[2]
+    except OSError:
+        return ""
+    return kind

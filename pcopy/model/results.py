@@ -21,6 +21,7 @@ DEFERRED = "deferred"  # a big file found inside a batch: the engine resubmits i
 LINKED = "linked"  # hard link created (--link-dest or -H)
 CREATED = "created"  # directory created
 DELETED = "deleted"  # removed from DST by --delete
+NOTE = "note"  # not a path: a worker's one-line warning for the run (``message``), e.g. attributes not stored
 
 # Reasons (why a result has its status); "" when the status says it all
 UNCHANGED = "unchanged"

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 from ..content.manifest import ManifestWriter
 from ..errors import Interrupted, PcopyError, describe
-from ..fs import filters, temps
+from ..fs import filters, probe, temps
 from ..fs.scan import require_dir
 from ..model.results import Report
 from ..options import Options
@@ -114,6 +114,28 @@ def preflight_file(options: Options, single: tuple) -> None:
     _check_manifest_path(options, False, os.path.realpath(options.dst))
 
 
+def fit_to_destination(options: Options) -> Options:
+    """What DST's file system can store decides how it is compared: a FAT stick keeps 2-second times
+    and no permission bits, so a second sync to it must not recopy everything (fs.probe).
+
+    A dry run must not write, so it guesses from the file-system type instead of probing.
+    """
+    if options.modify_window_ns >= 0 and not options.owner:
+        return options
+    if options.dry_run or not os.path.isdir(options.dst):
+        kind = probe.fs_type(options.dst)
+        if kind in probe.COARSE_TYPES:
+            return options._replace(modify_window_ns=max(options.modify_window_ns, probe.FAT_WINDOW_NS),
+                                    dst_modes=False, owner=False)
+        return options._replace(modify_window_ns=max(options.modify_window_ns, 0))
+    try:
+        caps = probe.probe(options.dst, options.token)
+    except OSError:
+        return options._replace(modify_window_ns=max(options.modify_window_ns, 0))  # the copy will say why
+    window = caps.modify_window_ns if options.modify_window_ns < 0 else options.modify_window_ns
+    return options._replace(modify_window_ns=window, dst_modes=caps.modes, owner=options.owner and caps.owners)
+
+
 def _create_dst(dst: str) -> None:
     try:
         os.makedirs(dst, 0o700)
@@ -168,6 +190,7 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
             pool.backend.check_roots(options.src, options.dst)
         if options.manifest is not None and manifest is None:
             manifest = ManifestWriter.to_path(options.manifest, options.token)
+        options = fit_to_destination(options)
     except BaseException:
         if own_pool:
             pool.abort(0)

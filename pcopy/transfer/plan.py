@@ -14,6 +14,7 @@ import stat
 from typing import NamedTuple, Optional
 
 from ..content import transforms
+from ..fs.probe import mtimes_equal
 from ..model.entries import (
     ATTRS,
     CHECKSUM,
@@ -83,7 +84,8 @@ def is_unchanged(src: Entry, dst: Optional[Entry], window_ns: int = 0, size_only
         dst is not None
         and dst.kind == src.kind
         and dst.size == src.size
-        and (size_only or abs(dst.mtime_ns - src.mtime_ns) <= window_ns)
+        and (size_only or dst.mtime_ns == src.mtime_ns
+             or (window_ns != 0 and mtimes_equal(src.mtime_ns, dst.mtime_ns, window_ns)))
     )
 
 
@@ -95,8 +97,8 @@ def _skipped_by_rule(src: Entry, dst: Optional[Entry], options: Options, window_
         return NOT_IN_DST
     if options.ignore_existing and dst is not None and src.kind != DIR:
         return EXISTS_IN_DST
-    if (options.update and dst is not None and dst.kind == src.kind == FILE
-            and dst.mtime_ns > src.mtime_ns + window_ns):
+    if (options.update and dst is not None and dst.kind == src.kind == FILE and dst.mtime_ns > src.mtime_ns
+            and not mtimes_equal(src.mtime_ns, dst.mtime_ns, window_ns)):
         return NEWER_IN_DST
     return ""
 
@@ -126,9 +128,9 @@ def itemize(src: Entry, dst: Optional[Entry], checksum_differs: bool = False, ow
     ))
 
 
-def attrs_item(src: Entry, dst: Entry, owner: bool) -> str:
+def attrs_item(src: Entry, dst: Entry, owner: bool, modes: bool = True) -> str:
     """The ``.f...pog...`` code when only attributes differ, or "" when nothing does."""
-    mode = src.kind == FILE and stat.S_IMODE(dst.mode) != stat.S_IMODE(src.mode)
+    mode = modes and src.kind == FILE and stat.S_IMODE(dst.mode) != stat.S_IMODE(src.mode)
     uid, gid = _owner_differs(src, dst) if owner else (False, False)
     if not (mode or uid or gid):
         return ""
@@ -180,13 +182,16 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
     taken = collections.Counter(outputs.values()) if outputs is not None else None
     # An unchanged file needs no further thought: the common case of a sync, checked first and cheaply.
     quick = not (options.force or options.checksum or options.manifest or unchanged_results
-                 or outputs is not None or window or options.size_only or selective)
+                 or outputs is not None or window or options.size_only or selective or not options.dst_modes)
+    # Attributes (xattrs, ACLs) are compared only where SRC changed after DST was written (its ctime is
+    # newer): listing them for every file would double a no-op sync, and such a change moves ctime.
+    attrs_check = options.xattrs or options.acls
     get = dst_entries.get
     for src in src_entries:
         dst = get(src[0])
         if (quick and dst is not None and src[1:4] == dst[1:4] and src[1] != DIR
                 and (src[5] & 0o7777) == (dst[5] & 0o7777) and src[0] not in first_names
-                and (not owner or src[9:11] == dst[9:11])):
+                and (not owner or src[9:11] == dst[9:11]) and not (attrs_check and src[11] > dst[11])):
             unchanged += 1  # same kind, size, mtime, permissions (and owner, as root)
             continue
         relpath = relpath_join(reldir, src.name)
@@ -222,9 +227,10 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
             continue
         if (not options.force and dst is not None and is_unchanged(src, dst, window, options.size_only)
                 and not (options.checksum and src.kind == FILE)):
-            item = attrs_item(src, dst, owner)
-            if item:
-                tasks.append(Task(ATTRS, src.name, src.size, item))
+            item = attrs_item(src, dst, owner, options.dst_modes)
+            if item or (attrs_check and src.ctime_ns > dst.ctime_ns and src.kind in (FILE, SYMLINK)):
+                tasks.append(Task(ATTRS, src.name, src.size, item or ("." + ("L" if src.kind == SYMLINK else "f")
+                                                                      + "." * 9)))
             elif options.manifest and src.kind == FILE:
                 tasks.append(Task(HASH, src.name, src.size))
             elif unchanged_results:

@@ -196,8 +196,8 @@ class Run:
             consumer.add_many([Result(relpath_join(reldir, t.name), done_as.get(t.action, COPIED),
                                       SYMLINK if t.action == LINK else FILE, max(t.size, 0), None, t.why,
                                       "", t.source if t.action == LINKDEST else None)
-                               for t in tasks if t.action != CHECKSUM])
-            tasks = [t for t in tasks if t.action == CHECKSUM]
+                               for t in tasks if not _needs_worker(t)])
+            tasks = [t for t in tasks if _needs_worker(t)]
         yield from batches(reldir, tasks, options.batch_files, options.batch_bytes)
 
     def _produce_single(self):
@@ -225,8 +225,8 @@ class Run:
         if options.dry_run:
             self.consumer.add_many([Result(t.name, UPDATED if t.action == ATTRS else COPIED,
                                            SYMLINK if t.action == LINK else FILE, max(t.size, 0), None, t.why)
-                                    for t in tasks if t.action != CHECKSUM])
-            tasks = [t for t in tasks if t.action == CHECKSUM]
+                                    for t in tasks if not _needs_worker(t)])
+            tasks = [t for t in tasks if _needs_worker(t)]
         yield from batches("", tasks, options.batch_files, options.batch_bytes)
 
     def _fail_below(self, reldir: str, entries: list, why: str) -> None:
@@ -396,3 +396,8 @@ def _protect_backups(options: Options, keep: Optional[Callable]) -> Optional[Cal
 
 def backups(options: Options) -> Backups:
     return Backups(options.backup_dir, options.suffix, options.token)
+
+
+def _needs_worker(task) -> bool:
+    """In a dry run: tasks whose outcome only reading can tell (-c, an attribute check)."""
+    return task.action == CHECKSUM or (task.action == ATTRS and not task.why[2:].strip("."))

@@ -26,6 +26,7 @@ from ..content import digest as digests
 from ..content import throttle
 from ..content.copydata import copy_data, dst_error
 from ..content.digest import XXH128, Cancelled, SourceChanged
+from ..content.metadata import At, mark_item
 from ..errors import describe, is_disk_full
 from ..fs.backup import Backups
 from ..fs.beneath import DirFd, link_beneath_fds, open_dir_beneath, unlink_quietly
@@ -41,6 +42,7 @@ from ..model.results import (
     INTERRUPTED,
     LINKED,
     NOT_REGULAR,
+    NOTE,
     SAME_CONTENT,
     SKIPPED,
     SOURCE_CHANGED,
@@ -54,6 +56,7 @@ from ..model.results import (
 from ..options import Options
 from ..runtime import worker
 from ..runtime.backend import default_jobs
+from .attrs import AttrCopier
 from .plan import wanted_attrs
 from .young import Pending, YoungFiles
 
@@ -73,7 +76,9 @@ def run_batch(options: Options, batch: Batch) -> list:
         os.close(src_fd)
         return fail_all(batch, f"destination directory: {describe(exc)}", exc)
     try:
-        results = Results(BatchCopier(options, src_fd, dst_fd).run(batch))
+        copier = BatchCopier(options, src_fd, dst_fd)
+        results = Results(copier.run(batch))
+        results.extend(copier.notes())
         if options.fsync and not options.dry_run:
             os.fsync(dst_fd)  # the renames of this batch reach the disk too
         return results
@@ -117,6 +122,7 @@ class BatchCopier:
 
             self.transform = transforms.for_options(options)
         self.backups = Backups(options.backup_dir, options.suffix, options.token) if options.backup else None
+        self.meta = AttrCopier(options.xattrs, options.acls, options.token, dst_fd)
         self.throttle = throttle.for_run(options.token, options.bwlimit, options.jobs or default_jobs())
 
     def attrs(self, st: os.stat_result, is_dir: bool = False) -> tuple:
@@ -134,6 +140,10 @@ class BatchCopier:
 
     def new_temp(self) -> str:
         return self.tmp_prefix + str(next_number())
+
+    def notes(self) -> list:
+        """The batch's one-line warnings for the run, as NOTE results (the consumer dedupes them)."""
+        return [Result("", NOTE, FILE, 0, None, "", "", note) for note in dict.fromkeys(self.meta.notes)]
 
     def run(self, batch: Batch) -> list:
         results: list = []
@@ -235,7 +245,8 @@ class BatchCopier:
 
                 return copy_resuming(self, relpath, name, fd, before, why)
             mode = stat.S_IMODE(self.attrs(before)[0])
-            born_right = not (mode & self.umask or mode & 0o7000)  # created with its final mode: no fchmod
+            # created with its final mode, no fchmod: only where the umask, not a default ACL, masks it
+            born_right = not (mode & self.umask or mode & 0o7000 or self.meta.default_acl)
             young = digests.is_young(before)
             hasher: Optional[digests.Algo] = self.hasher if self.hasher is not None or not young else XXH128
             tmp = self.new_temp()
@@ -247,12 +258,13 @@ class BatchCopier:
             try:
                 digest = copy_data(fd, out, size, hasher, self.stop, self.options.sparse, before.st_blocks,
                                    self.throttle)
+                attrs = self.meta.read(fd)  # before the unchanged check: a change to them moves ctime
                 seconds = time.monotonic() - started
                 if young and hasher is not None and digest is not None and not young_later:
                     digests.confirm(fd, before, digest, hasher, self.stop, seconds)
                 else:
                     digests.check_unchanged(fd, before)
-                self.seal(out, before, born_right)
+                self.seal(out, before, born_right, attrs)
             except BaseException:
                 os.close(out)
                 unlink_quietly(tmp, self.dst_fd)
@@ -269,15 +281,18 @@ class BatchCopier:
         finally:
             os.close(fd)
 
-    def seal(self, out: int, before: os.stat_result, born_right: bool) -> None:
-        """Give the written temp file its source's owner (as root), mode and times; fsync with --fsync."""
+    def seal(self, out: int, before: os.stat_result, born_right: bool, attrs: Optional[dict] = None) -> None:
+        """Give the written temp file its source's owner (as root), mode, attributes and times (in the
+        order content.metadata needs); fsync with --fsync."""
         mode, uid, gid = self.attrs(before)
         try:
             if self.chown and (uid, gid) != self.born_ids:
                 os.fchown(out, uid, gid)
                 born_right = False  # chown may clear mode bits: set them after
-            if not born_right:
+            if not born_right and self.options.dst_modes:
                 os.fchmod(out, stat.S_IMODE(mode))
+            if attrs is not None:
+                self.meta.apply(out, attrs, fresh=True)
             os.utime(out, ns=(before.st_atime_ns, before.st_mtime_ns))
             if self.options.fsync:
                 os.fsync(out)
@@ -335,21 +350,30 @@ class BatchCopier:
 
     def fix_attrs(self, relpath: str, task) -> Result:
         """Same content, other permissions or owner: fix them in place (rsync's ``.f...pog...``)."""
-        st = os.stat(task.source or task.name, dir_fd=self.src_fd, follow_symlinks=self.options.follow_symlinks)
+        src_name = task.source or task.name
+        st = os.stat(src_name, dir_fd=self.src_fd, follow_symlinks=self.options.follow_symlinks)
         is_link = stat.S_ISLNK(st.st_mode)
         mode, uid, gid = self.attrs(st)
+        item = task.why
         digest = None
+        if self.meta.active:  # attributes too: planned when SRC changed after DST was written
+            x, a, wanted, have = self.meta.compare(At(self.src_fd, src_name), At(self.dst_fd, task.name))
+            item = mark_item(item, "L" if is_link else "f", x, a)
+        if not item[2:].strip("."):  # the attribute check found nothing to change
+            return Result(relpath, SKIPPED, SYMLINK if is_link else FILE, st.st_size, None, "", UNCHANGED)
         if not self.options.dry_run:
             try:
                 if self.chown:
                     os.chown(task.name, uid, gid, dir_fd=self.dst_fd, follow_symlinks=False)
-                if not is_link:
+                if not is_link and self.options.dst_modes:
                     os.chmod(task.name, stat.S_IMODE(mode), dir_fd=self.dst_fd, follow_symlinks=False)
+                if self.meta.active:
+                    self.meta.apply(At(self.dst_fd, task.name), wanted, have)
             except OSError as exc:
                 raise dst_error(exc) from None
         if not is_link and self.hasher is not None and self.options.manifest:
             digest = self.dst_digest(task.name)
-        return Result(relpath, UPDATED, SYMLINK if is_link else FILE, st.st_size, digest, task.why)
+        return Result(relpath, UPDATED, SYMLINK if is_link else FILE, st.st_size, digest, item)
 
     def link_from(self, relpath: str, task) -> Result:
         """--link-dest: hard-link the identical file of an earlier snapshot instead of copying."""
@@ -387,6 +411,8 @@ class BatchCopier:
         try:
             if self.chown and (uid, gid) != self.born_ids:
                 os.chown(tmp, uid, gid, dir_fd=dst_fd, follow_symlinks=False)
+            if self.meta.active:
+                self.meta.apply(At(dst_fd, tmp), self.meta.read(At(src_fd, task.source or name)), fresh=True)
             os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_fd, follow_symlinks=False)
             self.keep_backup(name)
             os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
