@@ -18,12 +18,14 @@ import os
 import stat
 from typing import Optional
 
+from ..content.metadata import At
 from ..errors import describe
 from ..fs import beneath
 from ..fs.beneath import DirFd
 from ..fs.temps import temp_name
 from ..model.entries import COPY, DIR, FILE, Batch, Task, relpath_join
 from ..model.results import DELETED, LINK_IN_PLACE, LINKED, SKIPPED, Result, failure
+from .attrs import AttrCopier
 from .plan import DELETING, wanted_attrs
 from .run import ANCHOR_OK, Run, backups
 from .worker import run_batch
@@ -125,16 +127,24 @@ def _keep_parents(relpath: str, kept: set, include_self: bool = False) -> None:
 
 
 def finish_dirs(run: Run) -> None:
-    """Give DST directories their source's mode, owner and times, deepest first (after their contents)."""
+    """Give DST directories their source's mode, owner, attributes and times, deepest first (after their
+    contents: writing into a directory changes its mtime)."""
     options = run.options
+    meta: Optional[AttrCopier] = None
+    if options.xattrs or options.acls:
+        with DirFd(options.dst, "") as root_fd:
+            meta = AttrCopier(options.xattrs, options.acls, options.token, root_fd)
     for reldir in reversed(run.dirs):
         try:
-            st = _source_dir_stat(options.src, reldir, options.follow_symlinks)
+            st, attrs = _source_dir(options.src, reldir, options.follow_symlinks, meta)
             mode, uid, gid = wanted_attrs(options, st.st_mode, st.st_uid, st.st_gid, True)
             with DirFd(options.dst, reldir) as fd:
                 if options.owner or options.chown != (-1, -1):
                     os.fchown(fd, uid, gid)
-                os.fchmod(fd, stat.S_IMODE(mode))
+                if options.dst_modes:
+                    os.fchmod(fd, stat.S_IMODE(mode))
+                if meta is not None:
+                    meta.apply(fd, attrs)  # mkdir under a default ACL inherits one: compared, not assumed
                 os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
                 if options.fsync:
                     os.fsync(fd)
@@ -142,15 +152,18 @@ def finish_dirs(run: Run) -> None:
             if reldir in run.unreadable:
                 continue  # already reported as "cannot read directory"
             run.consumer.add(failure(reldir or ".", DIR, f"cannot set directory metadata: {describe(exc)}"))
+    for note in dict.fromkeys(meta.notes if meta is not None else ()):
+        if note not in run.consumer.report.warnings:
+            run.consumer.report.warnings.append(note)
 
 
-def _source_dir_stat(root: str, reldir: str, follow_symlinks: bool) -> os.stat_result:
-    """The SRC directory's stat through its parent (a directory we may not read can still be stat'ed)."""
-    if not reldir:
-        return os.stat(root)
+def _source_dir(root: str, reldir: str, follow_symlinks: bool, meta: Optional[AttrCopier]) -> tuple:
+    """The SRC directory's stat and attributes, through its parent (a directory we may not read can
+    still be stat'ed)."""
     parent, _, name = reldir.rpartition(os.sep)
     with DirFd(root, parent, follow_symlinks) as fd:
-        st = os.stat(name, dir_fd=fd, follow_symlinks=follow_symlinks)
+        st = os.stat(name, dir_fd=fd, follow_symlinks=follow_symlinks) if name else os.fstat(fd)
+        attrs = (meta.read(At(fd, name)) if name else meta.read(fd)) if meta is not None else {}
     if not stat.S_ISDIR(st.st_mode):
         raise NotADirectoryError(errno.ENOTDIR, "source is no longer a directory")
-    return st
+    return st, attrs
