@@ -26,10 +26,9 @@ from ..content import digest as digests
 from ..content import throttle
 from ..content.copydata import copy_data, dst_error
 from ..content.digest import XXH128, Cancelled, SourceChanged
-from ..content.metadata import At, mark_item
 from ..errors import describe, is_disk_full
 from ..fs.backup import Backups
-from ..fs.beneath import DirFd, link_beneath_fds, open_dir_beneath, unlink_quietly
+from ..fs.beneath import open_dir_beneath, unlink_quietly
 from ..fs.temps import TMP_FLAGS, next_number, temp_prefix
 from ..model.batching import should_defer
 from ..model.entries import ATTRS, CHECKSUM, COPY, FILE, HASH, LINK, LINKDEST, SYMLINK, UNKNOWN, Batch
@@ -40,14 +39,10 @@ from ..model.results import (
     DISK_FULL,
     ERROR,
     INTERRUPTED,
-    LINKED,
     NOT_REGULAR,
     NOTE,
-    SAME_CONTENT,
     SKIPPED,
     SOURCE_CHANGED,
-    UNCHANGED,
-    UPDATED,
     VANISHED,
     Result,
     Results,
@@ -57,11 +52,11 @@ from ..options import Options
 from ..runtime import worker
 from ..runtime.backend import default_jobs
 from .attrs import AttrCopier
+from .inplace import InPlaceTasks
 from .plan import wanted_attrs
 from .young import Pending, YoungFiles
 
 STOP_CHECK_EVERY = 16  # files between two checks of the stop flag
-DST_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 def run_batch(options: Options, batch: Batch) -> list:
@@ -95,7 +90,7 @@ def fail_all(batch: Batch, message: str, exc: Optional[BaseException] = None) ->
     return [failure(prefix + t.name, SYMLINK if t.action == LINK else FILE, message, reason) for t in batch.tasks]
 
 
-class BatchCopier:
+class BatchCopier(InPlaceTasks):
     """Per-batch state, so the per-file path does no repeated lookups (it is the hot loop)."""
 
     def __init__(self, options: Options, src_fd: int, dst_fd: int) -> None:
@@ -323,100 +318,3 @@ class BatchCopier:
         except OSError as exc:
             unlink_quietly(tmp, self.dst_fd)
             raise dst_error(exc) from None
-
-    def dst_digest(self, name: str) -> str:
-        """The digest of DST's file ``name`` (for the manifest, or -c)."""
-        try:
-            return digests.digest_at(self.dst_fd, name, self.hasher or XXH128, self.stop, DST_READ).digest
-        except OSError as exc:
-            raise dst_error(exc) from None
-
-    def copy_if_content_differs(self, relpath: str, task) -> Result:
-        """--checksum with equal sizes: compare digests of both sides; copy only if they differ."""
-        hasher = self.hasher or XXH128
-        src = digests.digest_at(self.src_fd, task.source or task.name, hasher, self.stop, self.src_flags)
-        if src.digest != self.dst_digest(task.name):
-            if self.options.dry_run:
-                return Result(relpath, COPIED, FILE, task.size, None, task.why)
-            return self.copy_file_retrying(relpath, task.name, task.why, src_name=task.source)
-        st = src.stat
-        if not self.options.dry_run:
-            try:
-                os.chmod(task.name, stat.S_IMODE(st.st_mode), dir_fd=self.dst_fd, follow_symlinks=False)
-                os.utime(task.name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=self.dst_fd, follow_symlinks=False)
-            except OSError as exc:
-                raise dst_error(exc) from None
-        return Result(relpath, SKIPPED, FILE, st.st_size, src.digest if self.hasher else None, "", SAME_CONTENT)
-
-    def fix_attrs(self, relpath: str, task) -> Result:
-        """Same content, other permissions or owner: fix them in place (rsync's ``.f...pog...``)."""
-        src_name = task.source or task.name
-        st = os.stat(src_name, dir_fd=self.src_fd, follow_symlinks=self.options.follow_symlinks)
-        is_link = stat.S_ISLNK(st.st_mode)
-        mode, uid, gid = self.attrs(st)
-        item = task.why
-        digest = None
-        if self.meta.active:  # attributes too: planned when SRC changed after DST was written
-            x, a, wanted, have = self.meta.compare(At(self.src_fd, src_name), At(self.dst_fd, task.name))
-            item = mark_item(item, "L" if is_link else "f", x, a)
-        if not item[2:].strip("."):  # the attribute check found nothing to change
-            return Result(relpath, SKIPPED, SYMLINK if is_link else FILE, st.st_size, None, "", UNCHANGED)
-        if not self.options.dry_run:
-            try:
-                if self.chown:
-                    os.chown(task.name, uid, gid, dir_fd=self.dst_fd, follow_symlinks=False)
-                if not is_link and self.options.dst_modes:
-                    os.chmod(task.name, stat.S_IMODE(mode), dir_fd=self.dst_fd, follow_symlinks=False)
-                if self.meta.active:
-                    self.meta.apply(At(self.dst_fd, task.name), wanted, have)
-            except OSError as exc:
-                raise dst_error(exc) from None
-        if not is_link and self.hasher is not None and self.options.manifest:
-            digest = self.dst_digest(task.name)
-        return Result(relpath, UPDATED, SYMLINK if is_link else FILE, st.st_size, digest, item)
-
-    def link_from(self, relpath: str, task) -> Result:
-        """--link-dest: hard-link the identical file of an earlier snapshot instead of copying."""
-        try:
-            old = DirFd(task.source, self.reldir)
-        except OSError:
-            return self.copy_file_retrying(relpath, task.name, task.why)  # the old snapshot moved: just copy
-        with old as old_fd:
-            try:
-                self.keep_backup(task.name)
-                link_beneath_fds(old_fd, task.name, self.dst_fd, task.name, self.new_temp())
-            except FileNotFoundError:
-                return self.copy_file_retrying(relpath, task.name, task.why)
-        digest = self.dst_digest(task.name) if self.hasher is not None and self.options.manifest else None
-        return Result(relpath, LINKED, FILE, task.size, digest, task.why, "", task.source)
-
-    def hash_existing(self, relpath: str, task) -> Result:
-        """Hash a file that is already up to date at DST, for the manifest."""
-        return Result(relpath, SKIPPED, FILE, task.size, self.dst_digest(task.name), "", UNCHANGED)
-
-    # ----------------------------------------------------------------- symlinks
-
-    def copy_symlink(self, relpath: str, task) -> Result:
-        src_fd, dst_fd, name = self.src_fd, self.dst_fd, task.name
-        target = os.readlink(task.source or name, dir_fd=src_fd)
-        st = os.stat(task.source or name, dir_fd=src_fd, follow_symlinks=False)
-        if not stat.S_ISLNK(st.st_mode):
-            return Result(relpath, SKIPPED, SYMLINK, 0, None, "", NOT_REGULAR, "no longer a symbolic link")
-        tmp = self.new_temp()
-        try:
-            os.symlink(target, tmp, dir_fd=dst_fd)
-        except OSError as exc:
-            raise dst_error(exc) from None
-        _, uid, gid = self.attrs(st)
-        try:
-            if self.chown and (uid, gid) != self.born_ids:
-                os.chown(tmp, uid, gid, dir_fd=dst_fd, follow_symlinks=False)
-            if self.meta.active:
-                self.meta.apply(At(dst_fd, tmp), self.meta.read(At(src_fd, task.source or name)), fresh=True)
-            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_fd, follow_symlinks=False)
-            self.keep_backup(name)
-            os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
-        except OSError as exc:
-            unlink_quietly(tmp, dst_fd)
-            raise dst_error(exc) from None
-        return Result(relpath, COPIED, SYMLINK, len(os.fsencode(target)), None, task.why)
