@@ -41,7 +41,7 @@ def _open_kept(copier, tmp: str, size: int) -> tuple:
         os.close(out)
         os.unlink(tmp, dir_fd=copier.dst_fd)
     try:
-        return os.open(tmp, TMP_FLAGS | os.O_RDWR, 0o600, dir_fd=copier.dst_fd), 0
+        return os.open(tmp, (TMP_FLAGS & ~os.O_WRONLY) | os.O_RDWR, 0o600, dir_fd=copier.dst_fd), 0
     except OSError as exc:
         raise dst_error(exc) from None
 
