@@ -147,7 +147,7 @@ def test_holes_stay_holes_by_default(tmp_path, hash_):
     assert dst_blocks <= src_blocks + 64, f"holes were filled: {dst_blocks} blocks for {src_blocks} in SRC"
     assert os.stat(dst / "dense").st_blocks * 512 >= 2 * MIB
     if manifest is not None:
-        line = next(l for l in manifest.read_text().splitlines() if l.endswith("  holey"))
+        line = next(x for x in manifest.read_text().splitlines() if x.endswith("  holey"))
         assert line.split()[0] == xxhash.xxh3_128((src / "holey").read_bytes()).hexdigest()  # zeros hashed too
 
 
