@@ -52,7 +52,7 @@ def test_option_tables_name_only_options_that_exist():
     assert [commands for commands, _ in tables] == [["copy", "sync"], ["sync", "watch"]]
     missing = []
     for commands, rows in tables:
-        assert len(rows) >= 5
+        assert len(rows) >= 3  # the table was found and parsed
         for option_cell, meaning in rows:
             takers = [c for c in commands if not (c == "watch" and "not for `watch`" in meaning)]
             for option in OPTION.findall(option_cell):

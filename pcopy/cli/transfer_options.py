@@ -50,7 +50,7 @@ def add_transfer_options(sub: argparse.ArgumentParser, command: str) -> None:
                      help="accepted for rsync's habit: pcopy always keeps what -a keeps")
     sub.add_argument("-r", "--recursive", action="store_true",
                      help="accepted for rsync's habit: pcopy always copies recursively")
-    _workers(sub)
+    _workers(sub, scheduler=command != "watch")  # watch runs its workers locally
     _output(sub, command)
     _selection(sub)
     _changes(sub, command)
@@ -66,15 +66,18 @@ def add_transfer_options(sub: argparse.ArgumentParser, command: str) -> None:
     sub.add_argument("--level", type=int, metavar="N", help="compression level for --transform gzip/xz/zstd")
 
 
-def _workers(sub: argparse.ArgumentParser) -> None:
+def _workers(sub: argparse.ArgumentParser, scheduler: bool) -> None:
+    cluster = "; with --scheduler, the cluster's worker threads" if scheduler else ""
     sub.add_argument("-j", "--jobs", type=positive_int, metavar="N",
-                     help="parallel workers (default: CPU count; with --scheduler, the cluster's worker threads)")
+                     help=f"parallel workers (default: CPU count{cluster})")
     sub.add_argument("--backend", choices=BACKENDS, default="process",
-                     help="worker kind (default: process; threads suit a few big files; ignored with --scheduler)")
-    sub.add_argument("--scheduler", metavar="ADDRESS", default=os.environ.get("PCOPY_SCHEDULER") or None,
-                     help="run the per-file work on the Dask cluster at ADDRESS (tcp://HOST:PORT; default: "
-                          "$PCOPY_SCHEDULER); its workers must see SRC and DST at the same paths. "
-                          "Needs pip install 'pcopy[dask]'")
+                     help="worker kind (default: process; threads suit a few big files"
+                          + ("; ignored with --scheduler)" if scheduler else ")"))
+    if scheduler:
+        sub.add_argument("--scheduler", metavar="ADDRESS", default=os.environ.get("PCOPY_SCHEDULER") or None,
+                         help="run the per-file work on the Dask cluster at ADDRESS (tcp://HOST:PORT; default: "
+                              "$PCOPY_SCHEDULER); its workers must see SRC and DST at the same paths. "
+                              "Needs pip install 'pcopy[dask]'")
     sub.add_argument("--bwlimit", type=rate, metavar="RATE",
                      help="limit the write rate to RATE (KiB/s, or with a suffix: 500K, 10M), over all workers")
     sub.add_argument("--fsync", action="store_true",
