@@ -74,3 +74,33 @@ def test_wheel_from_the_sdist_ships_the_type_marker_and_license(built):
     assert any(n.endswith(".dist-info/LICENSE") or n.endswith("licenses/LICENSE") for n in names)
     assert "Requires-Dist: shtab" in metadata
     assert not any(n.startswith("tests/") for n in names)
+
+
+def test_wheel_ships_every_module_of_the_source_tree(built):
+    """A directory without ``__init__.py`` is a namespace package that ``find:`` leaves out of the
+    wheel: the installed pcopy then fails with ModuleNotFoundError while the checkout works."""
+    with zipfile.ZipFile(built["wheel"]) as archive:
+        names = set(archive.namelist())
+    sources = {path.relative_to(ROOT).as_posix() for path in (ROOT / "pcopy").rglob("*.py")
+               if "__pycache__" not in path.parts}
+    assert sources, "no sources found"
+    assert sorted(sources - names) == []
+
+
+def test_a_copy_runs_from_the_installed_wheel(built, tmp_path):
+    """Installed (not editable, not on PYTHONPATH), ``python -m pcopy copy`` copies a tree."""
+    site = tmp_path / "site"
+    with zipfile.ZipFile(built["wheel"]) as archive:
+        archive.extractall(site)  # a wheel is its install layout; the dependencies come from this Python
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f").write_bytes(b"data")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(site)
+    done = subprocess.run([sys.executable, "-m", "pcopy", "copy", "-q", str(src), str(tmp_path / "dst")],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "dst" / "sub" / "f").read_bytes() == b"data"
+    where = subprocess.run([sys.executable, "-c", "import pcopy.transfer.engine as e; print(e.__file__)"],
+                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert pathlib.Path(where.stdout.strip()).is_relative_to(site), where.stdout + where.stderr

@@ -1,0 +1,1 @@
+"""``pcopy watch``: mirror SRC into DST as files change, through the same engine as sync."""
