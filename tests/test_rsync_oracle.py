@@ -58,6 +58,7 @@ class Case:
     conflict: bool = True  # DST holds a file where SRC has a directory
     ns: bool = True  # rsync compares ns (--modify-window=-1), as pcopy does
     ignore: tuple = ()  # relpaths not compared (each case says why)
+    modes: dict = dataclasses.field(default_factory=dict)  # relpath -> permission bits after the run
     backup_dir: str = ""  # directories below it are not compared (test_backup_dir_makes_only_needed_dirs)
     xfail: str = ""
 
@@ -110,8 +111,10 @@ CASES = [
          {"conflict/inside.txt": b"inside\n", "bak/conflict": b"a file where SRC has a directory\n"},
          backup_dir="bak",
          xfail="--backup-dir: a DST file where SRC has a directory is backed up but not replaced (exit 3)"),
-    Case("--chmod D755,F644", ["--chmod", "D755,F644"], {"exec.sh": b"#!/bin/sh\n"}),
-    Case("--chmod ug+w,o-rwx", ["--chmod", "ug+w,o-rwx"], {"mode600.txt": b"private\n"}),
+    Case("--chmod D755,F644", ["--chmod", "D755,F644"], {"exec.sh": b"#!/bin/sh\n"},
+         modes={"exec.sh": 0o644, "mode600.txt": 0o644, "nested": 0o755, "new_dir/new.txt": 0o644}),
+    Case("--chmod ug+w,o-rwx", ["--chmod", "ug+w,o-rwx"], {"mode600.txt": b"private\n"},
+         modes={"exec.sh": 0o770, "mode600.txt": 0o620, "nested": 0o770, "same.txt": 0o660}),
     Case("--delete", ["--delete"], {"extra.txt": None, "extra_dir": None, "nested/old.txt": None,
                                     "extra.tmp": None, "changed.txt": NEW}),
     Case("--delete with filters", ["--delete", *TMP_FILTERS],
@@ -142,9 +145,11 @@ def run_both(tmp_path, case: Case, pcopy_args=(), rsync_args=()) -> tuple:
     return src, r, p, rs, pc
 
 
-def assert_expected(root, expect: dict) -> None:
+def assert_expected(root, expect: dict, modes: Optional[dict] = None) -> None:
     got = {rel: content(root, rel) for rel in expect}
     assert got == expect
+    got_modes = {rel: os.lstat(os.path.join(root, rel)).st_mode & 0o7777 for rel in modes or {}}
+    assert got_modes == (modes or {})
 
 
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
@@ -152,7 +157,7 @@ def test_option_matches_rsync(tmp_path, case):
     src, r, p, rs, pc = run_both(tmp_path, case)
     assert rs.returncode == 0, rs.stderr
     assert pc.returncode == 0, pc.stderr
-    assert_expected(r, case.expect)  # the oracle does what the case claims (a wrong claim is the test's bug)
+    assert_expected(r, case.expect, case.modes)  # the oracle does what the case claims (a wrong claim is the test's bug)
     assert_same_trees(r, p, case.ignore, case.backup_dir)
 
 
