@@ -157,7 +157,7 @@ def test_option_matches_rsync(tmp_path, case):
     src, r, p, rs, pc = run_both(tmp_path, case)
     assert rs.returncode == 0, rs.stderr
     assert pc.returncode == 0, pc.stderr
-    assert_expected(r, case.expect, case.modes)  # the oracle does what the case claims (a wrong claim is the test's bug)
+    assert_expected(r, case.expect, case.modes)  # rsync does what the case claims (else the case is wrong)
     assert_same_trees(r, p, case.ignore, case.backup_dir)
 
 
