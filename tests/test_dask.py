@@ -412,9 +412,10 @@ def test_only_the_dask_backend_imports_distributed():
 
 def test_scheduler_option_and_env_var_reach_the_api(monkeypatch):
     from pcopy import cli
+    from pcopy.cli import commands  # imported by cli.main on first use: patched before that here
 
     seen = {}
-    monkeypatch.setattr(cli.commands.api, "copytree", lambda *a, **k: seen.update(k) or results.Report())
+    monkeypatch.setattr(commands.api, "copytree", lambda *a, **k: seen.update(k) or results.Report())
     monkeypatch.setenv("PCOPY_SCHEDULER", "tcp://10.0.0.1:8786")
     assert cli.main(["copy", "s", "d", "-q"]) == 0
     assert seen["scheduler"] == "tcp://10.0.0.1:8786"

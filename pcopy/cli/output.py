@@ -111,7 +111,7 @@ def itemized(result: Result) -> Optional[str]:
     """The rsync -i style line for a change, or None for results that are not changes."""
     status = result.status
     if status in (COPIED, LINKED, DELETED, CREATED, UPDATED):
-        suffix = "/" if result.kind == DIR and status != DELETED else ""
+        suffix = "/" if result.kind == DIR else ""  # rsync: "cd+++++++++ new/", "*deleting   old/"
         code = result.item or ">f+++++++++"
         target = f" => {printable(result.message)}" if status == LINKED and result.message else ""
         return f"{code} {printable(result.relpath)}{suffix}{target}"

@@ -23,7 +23,11 @@ def backup_name(name: str, suffix: str) -> str:
 
 
 def open_backup_dir(backup_root: str, reldir: str) -> int:
-    """An fd of ``backup_root/reldir``, made (mode 0700) as needed, never through a symlink."""
+    """An fd of ``backup_root/reldir``, made (mode 0700) as needed, never through a symlink.
+
+    An older backup of a file where the tree now has a directory is in the way: it goes (it was
+    the backup of what the directory replaced, and rsync drops it too).
+    """
     os.makedirs(backup_root, 0o700, exist_ok=True)
     fd = os.open(backup_root, DIR_FLAGS)
     try:
@@ -31,7 +35,9 @@ def open_backup_dir(backup_root: str, reldir: str) -> int:
             try:
                 os.mkdir(part, 0o700, dir_fd=fd)
             except FileExistsError:
-                pass
+                if not stat.S_ISDIR(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
+                    os.unlink(part, dir_fd=fd)
+                    os.mkdir(part, 0o700, dir_fd=fd)
             next_fd = os.open(part, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = next_fd
@@ -92,7 +98,12 @@ class Backups:
         return DirFd(dst_root, reldir).fd
 
     def keep(self, dir_fd: int, dst_root: str, reldir: str, name: str) -> bool:
-        """Keep DST's ``reldir/name`` before it is replaced."""
+        """Keep DST's ``reldir/name`` before it is replaced (a new name has nothing to keep, and its
+        directory in --backup-dir is not made)."""
+        try:
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
         fd = self.target_fd(dst_root, reldir)
         try:
             return keep_copy(dir_fd, name, fd, backup_name(name, self.suffix), self.token)

@@ -100,8 +100,7 @@ def read_files_from(path: str) -> frozenset:
         parts = [p for p in line.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise UsageError(f"{path}: --files-from path {line!r} leaves SRC (..)")
-        if parts:
-            listed.add(os.sep.join(parts))
+        listed.add(os.sep.join(parts))  # "." is "": the root itself (its attributes; with -r, everything)
     return frozenset(listed)
 
 
@@ -120,10 +119,12 @@ def restrict(keep: Optional[Callable[[str, bool], bool]], src_root: str, markers
     if listed is not None:
         ancestors = frozenset(os.sep.join(p.split(os.sep)[:i]) for p in listed for i in range(1, p.count(os.sep) + 1))
 
+    everything = recursive and listed is not None and "" in listed
+
     def narrowed(relpath: str, is_dir: bool) -> bool:
         if keep is not None and not keep(relpath, is_dir):
             return False
-        if listed is not None and relpath not in listed and not (is_dir and relpath in ancestors):
+        if listed is not None and not everything and relpath not in listed and not (is_dir and relpath in ancestors):
             if not recursive:
                 return False
             parent = relpath

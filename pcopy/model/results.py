@@ -75,7 +75,11 @@ def _unpickle_results(plain: tuple) -> list:
     return list(map(functools.partial(tuple.__new__, Result), plain))
 
 
-COUNTS = ("copied", "symlinks", "updated", "skipped", "failed", "linked", "deleted", "bytes_copied", "dirs")
+COUNTS = ("copied", "symlinks", "updated", "skipped", "failed", "linked", "deleted", "bytes_copied", "dirs",
+          "file_bytes", "total_size")
+# rsync's --stats kinds, for the source entries a run looked at and the new entries it made
+KINDS = ("reg", "dir", "link", "special")
+_KIND = {"file": "reg", "dir": "dir", "symlink": "link", "special": "special"}
 
 
 class Report:
@@ -89,8 +93,12 @@ class Report:
         self.failed = 0
         self.linked = 0
         self.deleted = 0
-        self.bytes_copied = 0
+        self.bytes_copied = 0  # file data and symlink targets written (rsync's "sent" size)
+        self.file_bytes = 0  # regular files' data written (rsync's "Total transferred file size")
+        self.total_size = 0  # the size of the source's files and symlinks looked at ("Total file size")
         self.dirs = 0
+        self.listed = dict.fromkeys(KINDS, 0)  # source entries looked at, by kind ("Number of files")
+        self.created = dict.fromkeys(KINDS, 0)  # entries new in DST, by kind ("Number of created files")
         self.seconds = 0.0
         self.dry_run = dry_run
         self.stopped_early = False  # the destination filled up; the rest was not attempted
@@ -106,6 +114,15 @@ class Report:
     @property
     def ok(self) -> bool:
         return self.failed == 0
+
+    def look_at(self, entries) -> None:
+        """Count source entries the run considered (after filters), for ``--stats``."""
+        listed = self.listed
+        for entry in entries:
+            kind = _KIND[entry[1]]
+            listed[kind] += 1
+            if kind != "dir":
+                self.total_size += max(entry[2], 0)
 
     def count(self, results) -> tuple:
         """Add results to the counts; returns (files done, bytes written) for the progress display.
@@ -123,11 +140,16 @@ class Report:
                     self.symlinks += 1
                 else:
                     self.copied += 1
+                    self.file_bytes += result.size
                 nbytes += result.size  # a symlink counts its target's length, as in rsync
+                if result.item.endswith("+++++++++"):
+                    self.created[_KIND[result.kind]] += 1
             elif status == SKIPPED:
                 self.skipped += 1
             elif status == LINKED:
                 self.linked += 1
+                if result.item.endswith("+++++++++"):
+                    self.created["reg"] += 1
             elif status == UPDATED:
                 self.updated += 1
             elif status == DELETED:
@@ -136,6 +158,7 @@ class Report:
                 continue
             elif status == CREATED:
                 self.dirs += 1
+                self.created["dir"] += 1
                 continue
             elif status == FAILED:
                 self.failed += 1
@@ -149,6 +172,9 @@ class Report:
         """Add another run's counts (and warnings) to this one (watch sums its batches this way)."""
         for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        for kind in KINDS:
+            self.listed[kind] += other.listed[kind]
+            self.created[kind] += other.created[kind]
         if warnings:
             self.warnings.extend(w for w in other.warnings if w not in self.warnings)
         self.stopped_early = self.stopped_early or other.stopped_early
@@ -158,6 +184,8 @@ class Report:
         data = {name: getattr(self, name) for name in COUNTS if name != "dirs"}
         data.update({
             "directories": self.dirs,
+            "listed": dict(self.listed),
+            "created": dict(self.created),
             "seconds": round(self.seconds, 6),
             "bytes_per_second": round(rate, 1),
             "dry_run": self.dry_run,

@@ -44,8 +44,9 @@ def _inside(path: str, root: str) -> bool:
     return path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def preflight(options: Options) -> bool:
-    """Refuse impossible runs before touching anything; True when DST does not exist yet."""
+def preflight(options: Options, keep: Optional[Callable] = None) -> bool:
+    """Refuse impossible runs before touching anything; True when DST does not exist yet (``keep``:
+    the run's filter, which decides what --delete may delete)."""
     src, dst = options.src, options.dst
     require_dir(src, "source")
     real_src, real_dst = os.path.realpath(src), os.path.realpath(dst)
@@ -62,26 +63,28 @@ def preflight(options: Options) -> bool:
     if not dst_is_new and not os.path.isdir(dst):
         raise PcopyError(f"{dst}: destination exists and is not a directory")
     if options.delete and not options.delete_anyway and not dst_is_new:
-        _guard_mistaken_dst(src, dst)
+        _guard_mistaken_dst(src, dst, None if options.delete_excluded else keep)
     _check_manifest_path(options, dst_is_new, real_dst)
     return dst_is_new
 
 
-def _guard_mistaken_dst(src: str, dst: str) -> None:
+def _guard_mistaken_dst(src: str, dst: str, keep: Optional[Callable]) -> None:
     """rsync's habit ``rsync -a photos backup`` copies into backup/photos; pcopy copies the *contents* of
-    SRC. With --delete that habit would empty the rest of backup: refuse when DST holds an entry named
-    like SRC that SRC itself lacks, and something would be deleted."""
+    SRC. With --delete that habit would delete backup/photos, the earlier copy: refuse when DST holds an
+    entry named like SRC that SRC itself lacks and the filters do not protect."""
     name = os.path.basename(os.path.realpath(src))
     try:
-        dst_names = set(os.listdir(dst))
-        src_names = set(os.listdir(src))
+        if os.path.lexists(os.path.join(src, name)):
+            return
+        is_dir = stat.S_ISDIR(os.lstat(os.path.join(dst, name)).st_mode)
     except OSError:
-        return
-    if name in dst_names and name not in src_names and dst_names - src_names - {name}:
-        target = os.path.join(dst, name)
-        raise PcopyError(f"{dst}: refusing --delete: it holds '{name}' but {src} has no '{name}', so the rest "
-                         f"of {dst} would be deleted; pcopy copies the contents of SRC: did you mean "
-                         f"'pcopy sync {src} {target} --delete'? (--delete-anyway to go ahead)")
+        return  # DST has no such entry (or it cannot be seen: the run reports that itself)
+    if keep is not None and not keep(name, is_dir):
+        return  # excluded: --delete leaves it alone
+    target = os.path.join(dst, name)
+    raise PcopyError(f"{dst}: refusing --delete: it holds '{name}' but {src} has no '{name}', so --delete "
+                     f"would delete {target}; pcopy copies the contents of SRC: did you mean "
+                     f"'pcopy sync {src} {target} --delete'? (--delete-anyway to go ahead)")
 
 
 def _check_manifest_path(options: Options, dst_is_new: bool, real_dst: str) -> None:
@@ -168,14 +171,14 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
     """
     started = time.monotonic()
     counters = counters if counters is not None else Counters()
+    listed = filters.read_files_from(options.files_from) if options.files_from else None
     keep = filters.restrict(filters.make_filter(options.filters), options.src, options.exclude_if_present,
-                            filters.read_files_from(options.files_from) if options.files_from else None,
-                            options.recursive)
+                            listed, options.recursive)
     if single is not None:
         preflight_file(options, single)
         dst_is_new = False
     else:
-        dst_is_new = preflight(options)
+        dst_is_new = preflight(options, keep)
     options = options._replace(token=os.urandom(4).hex())  # names (and later finds) this run's temp files
     if scheduler is not None:  # remote workers do not share our working directory
         options = options._replace(src=os.path.abspath(options.src), dst=os.path.abspath(options.dst))
@@ -198,10 +201,14 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
             _remove_if_empty(options.dst)
         raise
     report = Report(results=[] if keep_results else None, dry_run=options.dry_run)
+    if dst_is_new:
+        report.created["dir"] += 1  # DST itself (rsync's "Number of created files" counts ".")
     fatal = None
     with SignalGuard(stop_event) as guard:
         consumer = Consumer(report, counters, manifest, on_result)
         run = Run(options, consumer, dst_is_new, guard.check, keep, targets, _hidden(options, manifest), single)
+        if listed is not None and "" not in listed and "" in run.dirs:
+            run.dirs.remove("")  # --files-from without "." leaves DST's root as it is, as rsync does
         run.start_lister()  # forks: before any thread of ours exists
         counters.start()
         try:

@@ -68,7 +68,7 @@ class InPlaceTasks:
         return Result(relpath, SKIPPED, FILE, st.st_size, src.digest if self.hasher else None, "", SAME_CONTENT)
 
     def fix_attrs(self, relpath: str, task) -> Result:
-        """Same content, other permissions or owner: fix them in place (rsync's ``.f...pog...``)."""
+        """Same content, other permissions, owner or (--size-only) mtime: fix them in place (``.f..tpog...``)."""
         src_name = task.source or task.name
         st = os.stat(src_name, dir_fd=self.src_fd, follow_symlinks=self.options.follow_symlinks)
         is_link = stat.S_ISLNK(st.st_mode)
@@ -88,6 +88,9 @@ class InPlaceTasks:
                     os.chmod(task.name, stat.S_IMODE(mode), dir_fd=self.dst_fd, follow_symlinks=False)
                 if self.meta.active:
                     self.meta.apply(At(self.dst_fd, task.name), wanted, have)
+                if item[4] == "t":  # last: the changes above may move it (--size-only)
+                    os.utime(task.name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=self.dst_fd,
+                             follow_symlinks=False)
             except OSError as exc:
                 raise dst_error(exc) from None
         if not is_link and self.hasher is not None and self.options.manifest:

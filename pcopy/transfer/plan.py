@@ -128,14 +128,19 @@ def itemize(src: Entry, dst: Optional[Entry], checksum_differs: bool = False, ow
     ))
 
 
-def attrs_item(src: Entry, dst: Entry, owner: bool, modes: bool = True) -> str:
-    """The ``.f...pog...`` code when only attributes differ, or "" when nothing does."""
+def attrs_item(src: Entry, dst: Entry, owner: bool, modes: bool = True, times: bool = False) -> str:
+    """The ``.f..tpog...`` code when only attributes differ, or "" when nothing does.
+
+    ``times``: the mtime counts too (--size-only: like rsync, a skipped file gets SRC's mtime, so
+    that a later run without --size-only skips it as well).
+    """
     mode = modes and src.kind == FILE and stat.S_IMODE(dst.mode) != stat.S_IMODE(src.mode)
     uid, gid = _owner_differs(src, dst) if owner else (False, False)
-    if not (mode or uid or gid):
+    mtime = times and src.mtime_ns != dst.mtime_ns
+    if not (mode or uid or gid or mtime):
         return ""
     kind = "L" if src.kind == SYMLINK else "f"
-    return f".{kind}...{'p' if mode else '.'}{'o' if uid else '.'}{'g' if gid else '.'}..."
+    return f".{kind}..{'t' if mtime else '.'}{'p' if mode else '.'}{'o' if uid else '.'}{'g' if gid else '.'}..."
 
 
 def special_reason(mode: int) -> str:
@@ -227,7 +232,8 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
             continue
         if (not options.force and dst is not None and is_unchanged(src, dst, window, options.size_only)
                 and not (options.checksum and src.kind == FILE)):
-            item = attrs_item(src, dst, owner, options.dst_modes)
+            item = attrs_item(src, dst, owner, options.dst_modes, options.size_only
+                              and not (window and mtimes_equal(src.mtime_ns, dst.mtime_ns, window)))
             if item or (attrs_check and src.ctime_ns > dst.ctime_ns and src.kind in (FILE, SYMLINK)):
                 tasks.append(Task(ATTRS, src.name, src.size, item or ("." + ("L" if src.kind == SYMLINK else "f")
                                                                       + "." * 9)))

@@ -155,6 +155,9 @@ class Run:
         if self.hidden:
             existing = {n: e for n, e in existing.items() if relpath_join(reldir, n) not in self.hidden}
             entries = [e for e in entries if relpath_join(reldir, e.name) not in self.hidden]
+        consumer.report.look_at(entries)
+        if not reldir:
+            consumer.report.listed["dir"] += 1  # SRC itself, as rsync counts "."
         link_dest = tuple((root, read_beneath(root, reldir)[0] or {}) for root in options.link_dest)
         others, firsts = self._hardlink_names(reldir, entries)
         plan = plan_directory(reldir, entries, existing, options, link_dest, others, consumer.wants_each)
@@ -212,6 +215,7 @@ class Run:
         entry = entry_from_stat(dst_name, st)
         existing = read_beneath(options.dst, "")[0] or {}
         existing = {dst_name: existing[dst_name]} if dst_name in existing else {}
+        self.consumer.report.look_at([entry])
         plan = plan_directory("", [entry], existing, options, (), {}, self.consumer.wants_each)
         self.consumer.counters.discovered(len(plan.tasks) + len(plan.results) + plan.unchanged,
                                           sum(t.size for t in plan.tasks if t.size > 0))

@@ -90,12 +90,12 @@ def copy_sources(options: Options, sources: list, *, counters: Optional[Counters
         for src in sources:
             name = _name(src)
             if _is_tree(src, options):
-                sub = options._replace(src=src, dst=os.path.join(dst, name), manifest=None)
+                sub = options._replace(src=src, dst=os.path.join(dst, name))  # manifest kept: unchanged files are hashed too
                 view = manifest.below(name) if manifest is not None else None
                 report = copy_tree(sub, counters=shared, manifest=view, **hooks)  # type: ignore[arg-type]
             else:
                 src_dir, src_name = os.path.split(src)
-                sub = options._replace(src=src_dir or ".", dst=dst, manifest=None)
+                sub = options._replace(src=src_dir or ".", dst=dst)
                 report = copy_tree(sub, counters=shared, manifest=manifest, single=(src_name, name),
                                    **hooks)  # type: ignore[arg-type]
             total.merge(report)

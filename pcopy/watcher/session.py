@@ -182,7 +182,7 @@ class Watcher:
         """
         started = time.monotonic()
         # Validate SRC/DST before any thread starts (nothing is created by a dry preflight).
-        engine.preflight(self.options._replace(dry_run=True))
+        engine.preflight(self.options._replace(dry_run=True), self._keep)
         clean = False
         with SignalGuard() as guard:
             try:
