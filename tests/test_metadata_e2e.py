@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 
 import pytest
 from metadata_e2e_helpers import (
@@ -299,3 +300,25 @@ def test_partial_copies_a_big_files_attributes(where):
     sh("setfacl", "-m", "u:nobody:rw,m::r", big)
     pcopy("copy", src, dst, "--partial")
     assert describe(os.path.join(dst, "big")) == describe(big)
+
+
+# --------------------------------------------------------------------------- scripts/metadata-table
+
+
+@needs_root
+def test_the_metadata_table_script_shows_pcopy_keeping_what_cp_a_keeps():
+    """scripts/metadata-table runs cp -a, rsync -aHAX and pcopy copy on one tree in /dev/shm: pcopy's
+    column must be ✓ wherever cp -a's is, except hard links (pcopy copy needs -H)."""
+    have("rsync", "setcap", "setfacl", "getfacl")
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "metadata-table")
+    table = sh(sys.executable, script)
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines)}
+    assert len(rows) == 14, table  # the header and 13 rows
+    for row, (cp, _rsync, ours) in rows.items():
+        if row not in ("metadata", "hard links"):
+            assert cp == "✓" and ours == "✓", (row, table)
+    assert rows["hard links"][2].startswith("✗")
+    assert sh(sys.executable, script, "--", "-H").count("| ✓ |") >= 13
