@@ -291,8 +291,9 @@ def test_link_dest_does_not_link_a_file_whose_xattrs_changed(where):
 
 
 @pytest.mark.xfail(strict=True, reason="--partial on a file over 1 MiB fails with 'destination: Invalid argument' "
-                   "(partial._open_kept opens with TMP_FLAGS | O_RDWR = O_WRONLY|O_RDWR); and partial.copy_resuming "
-                   "calls seal() without the source's attributes, so they would not be copied either")
+                   "(partial._open_kept creates it with TMP_FLAGS | O_RDWR: access mode O_WRONLY|O_RDWR = 3, neither "
+                   "readable nor writable, so ftruncate gives EINVAL); and partial.copy_resuming calls seal() "
+                   "without the source's attributes, so they would not be copied either")
 def test_partial_copies_a_big_files_attributes(where):
     src, dst = os.path.join(where, "src"), os.path.join(where, "dst")
     big = write(os.path.join(src, "big"), os.urandom(3 << 20), 0o660)
