@@ -82,6 +82,7 @@ class Options(NamedTuple):
     chmod: tuple = ()  # model.modes rules
     chown: tuple = (-1, -1)  # uid, gid (-1: keep the source's)
     dst_modes: bool = True  # DST stores permission bits (not FAT): found by the engine's probe
+    dst_unstored: frozenset = frozenset()  # attribute namespaces DST does not store ("user", "acl"): the probe
 
 
 def filter_lines(exclude=(), include=(), exclude_from=None, filters_=()) -> tuple:

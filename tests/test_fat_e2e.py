@@ -88,8 +88,6 @@ def warnings_about(proc, what: str) -> list:
 # --------------------------------------------------------------------------- 4. what FAT cannot store
 
 
-@pytest.mark.xfail(strict=True, reason="the worker's NOTE results (transfer.attrs: 'does not store ...') never "
-                   "become warnings: model.results.Report.count ignores the NOTE status, so no warning at all")
 @pytest.mark.parametrize("kind,what", [("xattrs", "extended attributes"), ("acls", "ACLs")])
 def test_copy_of_file_attributes_to_fat_warns_once(tmp_path, dst, kind, what):
     have("setfattr", "setfacl")
@@ -114,8 +112,6 @@ def test_directory_xattrs_on_fat_warn_once(tmp_path, dst):
         "pcopy: warning: the destination file system does not store extended attributes (user.*): not copied"]
 
 
-@pytest.mark.xfail(strict=True, reason="each worker's NOTE result is counted as a file done (Report.count), so "
-                   "the bar ends past its total, e.g. '3/2 files', where the README promises done == total")
 def test_the_progress_bar_ends_at_its_total_on_fat(tmp_path, dst):
     src = str(tmp_path / "src")
     files_tree(src, xattr, dirs=1, per_dir=2)
@@ -191,9 +187,6 @@ def test_modify_window_0_compares_exactly_and_recopies_everything_each_time(tmp_
     assert report(pcopy("sync", src, dst, "--json"))["copied"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="DST does not store xattrs, yet sync compares them wherever SRC's ctime "
-                   "is newer than DST's (always on fusefat, whose ctime is the mtime; on vfat after any chmod in "
-                   "SRC): every run prints '.f........x' and counts the file updated, for ever")
 def test_a_second_sync_of_an_xattr_tree_to_fat_is_a_no_op(tmp_path, dst):
     src = str(tmp_path / "src")
     rels = files_tree(src, xattr)

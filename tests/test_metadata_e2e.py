@@ -154,8 +154,6 @@ def test_sync_applies_an_acl_only_change_on_a_directory(tree):
     assert diff(dump(src), dump(dst)) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="pcopy never itemizes directory attribute changes (no .d lines): "
-                   "rsync -i prints '.d.......a. dacl/' for the same change, and -v promises a line per change")
 def test_a_directory_acl_change_is_itemized(tree):
     src, dst, names = tree
     sh("setfacl", "-m", "u:daemon:rx", os.path.join(src, names["dacl"]))
@@ -267,8 +265,6 @@ def test_a_file_copied_again_keeps_its_attributes(tree):
 # --------------------------------------------------------------------------- the other copy paths
 
 
-@pytest.mark.xfail(strict=True, reason="-c: worker.copy_if_content_differs finds the same content and only "
-                   "chmods and utimes; the attributes are never compared (rsync -aXc prints .f........x)")
 def test_sync_checksum_still_syncs_an_xattr_change(tree):
     src, dst, _ = tree
     os.setxattr(os.path.join(src, "plain"), "user.binary", b"changed")
@@ -277,8 +273,6 @@ def test_sync_checksum_still_syncs_an_xattr_change(tree):
     assert os.getxattr(os.path.join(dst, "plain"), "user.binary") == b"changed"
 
 
-@pytest.mark.xfail(strict=True, reason="--link-dest: plan._same_for_link_dest ignores xattrs and ACLs, so the new "
-                   "snapshot hard-links the old file with the old attributes (rsync -aX --link-dest copies it)")
 def test_link_dest_does_not_link_a_file_whose_xattrs_changed(where):
     src = os.path.join(where, "src")
     write(os.path.join(src, "f"), b"same content\n")
@@ -290,10 +284,6 @@ def test_link_dest_does_not_link_a_file_whose_xattrs_changed(where):
     assert os.getxattr(os.path.join(where, "snap1", "f"), "user.k") == b"old"  # the old snapshot unchanged
 
 
-@pytest.mark.xfail(strict=True, reason="--partial on a file over 1 MiB fails with 'destination: Invalid argument' "
-                   "(partial._open_kept creates it with TMP_FLAGS | O_RDWR: access mode O_WRONLY|O_RDWR = 3, neither "
-                   "readable nor writable, so ftruncate gives EINVAL); and partial.copy_resuming calls seal() "
-                   "without the source's attributes, so they would not be copied either")
 def test_partial_copies_a_big_files_attributes(where):
     src, dst = os.path.join(where, "src"), os.path.join(where, "dst")
     big = write(os.path.join(src, "big"), os.urandom(3 << 20), 0o660)

@@ -212,6 +212,16 @@ def _acls(fd: int) -> bool:
         return False  # EOPNOTSUPP: no ACLs here (the tests check the value is one ext4 and tmpfs take)
 
 
+XATTR_NAMESPACES = frozenset({"user", "trusted", "security"})
+ALL_NAMESPACES = XATTR_NAMESPACES | {"acl"}  # content.metadata.namespace()'s units
+
+
+def unstored(caps: Capabilities) -> frozenset:
+    """The attribute namespaces the probed file system does not store (none of the xattr ones when
+    user.* does not stick: FAT, some FUSE and network file systems)."""
+    return (frozenset() if caps.xattrs else XATTR_NAMESPACES) | (frozenset() if caps.acls else {"acl"})
+
+
 def describe_capabilities(caps: Capabilities, owners: bool = False) -> Optional[str]:
     """One line on what the destination cannot keep (for a run's warning), or None when it keeps all.
 

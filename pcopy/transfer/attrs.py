@@ -19,10 +19,14 @@ _unsupported: dict = {}  # run token -> namespaces this worker found unsupported
 
 
 class AttrCopier:
-    def __init__(self, xattrs: bool, acls: bool, token: str, dst_fd: int) -> None:
+    """``unstored``: namespaces the engine's probe found DST does not store; they are neither
+    compared nor written, and a source entry that has some gets the run's one warning."""
+
+    def __init__(self, xattrs: bool, acls: bool, token: str, dst_fd: int, unstored: frozenset = frozenset()) -> None:
         self.policy = Policy.for_run(xattrs, acls)
         self.active = self.policy.active
         self.token = token
+        self.unstored = unstored
         if len(_unsupported) > 16:
             _unsupported.clear()
         self.skip: set = _unsupported.setdefault(token, set())
@@ -48,7 +52,12 @@ class AttrCopier:
             return False
         if fresh and existing is None and not self.default_acl:
             existing = {}
-        outcome = metadata.apply(target, attrs, existing, policy=self.policy, skip=frozenset(self.skip))
+        if self.unstored:
+            lost = {metadata.namespace(n) for n in attrs if n not in metadata.BEST_EFFORT} & self.unstored
+            for space in lost - self.skip:
+                self.skip.add(space)
+                self.notes.append(metadata.unsupported_warning(space))
+        outcome = metadata.apply(target, attrs, existing, policy=self.policy, skip=frozenset(self.skip | self.unstored))
         for space in outcome.unsupported - self.skip:
             self.skip.add(space)
             self.notes.append(metadata.unsupported_warning(space))
@@ -59,5 +68,14 @@ class AttrCopier:
     def compare(self, src: At, dst: At) -> tuple:
         """(xattrs differ, ACLs differ, source attrs, DST attrs) of two entries (sync's check)."""
         wanted, have = self.read(src), self.read(dst)
-        x, a = metadata.differs(wanted, have)
+        x, a = self.differs(wanted, have)
         return x, a, wanted, have
+
+    def differs(self, wanted: Attrs, have: Attrs) -> tuple:
+        """(xattrs differ, ACLs differ); what DST cannot store is no difference (else every sync to
+        FAT would "update" it)."""
+        skip = self.skip | self.unstored
+        if skip:
+            wanted, have = ({n: v for n, v in attrs.items() if metadata.namespace(n) not in skip}
+                            for attrs in (wanted, have))
+        return metadata.differs(wanted, have)

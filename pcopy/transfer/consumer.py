@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from ..content.manifest import ManifestWriter
-from ..model.results import Report, Result
+from ..model.results import NOTE, Report, Result
 from ..runtime.progress import Counters
 
 
@@ -34,6 +34,15 @@ class Consumer:
         self.report.skipped += count
         self.counters.files_done += count
 
+    def _take_notes(self, results) -> list:
+        """A worker's run-wide warnings (attributes DST cannot store): one warning line each per run,
+        neither files nor results."""
+        warnings = self.report.warnings
+        for result in results:
+            if result.status == NOTE and result.message not in warnings:
+                warnings.append(result.message)
+        return [r for r in results if r.status != NOTE]
+
     def add_many(self, results, source: bool = True) -> None:
         """Record a batch of results: counts, progress, the kept list, the manifest, the callback.
 
@@ -41,6 +50,8 @@ class Consumer:
         cannot be stat'ed), which the walk did not count as source files found.
         """
         report, counters = self.report, self.counters
+        if results and results[-1].status == NOTE:  # a worker's warnings come last in its batch
+            results = self._take_notes(results)
         failed = report.failed
         files, nbytes = report.count(results)
         if source:

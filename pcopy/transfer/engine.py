@@ -119,7 +119,8 @@ def preflight_file(options: Options, single: tuple) -> None:
 
 def fit_to_destination(options: Options) -> Options:
     """What DST's file system can store decides how it is compared: a FAT stick keeps 2-second times
-    and no permission bits, so a second sync to it must not recopy everything (fs.probe).
+    and no permission bits or xattrs, so a second sync to it must not recopy (or re-itemize)
+    everything (fs.probe).
 
     A dry run must not write, so it guesses from the file-system type instead of probing.
     """
@@ -129,14 +130,15 @@ def fit_to_destination(options: Options) -> Options:
         kind = probe.fs_type(options.dst)
         if kind in probe.COARSE_TYPES:
             return options._replace(modify_window_ns=max(options.modify_window_ns, probe.FAT_WINDOW_NS),
-                                    dst_modes=False, owner=False)
+                                    dst_modes=False, owner=False, dst_unstored=probe.ALL_NAMESPACES)
         return options._replace(modify_window_ns=max(options.modify_window_ns, 0))
     try:
         caps = probe.probe(options.dst, options.token)
     except OSError:
         return options._replace(modify_window_ns=max(options.modify_window_ns, 0))  # the copy will say why
     window = caps.modify_window_ns if options.modify_window_ns < 0 else options.modify_window_ns
-    return options._replace(modify_window_ns=window, dst_modes=caps.modes, owner=options.owner and caps.owners)
+    return options._replace(modify_window_ns=window, dst_modes=caps.modes, owner=options.owner and caps.owners,
+                            dst_unstored=probe.unstored(caps))
 
 
 def _create_dst(dst: str) -> None:

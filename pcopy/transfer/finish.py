@@ -24,7 +24,7 @@ from ..fs import beneath
 from ..fs.beneath import DirFd
 from ..fs.temps import temp_name
 from ..model.entries import COPY, DIR, FILE, Batch, Task, relpath_join
-from ..model.results import DELETED, LINK_IN_PLACE, LINKED, SKIPPED, Result, failure
+from ..model.results import DELETED, LINK_IN_PLACE, LINKED, SKIPPED, UPDATED, Result, failure
 from .attrs import AttrCopier
 from .plan import DELETING, wanted_attrs
 from .run import ANCHOR_OK, Run, backups
@@ -133,21 +133,28 @@ def finish_dirs(run: Run) -> None:
     meta: Optional[AttrCopier] = None
     if options.xattrs or options.acls:
         with DirFd(options.dst, "") as root_fd:
-            meta = AttrCopier(options.xattrs, options.acls, options.token, root_fd)
+            meta = AttrCopier(options.xattrs, options.acls, options.token, root_fd, options.dst_unstored)
     for reldir in reversed(run.dirs):
         try:
             st, attrs = _source_dir(options.src, reldir, options.follow_symlinks, meta)
             mode, uid, gid = wanted_attrs(options, st.st_mode, st.st_uid, st.st_gid, True)
             with DirFd(options.dst, reldir) as fd:
-                if options.owner or options.chown != (-1, -1):
+                before = os.fstat(fd)
+                chown = options.owner or options.chown != (-1, -1)
+                if chown:
                     os.fchown(fd, uid, gid)
                 if options.dst_modes:
                     os.fchmod(fd, stat.S_IMODE(mode))
+                x = a = False
                 if meta is not None:
-                    meta.apply(fd, attrs)  # mkdir under a default ACL inherits one: compared, not assumed
+                    have = meta.read(fd)
+                    x, a = meta.differs(attrs, have)
+                    meta.apply(fd, attrs, have)  # mkdir under a default ACL inherits one: compared, not assumed
                 os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
                 if options.fsync:
                     os.fsync(fd)
+            if reldir not in run.new_dirs:
+                _itemize_dir(run, reldir, before, (mode, uid, gid) if chown else (mode, -1, -1), x, a)
         except OSError as exc:
             if reldir in run.unreadable:
                 continue  # already reported as "cannot read directory"
@@ -155,6 +162,18 @@ def finish_dirs(run: Run) -> None:
     for note in dict.fromkeys(meta.notes if meta is not None else ()):
         if note not in run.consumer.report.warnings:
             run.consumer.report.warnings.append(note)
+
+
+def _itemize_dir(run: Run, reldir: str, before: os.stat_result, wanted: tuple, x: bool, a: bool) -> None:
+    """rsync's ``.d...pog.ax`` line for a directory that existed and got other permissions, owner or
+    attributes (its times change whenever something is written into it: not itemized, as with rsync -v)."""
+    mode, uid, gid = wanted
+    p = run.options.dst_modes and stat.S_IMODE(before.st_mode) != stat.S_IMODE(mode)
+    o, g = uid >= 0 and before.st_uid != uid, gid >= 0 and before.st_gid != gid
+    if p or o or g or x or a:
+        item = "".join((".d...", "p" if p else ".", "o" if o else ".", "g" if g else ".", ".",
+                        "a" if a else ".", "x" if x else "."))
+        run.consumer.add(Result(reldir or ".", UPDATED, DIR, 0, None, item))
 
 
 def _source_dir(root: str, reldir: str, follow_symlinks: bool, meta: Optional[AttrCopier]) -> tuple:

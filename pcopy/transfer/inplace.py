@@ -20,6 +20,7 @@ from ..model.entries import FILE, SYMLINK
 from ..model.results import COPIED, LINKED, NOT_REGULAR, SAME_CONTENT, SKIPPED, UNCHANGED, UPDATED, Result
 from ..options import Options
 from .attrs import AttrCopier
+from .plan import NEW_FILE
 
 DST_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
@@ -58,28 +59,29 @@ class InPlaceTasks:
             if self.options.dry_run:
                 return Result(relpath, COPIED, FILE, task.size, None, task.why)
             return self.copy_file_retrying(relpath, task.name, task.why, src_name=task.source)
-        st = src.stat
-        if not self.options.dry_run:
-            try:
-                os.chmod(task.name, stat.S_IMODE(st.st_mode), dir_fd=self.dst_fd, follow_symlinks=False)
-                os.utime(task.name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=self.dst_fd, follow_symlinks=False)
-            except OSError as exc:
-                raise dst_error(exc) from None
-        return Result(relpath, SKIPPED, FILE, st.st_size, src.digest if self.hasher else None, "", SAME_CONTENT)
+        # Same content: what else differs (times, mode, owner, attributes) is fixed in place, as rsync -c does.
+        digest = src.digest if self.hasher else None
+        same = task._replace(why="." + task.why[1] + "." + task.why[3:])
+        return self.fix_attrs(relpath, same, src.stat, digest, SAME_CONTENT)
 
-    def fix_attrs(self, relpath: str, task) -> Result:
-        """Same content, other permissions, owner or (--size-only) mtime: fix them in place (``.f..tpog...``)."""
+    def fix_attrs(self, relpath: str, task, st: Optional[os.stat_result] = None, digest: Optional[str] = None,
+                  same: str = UNCHANGED) -> Result:
+        """Same content, other times, permissions, owner or attributes: fix them in place (``.f..tpog.ax``).
+
+        ``st``, ``digest``: the source's, when the caller has them (-c); ``same``: the reason when
+        nothing needed fixing.
+        """
         src_name = task.source or task.name
-        st = os.stat(src_name, dir_fd=self.src_fd, follow_symlinks=self.options.follow_symlinks)
+        if st is None:
+            st = os.stat(src_name, dir_fd=self.src_fd, follow_symlinks=self.options.follow_symlinks)
         is_link = stat.S_ISLNK(st.st_mode)
         mode, uid, gid = self.attrs(st)
         item = task.why
-        digest = None
-        if self.meta.active:  # attributes too: planned when SRC changed after DST was written
+        if self.meta.active:  # attributes too: planned when SRC changed after DST was written (always for -c)
             x, a, wanted, have = self.meta.compare(At(self.src_fd, src_name), At(self.dst_fd, task.name))
             item = mark_item(item, "L" if is_link else "f", x, a)
         if not item[2:].strip("."):  # the attribute check found nothing to change
-            return Result(relpath, SKIPPED, SYMLINK if is_link else FILE, st.st_size, None, "", UNCHANGED)
+            return Result(relpath, SKIPPED, SYMLINK if is_link else FILE, st.st_size, digest, "", same)
         if not self.options.dry_run:
             try:
                 if self.chown:
@@ -93,7 +95,7 @@ class InPlaceTasks:
                              follow_symlinks=False)
             except OSError as exc:
                 raise dst_error(exc) from None
-        if not is_link and self.hasher is not None and self.options.manifest:
+        if digest is None and not is_link and self.hasher is not None and self.options.manifest:
             digest = self.dst_digest(task.name)
         return Result(relpath, UPDATED, SYMLINK if is_link else FILE, st.st_size, digest, item)
 
@@ -104,6 +106,10 @@ class InPlaceTasks:
         except OSError:
             return self.copy_file_retrying(relpath, task.name, task.why)  # the old snapshot moved: just copy
         with old as old_fd:
+            if self.meta.active:  # the planner compared size, mtime and mode; attributes are read here
+                x, a, _, _ = self.meta.compare(At(self.src_fd, task.name), At(old_fd, task.name))
+                if x or a:
+                    return self.copy_file_retrying(relpath, task.name, NEW_FILE)
             try:
                 self.keep_backup(task.name)
                 link_beneath_fds(old_fd, task.name, self.dst_fd, task.name, self.new_temp())

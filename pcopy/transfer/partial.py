@@ -103,12 +103,13 @@ def copy_resuming(copier, relpath: str, name: str, fd: int, before: os.stat_resu
             offset += n
         if offset != size:
             raise SourceChanged
+        attrs = copier.meta.read(fd)  # before the unchanged check: a change to them moves ctime
         digest = whole.hexdigest() if whole is not None else None
         if digest is not None and hasher is not None:
             digests.confirm(fd, before, digest, hasher, copier.stop, time.monotonic() - started)
         else:
             digests.check_unchanged(fd, before)
-        copier.seal(out, before, born_right=False)
+        copier.seal(out, before, born_right=False, attrs=attrs)
     except BaseException:
         os.close(out)  # the partial copy stays for the next run
         raise

@@ -14,7 +14,7 @@ import stat
 from typing import NamedTuple, Optional
 
 from ..content import transforms
-from ..fs.probe import mtimes_equal
+from ..fs.probe import XATTR_NAMESPACES, mtimes_equal
 from ..model.entries import (
     ATTRS,
     CHECKSUM,
@@ -190,7 +190,8 @@ def plan_directory(reldir: str, src_entries: list, dst_entries: Optional[dict], 
                  or outputs is not None or window or options.size_only or selective or not options.dst_modes)
     # Attributes (xattrs, ACLs) are compared only where SRC changed after DST was written (its ctime is
     # newer): listing them for every file would double a no-op sync, and such a change moves ctime.
-    attrs_check = options.xattrs or options.acls
+    unstored = options.dst_unstored
+    attrs_check = (options.xattrs and not XATTR_NAMESPACES <= unstored) or (options.acls and "acl" not in unstored)
     get = dst_entries.get
     for src in src_entries:
         dst = get(src[0])

@@ -66,6 +66,7 @@ class Run:
         self.single = single  # (source name, DST name): one file of SRC's directory, not a tree
         # DST dirs made or found, parents first: their metadata is set at the end
         self.dirs: list = [] if single is not None else [""]
+        self.new_dirs: set = {""} if dst_is_new else set()  # made by this run: itemized as cd+++++++++
         self.hardlinks: list = []  # (reldir, Task) to link once every first name is copied
         self.deletions: list = []  # (relpath, kind), children before their parents
         self.broken_dirs: dict = {}  # SRC reldir -> why DST has no usable directory there
@@ -315,6 +316,7 @@ class Run:
         try:
             if beneath.make_dir_beneath(self.options.dst, reldir):
                 self.consumer.add(Result(reldir, CREATED, DIR, 0, None, NEW_DIR))
+                self.new_dirs.add(reldir)
         except OSError as exc:
             message = f"cannot create directory: {describe(exc)}"
             self.consumer.add(failure(reldir, DIR, message, DISK_FULL if is_disk_full(exc) else "error"))

@@ -117,7 +117,7 @@ class BatchCopier(InPlaceTasks):
 
             self.transform = transforms.for_options(options)
         self.backups = Backups(options.backup_dir, options.suffix, options.token) if options.backup else None
-        self.meta = AttrCopier(options.xattrs, options.acls, options.token, dst_fd)
+        self.meta = AttrCopier(options.xattrs, options.acls, options.token, dst_fd, options.dst_unstored)
         self.throttle = throttle.for_run(options.token, options.bwlimit, options.jobs or default_jobs())
 
     def attrs(self, st: os.stat_result, is_dir: bool = False) -> tuple:
