@@ -90,7 +90,8 @@ def copy_sources(options: Options, sources: list, *, counters: Optional[Counters
         for src in sources:
             name = _name(src)
             if _is_tree(src, options):
-                sub = options._replace(src=src, dst=os.path.join(dst, name))  # manifest kept: unchanged files are hashed too
+                # options.manifest stays set: unchanged files are hashed for the shared manifest too
+                sub = options._replace(src=src, dst=os.path.join(dst, name))
                 view = manifest.below(name) if manifest is not None else None
                 report = copy_tree(sub, counters=shared, manifest=view, **hooks)  # type: ignore[arg-type]
             else:
