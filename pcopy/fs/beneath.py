@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from typing import Optional
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -46,13 +47,120 @@ class DirFd:
         os.close(self.fd)
 
 
-def make_dir_beneath(root: str, reldir: str, mode: int = 0o700) -> bool:
+class DirCache:
+    """Directory fds beneath one root kept open for reuse: a directory is opened from its cached
+    parent with one ``openat(O_NOFOLLOW)`` instead of from the root, component by component
+    (a deep tree cost a dozen open/close pairs per directory and batch).
+
+    Bounded (least recently used first out); ``with cache.dir(reldir) as fd`` pins the fd so no
+    eviction closes it while in use. One per thread: not thread-safe. A directory removed or moved
+    by the caller must be ``forget``-ed (``remove_tree_beneath`` and friends take the cache).
+    """
+
+    def __init__(self, root: str, follow_symlinks: bool = False, limit: int = 64) -> None:
+        self.root = root
+        self.flags = DIR_FLAGS if follow_symlinks else DIR_FLAGS | os.O_NOFOLLOW
+        self.limit = limit
+        self._fds: dict = {}  # reldir -> fd, oldest use first (dicts keep insertion order)
+        self._pins: dict = {}  # fd -> pin count
+        self._doomed: set = set()  # forgotten while pinned: closed at release
+
+    def dir(self, reldir: str) -> "_Pinned":
+        return _Pinned(self, reldir)
+
+    def acquire(self, reldir: str) -> int:
+        fds = self._fds
+        fd = fds.pop(reldir, None)
+        if fd is None:
+            fd = self._open(reldir)
+        fds[reldir] = fd  # now the most recent
+        self._pins[fd] = self._pins.get(fd, 0) + 1
+        if len(fds) > self.limit:
+            self._evict()
+        return fd
+
+    def release(self, fd: int) -> None:
+        count = self._pins[fd] - 1
+        if count:
+            self._pins[fd] = count
+            return
+        del self._pins[fd]
+        if fd in self._doomed:
+            self._doomed.discard(fd)
+            os.close(fd)
+
+    def _open(self, reldir: str) -> int:
+        """From the deepest cached ancestor down, caching each directory on the way."""
+        fds = self._fds
+        base = reldir
+        while base and base not in fds:
+            base = base.rpartition(os.sep)[0]
+        fd = fds.get(base)
+        if fd is None:  # base == "": the root, which may be a symlink (the user named it)
+            fd = fds[""] = os.open(self.root, DIR_FLAGS)
+        if base == reldir:
+            return fd
+        path = base
+        for part in (reldir[len(base) + 1:] if base else reldir).split(os.sep):
+            fd = os.open(part, self.flags, dir_fd=fd)
+            path = path + os.sep + part if path else part
+            if path != reldir:
+                fds[path] = fd
+        return fd
+
+    def _evict(self) -> None:
+        """Close the least recently used unpinned fds, down to three quarters of the limit."""
+        pins = self._pins
+        excess = len(self._fds) - self.limit * 3 // 4
+        for key in [k for k, fd in self._fds.items() if fd not in pins][:excess]:
+            os.close(self._fds.pop(key))
+
+    def forget(self, relpath: str) -> None:
+        """Drop ``relpath`` and every directory below it (they were removed, moved or replaced)."""
+        prefix = relpath + os.sep
+        for key in [k for k in self._fds if k == relpath or k.startswith(prefix) or not relpath]:
+            fd = self._fds.pop(key)
+            if fd in self._pins:
+                self._doomed.add(fd)
+            else:
+                os.close(fd)
+
+    def close(self) -> None:
+        self.forget("")
+
+    def __del__(self) -> None:  # a worker thread that ends takes its cache with it: no fd outlives it
+        try:
+            self.close()
+        except (OSError, AttributeError, TypeError):
+            pass
+
+
+class _Pinned:
+    __slots__ = ("cache", "reldir", "fd")
+
+    def __init__(self, cache: DirCache, reldir: str) -> None:
+        self.cache, self.reldir = cache, reldir
+
+    def __enter__(self) -> int:
+        self.fd = self.cache.acquire(self.reldir)
+        return self.fd
+
+    def __exit__(self, *exc) -> None:
+        self.cache.release(self.fd)
+
+
+def _parent(root: str, parent: str, cache: "Optional[DirCache]"):
+    return cache.dir(parent) if cache is not None else DirFd(root, parent)
+
+
+def make_dir_beneath(root: str, reldir: str, mode: int = 0o700, cache: Optional[DirCache] = None) -> bool:
     """mkdir ``root/reldir`` (its parent must exist), never through a symlink.
 
     Returns True when the directory was created, False when it already existed.
+    ``cache``: the caller's DirCache of ``root`` (the parent is opened through it).
     """
     parent, _, name = reldir.rpartition(os.sep)
-    with DirFd(root, parent) as fd:
+    with _parent(root, parent, cache) as fd:
         try:
             os.mkdir(name, mode, dir_fd=fd)
             return True
@@ -64,24 +172,28 @@ def make_dir_beneath(root: str, reldir: str, mode: int = 0o700) -> bool:
             return False
 
 
-def remove_beneath(root: str, relpath: str, is_dir: bool) -> None:
+def remove_beneath(root: str, relpath: str, is_dir: bool, cache: Optional[DirCache] = None) -> None:
     """Delete one entry (a directory must be empty), never through a symlink."""
     parent, _, name = relpath.rpartition(os.sep)
-    with DirFd(root, parent) as fd:
+    with _parent(root, parent, cache) as fd:
         if is_dir:
+            if cache is not None:
+                cache.forget(relpath)
             os.rmdir(name, dir_fd=fd)
         else:
             os.unlink(name, dir_fd=fd)
 
 
-def remove_tree_beneath(root: str, relpath: str) -> None:
+def remove_tree_beneath(root: str, relpath: str, cache: Optional[DirCache] = None) -> None:
     """Delete an entry of any kind, a directory with all it holds (symlinks are not followed)."""
     parent, _, name = relpath.rpartition(os.sep)
-    with DirFd(root, parent) as fd:
+    with _parent(root, parent, cache) as fd:
         st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
             import shutil  # rarely needed: keep it out of start-up
 
+            if cache is not None:
+                cache.forget(relpath)
             shutil.rmtree(name, dir_fd=fd)  # type: ignore[call-arg]  # fd-based: immune to symlink races
         else:
             os.unlink(name, dir_fd=fd)

@@ -16,6 +16,8 @@ import signal
 import threading
 from typing import Optional
 
+from ..fs.beneath import DirCache
+
 _state = threading.local()  # .stop: the run's stop Event, per worker thread
 _umask: Optional[int] = None
 
@@ -27,6 +29,33 @@ def init(stop_event, in_subprocess: bool = True) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGIO, signal.SIG_IGN)  # lease probes (content.digest.open_for_writing)
     _state.stop = stop_event
+
+
+def dir_cache(token: str, root: str, follow_symlinks: bool = False) -> DirCache:
+    """This thread's open directory fds below ``root`` for the run ``token`` (``fs.beneath.DirCache``).
+
+    A worker serves batch after batch of one run: its directories are opened once, not per batch.
+    Another run's token closes the previous run's fds (its directories may have changed since).
+    """
+    caches = getattr(_state, "dirs", None)
+    if caches is None or caches[0] != token:
+        if caches is not None:
+            for old in caches[1].values():
+                old.close()
+        caches = _state.dirs = (token, {})
+    key = (root, follow_symlinks)
+    cache = caches[1].get(key)
+    if cache is None:
+        cache = caches[1][key] = DirCache(root, follow_symlinks)
+    return cache
+
+
+def drop_dir_caches() -> None:
+    """Close this thread's directory fds (a run's end in the parent: DST can be unmounted after it)."""
+    caches = getattr(_state, "dirs", None)
+    _state.dirs = None
+    for cache in caches[1].values() if caches is not None else ():
+        cache.close()
 
 
 def stop_flag():

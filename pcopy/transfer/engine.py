@@ -240,6 +240,8 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
             if manifest is not None and own_manifest:
                 manifest.discard()
             raise
+        finally:
+            run.close_dirs()
         report.stopped_early = run.disk_full
         if run.stale_removed:
             report.warnings.append(f"removed {run.stale_removed} temporary files left by an interrupted run")

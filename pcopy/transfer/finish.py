@@ -21,7 +21,7 @@ from typing import Optional
 from ..content.metadata import At
 from ..errors import describe
 from ..fs import beneath
-from ..fs.beneath import DirFd
+from ..fs.beneath import DirCache
 from ..fs.temps import temp_name
 from ..model.entries import COPY, DIR, FILE, Batch, Task, relpath_join
 from ..model.results import DELETED, LINK_IN_PLACE, LINKED, SKIPPED, UPDATED, Result, failure
@@ -52,15 +52,16 @@ def link_hardlinks(run: Run) -> None:
                 if result.status in ANCHOR_OK:
                     replaced[task.source] = relpath
                 continue
-        consumer.add(make_hardlink(options, relpath, reldir, task, source))
+        consumer.add(make_hardlink(run, relpath, reldir, task, source))
 
 
-def make_hardlink(options, relpath: str, reldir: str, task, source: str) -> Result:
+def make_hardlink(run: Run, relpath: str, reldir: str, task, source: str) -> Result:
     """Give DST ``relpath`` the inode of DST ``source``, unless it already has it."""
+    options = run.options
     parent, _, first = source.rpartition(os.sep)
     digest = None
     try:
-        with DirFd(options.dst, parent) as from_fd, DirFd(options.dst, reldir) as to_fd:
+        with run.dst_dirs.dir(parent) as from_fd, run.dst_dirs.dir(reldir) as to_fd:
             want = os.stat(first, dir_fd=from_fd, follow_symlinks=False)
             try:
                 have = os.stat(task.name, dir_fd=to_fd, follow_symlinks=False)
@@ -104,9 +105,10 @@ def delete_extraneous(run: Run) -> Optional[str]:
         if not options.dry_run:
             try:
                 if options.backup and (kind != DIR or options.backup_dir is None):
+                    run.dst_dirs.forget(relpath)
                     backups(options).move_out(options.dst, relpath)  # a directory: whole, or emptied below
                 else:
-                    beneath.remove_beneath(options.dst, relpath, kind == DIR)
+                    beneath.remove_beneath(options.dst, relpath, kind == DIR, run.dst_dirs)
             except OSError as exc:
                 if kind == DIR and exc.errno == errno.ENOTEMPTY and run.dst_keep is not None:
                     report.warnings.append(f"{relpath}: not deleted: it holds excluded files")
@@ -132,13 +134,13 @@ def finish_dirs(run: Run) -> None:
     options = run.options
     meta: Optional[AttrCopier] = None
     if options.xattrs or options.acls:
-        with DirFd(options.dst, "") as root_fd:
+        with run.dst_dirs.dir("") as root_fd:
             meta = AttrCopier(options.xattrs, options.acls, options.token, root_fd, options.dst_unstored)
     for reldir in reversed(run.dirs):
         try:
-            st, attrs = _source_dir(options.src, reldir, options.follow_symlinks, meta)
+            st, attrs = _source_dir(run.src_dirs, reldir, options.follow_symlinks, meta)
             mode, uid, gid = wanted_attrs(options, st.st_mode, st.st_uid, st.st_gid, True)
-            with DirFd(options.dst, reldir) as fd:
+            with run.dst_dirs.dir(reldir) as fd:
                 before = os.fstat(fd)
                 chown = options.owner or options.chown != (-1, -1)
                 if chown:
@@ -176,11 +178,11 @@ def _itemize_dir(run: Run, reldir: str, before: os.stat_result, wanted: tuple, x
         run.consumer.add(Result(reldir or ".", UPDATED, DIR, 0, None, item))
 
 
-def _source_dir(root: str, reldir: str, follow_symlinks: bool, meta: Optional[AttrCopier]) -> tuple:
+def _source_dir(srcs: DirCache, reldir: str, follow_symlinks: bool, meta: Optional[AttrCopier]) -> tuple:
     """The SRC directory's stat and attributes, through its parent (a directory we may not read can
     still be stat'ed)."""
     parent, _, name = reldir.rpartition(os.sep)
-    with DirFd(root, parent, follow_symlinks) as fd:
+    with srcs.dir(parent) as fd:
         st = os.stat(name, dir_fd=fd, follow_symlinks=follow_symlinks) if name else os.fstat(fd)
         attrs = (meta.read(At(fd, name)) if name else meta.read(fd)) if meta is not None else {}
     if not stat.S_ISDIR(st.st_mode):

@@ -40,6 +40,7 @@ from ..model.results import (
     failure,
 )
 from ..options import Options
+from ..runtime import worker as runtime_worker
 from .consumer import Consumer
 from .plan import DELETING, NEW_DIR, plan_directory
 
@@ -66,6 +67,9 @@ class Run:
         self.single = single  # (source name, DST name): one file of SRC's directory, not a tree
         # DST dirs made or found, parents first: their metadata is set at the end
         self.dirs: list = [] if single is not None else [""]
+        # the parent's open directories (mkdir, deletions, directory metadata): fs.beneath.DirCache
+        self.src_dirs = beneath.DirCache(options.src, options.follow_symlinks)
+        self.dst_dirs = beneath.DirCache(options.dst)
         self.new_dirs: set = {""} if dst_is_new else set()  # made by this run: itemized as cd+++++++++
         self.hardlinks: list = []  # (reldir, Task) to link once every first name is copied
         self.deletions: list = []  # (relpath, kind), children before their parents
@@ -91,6 +95,13 @@ class Run:
 
     def close(self) -> None:
         self.march.close()
+
+    def close_dirs(self) -> None:
+        """Close the run's directory fds, the parent's and this thread's worker caches (a batch can run
+        here: the hard-link fallback, the thread backend), so DST can be unmounted once the run returns."""
+        self.src_dirs.close()
+        self.dst_dirs.close()
+        runtime_worker.drop_dir_caches()
 
     # ----------------------------------------------------------------- producing batches
 
@@ -289,9 +300,10 @@ class Run:
                 continue
             try:
                 if self.options.backup:
+                    self.dst_dirs.forget(relpath)
                     backups(self.options).move_out(self.options.dst, relpath)
                 else:
-                    beneath.remove_tree_beneath(self.options.dst, relpath)
+                    beneath.remove_tree_beneath(self.options.dst, relpath, self.dst_dirs)
             except OSError as exc:
                 why = f"cannot replace: {describe(exc)}"
                 self.consumer.add(failure(relpath, kinds.get(name, FILE), why))
@@ -314,7 +326,7 @@ class Run:
                 self.consumer.add(Result(reldir, CREATED, DIR, 0, None, why))
             return
         try:
-            if beneath.make_dir_beneath(self.options.dst, reldir):
+            if beneath.make_dir_beneath(self.options.dst, reldir, cache=self.dst_dirs):
                 self.consumer.add(Result(reldir, CREATED, DIR, 0, None, NEW_DIR))
                 self.new_dirs.add(reldir)
         except OSError as exc:

@@ -10,9 +10,10 @@ This is the one copy path. Copy, sync, watch and every pool backend call
    before and after, and a second read of a file changed in the last seconds);
 4. sets owner, mode and ns times on the temp file, then renames it into place.
 
-So a final name only ever holds a complete file. Destination directories are
-opened component by component with ``O_NOFOLLOW`` from the DST root
-(``fs.beneath``), so a symlink planted in DST can never redirect a write.
+So a final name only ever holds a complete file. Directories are opened with
+``O_NOFOLLOW`` from their parent's fd, down from the root, and kept open for the
+batches that follow (``fs.beneath.DirCache``), so a symlink planted in DST can
+never redirect a write.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..content.copydata import copy_data, dst_error
 from ..content.digest import XXH128, Cancelled, SourceChanged
 from ..errors import describe, is_disk_full
 from ..fs.backup import Backups
-from ..fs.beneath import open_dir_beneath, unlink_quietly
+from ..fs.beneath import unlink_quietly
 from ..fs.temps import TMP_FLAGS, next_number, temp_prefix
 from ..model.batching import should_defer
 from ..model.entries import ATTRS, CHECKSUM, COPY, FILE, HASH, LINK, LINKDEST, SYMLINK, UNKNOWN, Batch
@@ -61,14 +62,16 @@ STOP_CHECK_EVERY = 16  # files between two checks of the stop flag
 
 def run_batch(options: Options, batch: Batch) -> list:
     """Run every task of a batch; one Result per task, never an exception."""
+    srcs = worker.dir_cache(options.token, options.src, options.follow_symlinks)
+    dsts = worker.dir_cache(options.token, options.dst)
     try:
-        src_fd = open_dir_beneath(options.src, batch.reldir, options.follow_symlinks)
+        src_fd = srcs.acquire(batch.reldir)
     except OSError as exc:
         return fail_all(batch, f"source directory: {describe(exc)}", exc)
     try:
-        dst_fd = open_dir_beneath(options.dst, batch.reldir)
+        dst_fd = dsts.acquire(batch.reldir)
     except OSError as exc:
-        os.close(src_fd)
+        srcs.release(src_fd)
         return fail_all(batch, f"destination directory: {describe(exc)}", exc)
     try:
         copier = BatchCopier(options, src_fd, dst_fd)
@@ -80,8 +83,8 @@ def run_batch(options: Options, batch: Batch) -> list:
     except OSError as exc:
         return fail_all(batch, f"destination directory: fsync: {describe(exc)}", exc)
     finally:
-        os.close(src_fd)
-        os.close(dst_fd)
+        srcs.release(src_fd)
+        dsts.release(dst_fd)
 
 
 def fail_all(batch: Batch, message: str, exc: Optional[BaseException] = None) -> list:
