@@ -43,10 +43,11 @@ def dir_cache(token: str, root: str, follow_symlinks: bool = False) -> DirCache:
             for old in caches[1].values():
                 old.close()
         caches = _state.dirs = (token, {})
+    by_root: dict = caches[1]
     key = (root, follow_symlinks)
-    cache = caches[1].get(key)
+    cache = by_root.get(key)
     if cache is None:
-        cache = caches[1][key] = DirCache(root, follow_symlinks)
+        cache = by_root[key] = DirCache(root, follow_symlinks)
     return cache
 
 
