@@ -13,8 +13,8 @@ for _signum in (signal.SIGINT, signal.SIGTERM):
 
 import multiprocessing  # noqa: E402 (after the handlers: a Ctrl-C during start-up is not a traceback)
 
-from .cli import main  # noqa: E402
+from .cli import leave, main  # noqa: E402
 
 if __name__ == "__main__":
     multiprocessing.freeze_support()
-    sys.exit(main())
+    leave(main())

@@ -216,7 +216,8 @@ def test_failing_file_is_reported_and_the_rest_copied(cluster, client, tmp_path)
 
 @needs_dask
 def test_batch_whose_task_crashes_fails_each_of_its_files(cluster, client, tmp_path):
-    """A task that raises is retried, then every file of its batch is a failure: never a gap."""
+    """A batch that raises fails every one of its files (never a gap); the directory that shares its
+    bundle is copied."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, {"crashy/boom": b"x", "crashy/other": b"y", "fine/f": b"f"})
     client.run(dask_faults.crash_on_source_open, "boom")

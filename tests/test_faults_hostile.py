@@ -22,7 +22,6 @@ from fault_helpers import (
 
 import pcopy
 from pcopy.fs import beneath, scan, temps
-from pcopy.transfer import worker as sync_worker
 
 pytestmark = pytest.mark.faults
 
@@ -88,16 +87,16 @@ def test_link_swapped_in_just_before_the_worker_opens_the_directory(tmp_path, se
     """Deterministic race: DST/<reldir> becomes a link to the outside right before a worker opens it."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, SRC_SPEC)
-    real = beneath.open_dir_beneath
+    real = beneath.DirCache.acquire
     swapped = []
 
-    def racing(root, rel, follow_symlinks=False):
-        if root == str(dst) and rel.startswith(reldir) and not swapped:
+    def racing(cache, rel):
+        if cache.root == str(dst) and rel.startswith(reldir) and not swapped:
             swapped.append(rel)
             _swap_for_link(dst / reldir, os.path.join(sentinel.path, "sub"))
-        return real(root, rel, follow_symlinks)
+        return real(cache, rel)
 
-    monkeypatch.setattr(sync_worker, "open_dir_beneath", racing)
+    monkeypatch.setattr(beneath.DirCache, "acquire", racing)
     report = pcopy.copytree(src, dst, backend="thread", jobs=1)
     assert swapped
     assert not report.ok

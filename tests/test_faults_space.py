@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import subprocess
+import time
 
 import pytest
 from conftest import fd_name, make_tree, temp_files
 from fault_helpers import (
     assert_nothing_lost,
     cli,
+    env,
     error_lines,
     json_out,
+    pcopy_cmd,
     remount,
     run_pcopy,
     sentinel,  # noqa: F401 (fixture)
@@ -25,6 +30,8 @@ from fault_helpers import (
 )
 
 from pcopy.fs import temps
+from pcopy.model.batching import BATCH_FILES
+from pcopy.runtime.pool import IN_FLIGHT_PER_WORKER
 
 pytestmark = pytest.mark.faults
 
@@ -68,8 +75,8 @@ def test_file_that_cannot_fit_exits_1_then_completes_on_a_bigger_disk(tmp_path, 
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_tree_where_some_fit_exits_3_then_completes(tmp_path, sentinel, jobs):  # noqa: F811
     src = tmp_path / "src"
-    # 24 directories (one batch each, more than the pool keeps in flight), ~4.7 MiB in all
-    spec = {f"d{d:02d}/f{i}": _pattern(d * 10 + i, 100 << 10) for d in range(24) for i in range(2)}
+    # more files than the pool keeps in flight (bundles of up to BATCH_FILES), ~6 MiB in all
+    spec = {f"d{d:03d}/f{i}": _pattern(d * 100 + i, 2 << 10) for d in range(100) for i in range(30)}
     spec["d0/small"] = b"small"
     make_tree(src, spec)
     mnt = tmp_path / "mnt"
@@ -104,6 +111,46 @@ def test_disk_full_with_kernel_copy(tmp_path, sentinel):  # noqa: F811
         assert (dst / "a.bin").exists() and not (dst / "b.bin").exists()
 
 
+def test_watch_retries_what_a_full_destination_left_undone(tmp_path, sentinel):  # noqa: F811
+    """Nothing in SRC changes after the initial sync filled DST: once space is freed, watch still
+    converges (it retries with a back-off instead of waiting for the next event)."""
+    src = tmp_path / "src"
+    spec = {f"d{d:02d}/f{i}": _pattern(d * 10 + i, 100 << 10) for d in range(24) for i in range(2)}
+    make_tree(src, spec)
+    mnt = tmp_path / "mnt"
+    with tmpfs(mnt, "2m"):
+        dst = mnt / "dst"
+        errfile = open(tmp_path / "watch.err", "w+b")
+        proc = subprocess.Popen(pcopy_cmd("watch", src, dst, "--no-progress", "--debounce", "0.05"),
+                                stdout=subprocess.DEVNULL, stderr=errfile, env=env(), cwd="/")
+        try:
+            _wait(lambda: b"stopped handing out work" in (tmp_path / "watch.err").read_bytes(), "DST full")
+            remount(mnt, "size=16m")
+            _wait(lambda: _complete(src, dst), "DST to converge without any change in SRC")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
+            errfile.close()
+        assert proc.returncode in (0, 3, 130)
+        assert_nothing_lost(src, dst, sentinel, complete=True)
+
+
+def _complete(src, dst) -> bool:
+    try:
+        return sorted(os.listdir(dst)) == sorted(os.listdir(src)) and all(
+            sorted(os.listdir(dst / d)) == sorted(os.listdir(src / d)) for d in os.listdir(src)) \
+            and not temp_files(dst)
+    except FileNotFoundError:
+        return False
+
+
+def _wait(predicate, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 # --------------------------------------------------------------------------- deterministic: os.write fails
 
 
@@ -125,7 +172,7 @@ def _enospc_after(monkeypatch, allowed_writes: int) -> list:
 
 def test_injected_enospc_stops_handing_out_work(tmp_path, sentinel, monkeypatch, capsys):  # noqa: F811
     src = tmp_path / "src"
-    spec = {f"d{d:02d}/f{i}": _pattern(d * 10 + i, 1000 + i) for d in range(16) for i in range(3)}
+    spec = {f"d{d:03d}/f{i}": _pattern(d * 100 + i, 100 + i) for d in range(120) for i in range(15)}
     make_tree(src, spec)
     dst = tmp_path / "dst"
     _enospc_after(monkeypatch, 4)
@@ -136,10 +183,10 @@ def test_injected_enospc_stops_handing_out_work(tmp_path, sentinel, monkeypatch,
     assert report["stopped_early"] is True and report["copied"] == 4
     assert any("disk full" in line for line in error_lines(err))
     found = assert_nothing_lost(src, dst, sentinel)
-    # batches already in flight (at most 4 per worker) were tried; later directories were not attempted
+    # bundles already in flight (IN_FLIGHT_PER_WORKER) were tried; later directories were not attempted
     attempted = {rel for rel, kind in found.items() if kind == "file"} | {f["path"] for f in report["failures"]}
-    assert 4 < len(attempted) <= 4 + 3 * 5, sorted(attempted)
-    assert not any(rel.startswith("d15/") for rel in attempted)
+    assert 4 < len(attempted) <= (IN_FLIGHT_PER_WORKER + 1) * BATCH_FILES < len(spec), len(attempted)
+    assert not any(rel.startswith("d119/") for rel in attempted)
     monkeypatch.undo()
     assert cli(["copy", src, dst, "--no-progress"]) == 0
     assert_nothing_lost(src, dst, sentinel, complete=True)

@@ -15,6 +15,7 @@ import pytest
 from conftest import BAD_UTF8, make_tree, opens_source
 
 from pcopy import cli
+from pcopy.model.batching import BATCH_FILES
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 KEYS = {"time", "action", "path", "size", "digest", "item", "error", "reason"}
@@ -115,9 +116,10 @@ def test_a_fatal_error_and_a_dry_run(tmp_path, capsys):
 
 
 def test_lines_are_written_as_they_happen(tmp_path, monkeypatch, capsys):
-    """A copy still busy with one file has already logged the files finished before it."""
+    """A copy still busy with one file has already logged the files finished before it (results
+    travel per bundle of directories: ``early`` is big enough to travel alone)."""
     src, dst, log = tmp_path / "src", tmp_path / "dst", tmp_path / "log.jsonl"
-    make_tree(src, {"early/a": b"a", "late/z": b"z"})
+    make_tree(src, {"late/z": b"z", **{f"early/{n}": b"a" for n in ["a"] + [f"f{i}" for i in range(BATCH_FILES // 2)]}})
     release = threading.Event()
     real_open = os.open
 

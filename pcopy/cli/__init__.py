@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import sys
+from typing import NoReturn
 
 from ..errors import EXIT_FATAL, Interrupted, OutputClosed, PcopyError, describe
 
@@ -71,9 +72,18 @@ def main(argv=None) -> int:
         return EXIT_FATAL
 
 
+def leave(code: int) -> NoReturn:
+    """Exit with the command's code: a signal arriving while the interpreter shuts down (when
+    Python puts the default handlers back, but leaves ignored ones) must not turn it into a death
+    by that signal."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    sys.exit(code)
+
+
 def run() -> None:
     """Console-script entry point."""
     for signum in (signal.SIGINT, signal.SIGTERM):  # until the command's guard is in place: end quietly
         signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
     multiprocessing.freeze_support()
-    sys.exit(main())
+    leave(main())

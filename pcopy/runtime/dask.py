@@ -1,12 +1,12 @@
 """Run the worker function on a Dask cluster: the only module importing ``distributed``.
 
     engine ─► BoundedPool ─► DaskBackend.submit ──tcp──► scheduler ─► Dask workers
-                 ▲               (one task per batch,                  │ pcopy_batch(fn, batch)
-                 │                retries, pure=False)                 │   = transfer.worker.run_batch
+                 ▲               (one task per bundle,                 │ pcopy_batch(fn, bundle)
+                 │                retries, pure=False)                 │   = transfer.worker.run_bundle
                  └── DaskBackend.wait ◄── done callbacks ◄─────────────┘ list of Result
 
 The client process still walks and plans; only batches travel. Each task is
-``pcopy_batch(functools.partial(transfer.worker.run_batch, options), batch)``: the same
+``pcopy_batch(functools.partial(transfer.worker.run_bundle, options), bundle)``: the same
 worker function as local mode, so every worker must have pcopy installed and
 must see SRC and DST at the same paths as the client (checked at start-up
 with a probe file written into DST).

@@ -2,9 +2,9 @@
 
     preflight (SRC/DST/output paths; nothing written) ─► scheduler ─► create DST ─► manifest
        │
-    Run.produce: March(SRC, DST) ─► plan_directory ─► batches ─► BoundedPool ─► worker.run_batch
-       │                                                              │ one Result per task
-       │   Consumer ◄─────────────────────────────────────────────────┘
+    Run.produce: March(SRC, DST) ─► plan_directory ─► batches ─► bundles ─► BoundedPool ─► worker.run_bundle
+       │                                                                        │ one Result per task
+       │   Consumer ◄───────────────────────────────────────────────────────────┘
        │     ├─► Report (counts, failures)   ├─► manifest lines (streamed)
        │     └─► progress counters           └─► on_result callback (-v, --log-file)
        ▼
@@ -12,7 +12,7 @@
     failures), then directory modes and times, deepest first.
 
 Data flows one way. The walker runs in this process and is pulled only when
-the pool has a free slot, so at most ``max_in_flight`` batches exist beyond
+the pool has a free slot, so at most ``max_in_flight`` bundles exist beyond
 the directory being planned: memory is flat for any tree size. Watch mode
 calls ``copy_tree`` with ``targets`` (directories to re-read) and its own pool.
 """
@@ -214,14 +214,14 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
         run.start_lister()  # forks: before any thread of ours exists
         counters.start()
         try:
-            work = functools.partial(worker.run_batch, options)
+            work = functools.partial(worker.run_bundle, options)
             for batch, results, exc in pool.map_unordered(work, run.produce(), guard.check):
                 run.consume(batch, results, exc, pool.push)
             lost = pool.take_lost()
             if own_pool:
                 pool.close()
             if lost:  # a worker died mid-batch (its batches ran again): its temp files are garbage
-                temps.remove_temp_files(options.dst, {b.reldir for b in lost}, options.token)
+                temps.remove_temp_files(options.dst, {d for b in lost for d in b.reldirs}, options.token)
             guard.check()
             finish.link_hardlinks(run)
             fatal = finish.delete_extraneous(run)
@@ -233,9 +233,9 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
         except BaseException as exc:
             run.close()
             in_flight = pool.abort(ABORT_GRACE)
-            temps.remove_temp_files(options.dst, {b.reldir for b in in_flight}, options.token)
+            temps.remove_temp_files(options.dst, {d for b in in_flight for d in b.reldirs}, options.token)
             if isinstance(exc, Interrupted):
-                exc.discarded += sum(len(b.tasks) for b in in_flight)
+                exc.discarded += sum(b.files for b in in_flight)
             counters.close()
             if manifest is not None and own_manifest:
                 manifest.discard()

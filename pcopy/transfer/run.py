@@ -21,7 +21,7 @@ from ..errors import describe, is_disk_full
 from ..fs import beneath, temps
 from ..fs.backup import Backups
 from ..fs.march import March, Pair, read_beneath
-from ..model.batching import batches
+from ..model.batching import Bundle, Bundler, batches, single
 from ..model.entries import ATTRS, CHECKSUM, DIR, FILE, LINK, LINKDEST, SYMLINK, Batch, entry_from_stat, relpath_join
 from ..model.results import (
     COPIED,
@@ -106,7 +106,15 @@ class Run:
     # ----------------------------------------------------------------- producing batches
 
     def produce(self):
-        """Yield batches for the pool; hand no-I/O results straight to the consumer."""
+        """Yield bundles of batches for the pool (``model.batching.Bundler``)."""
+        bundler = Bundler(self.options.batch_files, self.options.batch_bytes)
+        for batch in self._batches():
+            yield from bundler.add(batch)
+        if not self.disk_full:  # a full DST: the rest is not attempted
+            yield from bundler.flush()
+
+    def _batches(self):
+        """Yield batches; hand no-I/O results straight to the consumer."""
         if self.single is not None:
             yield from self._produce_single()
             self.consumer.counters.walk_done = True
@@ -360,7 +368,12 @@ class Run:
 
     # ----------------------------------------------------------------- taking results
 
-    def consume(self, batch: Batch, results, exc, resubmit: Callable) -> None:
+    def consume(self, bundle: Bundle, results, exc, resubmit: Callable) -> None:
+        """A bundle's results (one list per batch) or the exception that lost them all."""
+        for i, batch in enumerate(bundle):
+            self._consume_batch(batch, results[i] if exc is None else None, exc, resubmit)
+
+    def _consume_batch(self, batch: Batch, results, exc, resubmit: Callable) -> None:
         if exc is not None:
             results = [failure(relpath_join(batch.reldir, t.name), SYMLINK if t.action == LINK else FILE,
                                f"worker failed: {describe(exc)}") for t in batch.tasks]
@@ -369,7 +382,7 @@ class Run:
             for result in results:
                 if result.status == DEFERRED:
                     name = result.relpath[len(batch.reldir) + 1:] if batch.reldir else result.relpath
-                    resubmit(Batch(batch.reldir, (by_name[name]._replace(size=result.size),)))
+                    resubmit(single(Batch(batch.reldir, (by_name[name]._replace(size=result.size),))))
             results = [r for r in results if r.status != DEFERRED]
         if self.anchors:
             for result in results:

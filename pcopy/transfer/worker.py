@@ -60,6 +60,18 @@ from .young import Pending, YoungFiles
 STOP_CHECK_EVERY = 16  # files between two checks of the stop flag
 
 
+def run_bundle(options: Options, bundle) -> list:
+    """A ``model.batching.Bundle``: one list of Results per batch, in order. A batch that raises
+    (a bug, never a file's failure) fails its own files, not the other directories' of the bundle."""
+    out: list = []
+    for batch in bundle:
+        try:
+            out.append(run_batch(options, batch))
+        except Exception as exc:
+            out.append(fail_all(batch, f"worker failed: {describe(exc)}"))
+    return out
+
+
 def run_batch(options: Options, batch: Batch) -> list:
     """Run every task of a batch; one Result per task, never an exception."""
     srcs = worker.dir_cache(options.token, options.src, options.follow_symlinks)

@@ -50,6 +50,7 @@ DEFAULT_POLL_INTERVAL = 1.0
 TICK = 0.1  # the loop checks for signals / stop_event at least this often
 STATUS_EVERY = 0.25
 HEALTH_EVERY = 1.0
+FULL_RETRY_FIRST, FULL_RETRY_MAX = 1.0, 60.0  # seconds before retrying after DST was full, doubling
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, systemd's stop: how a watch session normally ends
 
 IGNORE = object()  # an event path to ignore (as opposed to one outside SRC)
@@ -109,6 +110,8 @@ class Watcher:
         self._observer: Optional[Observation] = None
         self._pool: Optional[BoundedPool] = None
         self._next_rescan = float("inf")
+        self._full_retry_at = float("inf")  # DST was full: retry what was not attempted, backing off
+        self._full_backoff = FULL_RETRY_FIRST
 
     # ---- observer side (runs in watchdog's thread: keep it cheap)
 
@@ -237,10 +240,11 @@ class Watcher:
             if self._pending:
                 first = self._first_at if self._first_at is not None else self._last_at
                 due = min(self._last_at + self.debounce, first + self.max_delay)
-        return min(due, self._next_rescan)
+        return min(due, self._next_rescan, self._full_retry_at)
 
     def _cycle(self, initial: bool = False) -> None:
         now = time.monotonic()
+        self._full_retry_at = float("inf")  # set again if this run finds DST full too
         with self._lock:
             targets = coalesce(self._pending | self._retry) if (self._pending or self._retry) else []
             self._pending.clear()
@@ -276,6 +280,12 @@ class Watcher:
             self._warn(warning)
         self.failures = {r.relpath: r for r in report.failures}
         self.status.errors = len(self.failures)
+        if report.stopped_early:  # DST was full: what was not attempted is retried, backing off
+            self._retry.update(targets)
+            self._full_retry_at = time.monotonic() + self._full_backoff
+            self._full_backoff = min(self._full_backoff * 2, FULL_RETRY_MAX)
+        else:
+            self._full_backoff = FULL_RETRY_FIRST
         if not report.failures:
             return
         retry_now = []
