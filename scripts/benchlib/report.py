@@ -59,7 +59,8 @@ def print_row(row: Row) -> None:
             print(f"| {name} | {med:.3f} | {min(r.wall for r in runs):.3f} | {cpu:.2f} | {ratio(med, ref):.2f} |")
     for note in row.notes:
         print(f"\n{note}")
-    print(f"\n(row took {row.seconds:.0f} s)")
+    load = row.extra.get("loadavg")
+    print(f"\n(row took {row.seconds:.0f} s" + (f"; load average {load[0]:.2f} {load[1]:.2f})" if load else ")"))
     sys.stdout.flush()
 
 
