@@ -90,6 +90,15 @@ def drop_caches() -> None:
         fh.write("3\n")
 
 
+def mem_available() -> int:
+    """MemAvailable in bytes: what the rows that fill tmpfs check before they start."""
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def fs_type(path: str) -> str:
     """The file-system type of the mount holding ``path`` (longest mount-point prefix)."""
     path = os.path.realpath(path)

@@ -21,6 +21,7 @@ from .common import (
     drop_caches,
     expand,
     fs_type,
+    mem_available,
     run_timed,
     sync,
     time_table,
@@ -76,35 +77,38 @@ def real(rounds: int, keep: bool) -> Row:
 
 
 def bigfile(rounds: int, keep: bool) -> Row:
-    """One 4 GiB file, or 2 GiB when SRC and DST of 4 GiB would not fit comfortably in memory."""
-    with open("/proc/meminfo") as fh:
-        meminfo = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh}
+    """One 4 GiB file, or 2 GiB when SRC and DST of 4 GiB would not fit comfortably in memory.
+
+    The file is removed after the row even with --keep: it costs RAM and seconds to rebuild.
+    """
     shm = os.statvfs("/dev/shm")
-    room = min(meminfo["MemAvailable"], shm.f_bavail * shm.f_frsize)
-    src = os.path.join(ROOT, "bigfile")
-    have = os.path.getsize(os.path.join(src, "big.bin")) if os.path.isfile(os.path.join(src, "big.bin")) else 0
-    for gib in (4, 2):  # SRC + DST + 4 GiB for everything else; a kept SRC of that size is already there
-        if room >= ((2 * gib + 4) << 30) - (have if have == gib << 30 else 0):
+    available = mem_available()
+    room = min(available, shm.f_bavail * shm.f_frsize)
+    for gib in (4, 2):  # SRC + DST + 4 GiB for everything else
+        if room >= (2 * gib + 4) << 30:
             break
     else:
-        return Row("bigfile", "tmpfs: one big file", skipped=f"not enough memory ({room / 2**30:.1f} GiB free)")
-    trees.build_one(src, gib << 30)
-    row = tmpfs_row("bigfile", f"tmpfs: one file of {gib} GiB", src, rounds, copy_tools(rsync=False))
-    row.notes.append(f"{gib} GiB: MemAvailable {meminfo['MemAvailable'] / 2**30:.1f} GiB, /dev/shm free "
-                     f"{shm.f_bavail * shm.f_frsize / 2**30:.1f} GiB (4 GiB needs 12 GiB of room)")
-    if not keep:
+        return Row("bigfile", "tmpfs: one big file", skipped=f"not enough memory ({room / 2**30:.1f} GiB free, "
+                   "2 GiB needs 8)")
+    src = os.path.join(ROOT, "bigfile")
+    try:
+        trees.build_one(src, gib << 30)
+        row = tmpfs_row("bigfile", f"tmpfs: one file of {gib} GiB", src, rounds, copy_tools(rsync=False))
+    finally:
         clear(src)
+    row.notes.append(f"{gib} GiB: MemAvailable {available / 2**30:.1f} GiB, /dev/shm free "
+                     f"{shm.f_bavail * shm.f_frsize / 2**30:.1f} GiB at the start (4 GiB needs 12 GiB of room)")
     return row
 
 
 def large(rounds: int, keep: bool) -> Row:
     src = os.path.join(ROOT, "large")
-    trees.build_large(src)
-    row = tmpfs_row("large", "tmpfs: 4 files of 512 MiB", src, max(3, rounds - 2),
-                    copy_tools(rclone=True, copytree=True))
-    if not keep:
+    try:  # removed after the row even with --keep, like bigfile's
+        trees.build_large(src)
+        return tmpfs_row("large", "tmpfs: 4 files of 512 MiB", src, max(3, rounds - 2),
+                         copy_tools(rclone=True, copytree=True))
+    finally:
         clear(src)
-    return row
 
 
 def cold(rounds: int, keep: bool, files: int = 20_000) -> Row:

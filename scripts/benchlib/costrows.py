@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from . import trees
-from .common import BASELINE, CWD, ENV, PCOPY, QUIET, ROOT, Row, Tool, checker, clear, time_table
+from .common import BASELINE, CWD, ENV, PCOPY, QUIET, ROOT, Row, Tool, checker, clear, mem_available, time_table
 from .copyrows import HEADLINE, copy_tools
 
 
@@ -68,6 +68,10 @@ def scaling(rounds: int, keep: bool, sizes: tuple[int, ...] = (10_000, 100_000, 
     points = []
     for n in sizes:
         src = empty_tree(n)
+        if not enough_memory(n, src):
+            row.notes.append(f"{n:,} files skipped: {mem_available() / 2**30:.1f} GiB available, "
+                             f"{need(n, src) / 2**30:.1f} GiB needed")
+            continue
         start = time.perf_counter()
         trees.build_empty(src, n)
         built = time.perf_counter() - start
@@ -84,6 +88,16 @@ def scaling(rounds: int, keep: bool, sizes: tuple[int, ...] = (10_000, 100_000, 
             clear(src)
     row.extra["points"] = points
     return row
+
+
+def need(n: int, src: str) -> int:
+    """Memory to copy n empty files on tmpfs: ~1 KiB of inode and dentry per file for DST (and SRC
+    if it is still to be built), rsync's file lists for the check, and 1 GiB for everything else."""
+    return n * (1024 if os.path.isdir(src) else 2048) + n * 1024 + (1 << 30)
+
+
+def enough_memory(n: int, src: str) -> bool:
+    return mem_available() >= need(n, src)
 
 
 def empty_tree(n: int) -> str:
@@ -121,6 +135,9 @@ def tree_rss_kib(pid: int) -> int:
 def rss(rounds: int, keep: bool) -> Row:
     """Peak memory copying 1,000,000 empty files: ru_maxrss and the sampled sum over the process tree."""
     src, dst = empty_tree(1_000_000), os.path.join(ROOT, "dst")
+    if not enough_memory(1_000_000, src):
+        return Row("rss", "peak memory copying 1,000,000 empty files (1,000 directories)",
+                   skipped=f"{mem_available() / 2**30:.1f} GiB available, {need(1_000_000, src) / 2**30:.1f} needed")
     trees.build_empty(src)
     clear(dst)
     row = Row("rss", "peak memory copying 1,000,000 empty files (1,000 directories)", files=1_000_000)
