@@ -34,7 +34,7 @@ LAYERS = [
     ["content.cache", "content.transforms"],
     ["options"],
     ["transfer.plan", "transfer.transformed", "transfer.young", "transfer.partial", "transfer.attrs"],
-    ["transfer.inplace", "transfer.consumer"],
+    ["transfer.inplace", "transfer.consumer", "transfer.dirmeta"],
     ["transfer.worker"],
     ["transfer.run"],
     ["transfer.finish"],

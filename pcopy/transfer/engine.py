@@ -218,8 +218,6 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
             for batch, results, exc in pool.map_unordered(work, run.produce(), guard.check):
                 run.consume(batch, results, exc, pool.push)
             lost = pool.take_lost()
-            if own_pool:
-                pool.close()
             if lost:  # a worker died mid-batch (its batches ran again): its temp files are garbage
                 temps.remove_temp_files(options.dst, {d for b in lost for d in b.reldirs}, options.token)
             guard.check()
@@ -229,7 +227,9 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
                 manifest.close()  # before directory times are set: the manifest may live in DST
                 manifest = None
             if not options.dry_run:
-                finish.finish_dirs(run)
+                finish.finish_dirs(run, pool)
+            if own_pool:
+                pool.close()
         except BaseException as exc:
             run.close()
             in_flight = pool.abort(ABORT_GRACE)
