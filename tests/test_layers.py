@@ -25,7 +25,7 @@ LAYERS = [
     ["fs.beneath"],
     ["runtime.children", "runtime.worker"],
     ["fs.temps", "fs.filters", "fs.scan"],
-    ["fs.outputs", "fs.backup", "fs.probe", "runtime.signals", "runtime.progress", "runtime.process",
+    ["fs.outputs", "fs.backup", "fs.probe", "runtime.signals", "runtime.progress", "runtime.process", "runtime.inner",
      "runtime.thread", "runtime.dask"],
     ["runtime.backend"],
     ["runtime.pool", "fs.march"],

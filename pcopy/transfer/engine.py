@@ -182,8 +182,9 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
     else:
         dst_is_new = preflight(options, keep)
     options = options._replace(token=os.urandom(4).hex())  # names (and later finds) this run's temp files
-    if scheduler is not None:  # remote workers do not share our working directory
-        options = options._replace(src=os.path.abspath(options.src), dst=os.path.abspath(options.dst))
+    if scheduler is not None:  # remote workers do not share our working directory; Dask has its own threads
+        options = options._replace(src=os.path.abspath(options.src), dst=os.path.abspath(options.dst),
+                                   inner_threads=1)
     own_pool = pool is None
     if pool is None:  # before DST is created: a scheduler that cannot be reached must leave nothing behind
         pool = make_pool(options.backend, options.jobs, scheduler)
