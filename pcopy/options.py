@@ -38,6 +38,7 @@ class Options(NamedTuple):
     token: str = "0"  # names this run's temporary files
     batch_files: int = BATCH_FILES
     batch_bytes: int = BATCH_BYTES
+    bundle_scale: int = 1  # a bundle carries up to this many batches' worth of files and bytes
     # sync
     delete: bool = False
     delete_excluded: bool = False

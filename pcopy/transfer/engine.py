@@ -158,6 +158,9 @@ def _hidden(options: Options, manifest: Optional[ManifestWriter]) -> frozenset:
     return frozenset({os.path.relpath(real, root)}) if _inside(real, root) else frozenset()
 
 
+SCHEDULER_BUNDLE_SCALE = 4  # a cluster task costs milliseconds (scheduler round trips): 4x bigger bundles
+
+
 def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_results: bool = False,
               on_result: Optional[Callable] = None, stop_event: Optional[threading.Event] = None,
               targets: Optional[list] = None, pool: Optional[BoundedPool] = None, scheduler=None,
@@ -184,7 +187,7 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
     options = options._replace(token=os.urandom(4).hex())  # names (and later finds) this run's temp files
     if scheduler is not None:  # remote workers do not share our working directory; Dask has its own threads
         options = options._replace(src=os.path.abspath(options.src), dst=os.path.abspath(options.dst),
-                                   inner_threads=1)
+                                   inner_threads=1, bundle_scale=SCHEDULER_BUNDLE_SCALE)
     own_pool = pool is None
     if pool is None:  # before DST is created: a scheduler that cannot be reached must leave nothing behind
         pool = make_pool(options.backend, options.jobs, scheduler)

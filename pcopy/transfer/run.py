@@ -107,7 +107,8 @@ class Run:
 
     def produce(self):
         """Yield bundles of batches for the pool (``model.batching.Bundler``)."""
-        bundler = Bundler(self.options.batch_files, self.options.batch_bytes)
+        scale = self.options.bundle_scale
+        bundler = Bundler(self.options.batch_files * scale, self.options.batch_bytes * scale)
         for batch in self._batches():
             yield from bundler.add(batch)
         if not self.disk_full:  # a full DST: the rest is not attempted
