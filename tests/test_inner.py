@@ -26,19 +26,21 @@ def fresh_gauge(monkeypatch):
 class Clocks:
     """Fake wall and CPU clocks: each part advances wall by 20 ms and CPU by ``busy`` of that."""
 
-    def __init__(self, busy: float) -> None:
-        self.busy, self.wall, self.cpu = busy, 0.0, 0.0
+    def __init__(self, busy: float, queued: float = 0.0) -> None:
+        self.busy, self.queued, self.wall, self.cpu, self.delay = busy, queued, 0.0, 0.0, 0.0
         self.lock = threading.Lock()
 
     def advance(self) -> None:
         with self.lock:
             self.wall += 0.02
             self.cpu += 0.02 * self.busy
+            self.delay += 0.02 * self.queued
 
 
 def _use(monkeypatch, clocks: Clocks) -> None:
     monkeypatch.setattr(inner, "_wall", lambda: clocks.wall)
     monkeypatch.setattr(inner, "_cpu", lambda: clocks.cpu)
+    monkeypatch.setattr(inner, "_delay", lambda: clocks.delay)
 
 
 def test_gauge_doubles_while_waiting_halves_while_busy_and_stays_in_between():
@@ -65,6 +67,22 @@ def test_busy_parts_run_in_the_calling_thread(monkeypatch, fresh_gauge):
 
     assert inner.run_parts(list(range(40)), part, limit=16) == [n * 2 for n in range(40)]
     assert set(seen) == {threading.get_ident()} and fresh_gauge.threads == 1
+
+
+def test_waiting_for_a_cpu_is_not_waiting_for_the_storage(monkeypatch, fresh_gauge):
+    """A loaded machine: the worker ran 30% of the time and waited for a CPU 65%: no more threads."""
+    clocks = Clocks(busy=0.3, queued=0.65)
+    _use(monkeypatch, clocks)
+    assert inner.run_parts(list(range(40)), lambda n: (clocks.advance(), n)[1], limit=16) == list(range(40))
+    assert fresh_gauge.threads == 1
+    clocks.queued = 0.0  # the same work on an idle machine: it waits on the storage, threads double
+    inner.run_parts(list(range(40)), lambda n: (clocks.advance(), n)[1], limit=16)
+    assert fresh_gauge.threads > 1
+
+
+def test_run_delay_reads_this_process_s_threads():
+    before = inner.run_delay()
+    assert before >= 0.0 and inner.run_delay() >= before
 
 
 def test_waiting_parts_get_more_threads_and_keep_their_order(monkeypatch, fresh_gauge):

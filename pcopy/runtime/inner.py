@@ -4,17 +4,20 @@ One worker process per CPU is right while copying is CPU work (tmpfs, a warm pag
 cache), and far too few when every file waits on the storage (a network filesystem's
 round trips, a cold disk's seeks). A worker process therefore runs the parts of its
 work item on up to ``limit`` threads and measures, every ``WINDOW`` seconds, how busy
-it is: process CPU time (user + system, all its threads) over wall time. Mostly
-waiting (below ``GROW_BELOW``): twice the threads; busy (above ``SHRINK_ABOVE``):
-half. With one thread the parts run in the calling thread, exactly as without this
-module. The count is kept per process across items, so a run finds its level within
-the first few windows and keeps it. Threads rather than more processes: waiting
+it is: process CPU time (user + system, all its threads) plus the time its threads
+were runnable but waited for a CPU (``/proc/self/task/*/schedstat``: a loaded machine
+must not look like slow storage), over wall time. Mostly waiting (below
+``GROW_BELOW``): twice the threads; busy (above ``SHRINK_ABOVE``): half. With one
+thread the parts run in the calling thread, exactly as without this module. The count
+is kept per process across items, so a run finds its level within the first few
+windows and keeps it. Threads rather than more processes: waiting
 threads cost no CPU and no extra copy of the run's state, and the GIL is released
 around every system call the copy makes.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -42,7 +45,23 @@ class Gauge:
         self.threads = min(self.threads, limit)
 
 
-_wall, _cpu = time.monotonic, time.process_time  # the clocks of a measurement (tests replace them)
+def run_delay() -> float:
+    """Seconds this process's threads spent runnable, waiting for a CPU (0 where /proc lacks it)."""
+    total = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat", "rb") as fh:
+                total += int(fh.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
+_wall, _cpu, _delay = time.monotonic, time.process_time, run_delay  # a measurement's clocks (tests replace them)
 _gauge = Gauge()
 _jobs: "queue.SimpleQueue[Callable[[], None]]" = queue.SimpleQueue()
 _started = 0
@@ -96,14 +115,15 @@ class _Window:
     """CPU and wall time since the last measurement."""
 
     def __init__(self) -> None:
-        self.wall, self.cpu = _wall(), _cpu()
+        self.wall, self.cpu, self.delay = _wall(), _cpu(), _delay()
 
     def tick(self, limit: int) -> None:
         now = _wall()
         if now - self.wall >= WINDOW:
-            cpu = _cpu()
-            _gauge.observe((cpu - self.cpu) / (now - self.wall), limit)
-            self.wall, self.cpu = now, cpu
+            cpu, delay = _cpu(), _delay()
+            # a thread that ended takes its delay out of the sum: never below zero
+            _gauge.observe((cpu - self.cpu + max(0.0, delay - self.delay)) / (now - self.wall), limit)
+            self.wall, self.cpu, self.delay = now, cpu, delay
 
 
 def _job(fn: Callable, parts: Sequence, i: int, done: queue.SimpleQueue, stop) -> Callable[[], None]:
