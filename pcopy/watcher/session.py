@@ -40,7 +40,7 @@ from ..model.results import SOURCE_CHANGED, Report
 from ..options import Options
 from ..runtime.pool import ABORT_GRACE, BoundedPool, make_pool
 from ..runtime.signals import SignalGuard
-from ..transfer import engine
+from ..transfer import engine, renames
 from .events import FULL, coalesce, map_event, parent_of
 from .observer import Observation
 
@@ -104,6 +104,7 @@ class Watcher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pending: set = set()
+        self._moves: list = []  # renames.Move of this batch, in event order: replayed in DST first
         self._first_at: Optional[float] = None
         self._last_at = 0.0
         self._retry: set = set()  # targets of failed paths: retried with the next batch
@@ -148,14 +149,19 @@ class Watcher:
         targets = map_event(event.event_type, is_dir, rel, dest_rel)
         if targets is None:
             targets = [FULL]  # cannot tell what changed: re-read everything
+        move = None
+        if rel and dest_rel and not getattr(event, "is_synthetic", False):  # synthetic: its directory moved
+            move = renames.Move(rel, dest_rel, is_dir)
         if targets:
-            self._add(targets)
+            self._add(targets, move=move)
 
-    def _add(self, targets, now: Optional[float] = None) -> None:
+    def _add(self, targets, now: Optional[float] = None, move: Optional[renames.Move] = None) -> None:
         now = time.monotonic() if now is None else now
         with self._lock:
             first = not self._pending
             self._pending.update(targets)
+            if move is not None:
+                self._moves.append(move)
             self.status.events += 1
             self.status.pending += 1
             if first:
@@ -248,6 +254,7 @@ class Watcher:
         with self._lock:
             targets = coalesce(self._pending | self._retry) if (self._pending or self._retry) else []
             self._pending.clear()
+            moves, self._moves = self._moves, []
             self._first_at = None
             self.status.pending = 0
         self._retry.clear()
@@ -258,6 +265,7 @@ class Watcher:
         if not targets:
             return
         started = time.monotonic()
+        self._replay(moves)
         report = engine.copy_tree(self.options, on_result=self._result,
                                   stop_event=self.stop_event, targets=None if targets == [FULL] else targets,
                                   pool=self._pool)
@@ -268,6 +276,16 @@ class Watcher:
         self.status.last_report = report
         self._report_status()
         self.status.last_report = None
+
+    def _replay(self, moves: list) -> None:
+        """Moves inside SRC become renames in DST (no data copied); the re-read that follows checks them."""
+        done = renames.apply_moves(self.options, moves)
+        if done:
+            moved = Report()
+            moved.count(done)
+            self.total.merge(moved, warnings=False)
+            for result in done:
+                self._result(result)
 
     def _result(self, result) -> None:
         if self.on_result is not None:

@@ -1,0 +1,161 @@
+"""Renames in DST instead of copies: watch's moves (``apply_moves``) and the renames of sync --track-renames.
+
+A rename is done only when the DST entry is the one pcopy expects: the same kind as the
+SRC entry that now holds the new name and, for files and symlinks, its size and mtime (to
+the ns: pcopy's own copies keep them), checked through the same directory fd just before
+the ``renameat``. Anything else is left to the re-read (watch) or the sync that follows,
+which copies what differs: a rename not done costs bytes, never correctness. All DST
+access is beneath the DST root (``fs.beneath``: O_NOFOLLOW per component), so a symlink
+planted in DST cannot take a rename outside it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import stat
+from typing import Callable, NamedTuple, Optional
+
+from ..fs.beneath import lstat_beneath, make_dir_beneath, rename_beneath
+from ..model.entries import DIR, FILE, SYMLINK
+from ..model.results import MOVED, Result
+from ..options import Options
+
+FILE_ITEM, DIR_ITEM, LINK_ITEM = ">f.........", "cd.........", "cL........."
+
+
+class Move(NamedTuple):
+    """``old`` was renamed to ``new`` in SRC (paths relative to SRC; ``is_dir`` as the event said)."""
+
+    old: str
+    new: str
+    is_dir: bool = False
+
+
+def renames_allowed(options: Options) -> bool:
+    """A rename removes the old name, so only a run that would delete it may rename: --delete, and no
+    backups of it to keep, no transformed names, nothing that forbids a new name in DST."""
+    return bool(options.delete and not options.backup and options.transform is None and not options.existing
+                and not options.ignore_existing and not options.dry_run)
+
+
+def same_entry(dst: os.stat_result, src: os.stat_result) -> bool:
+    """Is this DST entry what pcopy would have made of the SRC entry? (kind; size and mtime for non-dirs)"""
+    if stat.S_IFMT(dst.st_mode) != stat.S_IFMT(src.st_mode):
+        return False
+    if stat.S_ISDIR(src.st_mode):
+        return True  # its contents are compared by the re-read that follows
+    return dst.st_size == src.st_size and dst.st_mtime_ns == src.st_mtime_ns
+
+
+def kind_item(mode: int) -> tuple:
+    if stat.S_ISDIR(mode):
+        return DIR, DIR_ITEM
+    if stat.S_ISLNK(mode):
+        return SYMLINK, LINK_ITEM
+    return FILE, FILE_ITEM
+
+
+def rename_checked(dst_root: str, old: str, new: str, expect: Callable[[os.stat_result], bool],
+                   make_parents: Optional[Callable[[str], bool]] = None) -> Optional[os.stat_result]:
+    """Rename DST ``old`` to ``new`` when ``expect(lstat of old)``; the lstat when done, None when not.
+
+    ``make_parents(reldir)``: whether a missing DST directory on the way to ``new`` may be created
+    (mode 0700; the run that follows gives it its metadata).
+    """
+    seen: list = []
+
+    def check(st: os.stat_result) -> bool:
+        seen.append(st)
+        return expect(st)
+
+    try:
+        if make_parents is not None:
+            _make_parents(dst_root, new.rpartition(os.sep)[0], make_parents)
+        rename_beneath(dst_root, old, new, check)
+    except OSError:
+        return None  # gone, changed, of another kind, a non-empty directory in the way: copy instead
+    return seen[-1] if seen else None
+
+
+def _make_parents(root: str, reldir: str, allowed: Callable[[str], bool]) -> None:
+    if not reldir:
+        return
+    try:
+        if stat.S_ISDIR(lstat_beneath(root, reldir).st_mode):
+            return
+    except FileNotFoundError:
+        pass
+    if not allowed(reldir):
+        raise FileNotFoundError(reldir)
+    _make_parents(root, reldir.rpartition(os.sep)[0], allowed)
+    make_dir_beneath(root, reldir)
+
+
+# --------------------------------------------------------------------------- watch
+
+
+def _index(moves: list) -> dict:
+    by_old: dict = {}
+    for i, move in enumerate(moves):
+        by_old.setdefault(move.old, []).append(i)
+    return by_old
+
+
+def final_name(moves: list, i: int, by_old: Optional[dict] = None) -> str:
+    """Where the entry that move ``i`` renamed ends up after the later moves of the same window
+    (a→b then b→c: c; a→t, b→a, t→b, a swap: b; moved with a parent directory: below its new name)."""
+    by_old = _index(moves) if by_old is None else by_old
+    path = moves[i].new
+    while True:
+        best = None
+        probe = path
+        while probe:
+            later = by_old.get(probe)
+            if later:
+                k = bisect.bisect_right(later, i)
+                if k < len(later) and (best is None or later[k] < best[0]):
+                    best = (later[k], probe)
+            probe = probe.rpartition(os.sep)[0]
+        if best is None:
+            return path
+        i, old = best
+        path = moves[i].new + path[len(old):]
+
+
+def apply_moves(options: Options, moves: list) -> list:
+    """Replay SRC's moves of one watch batch in DST, in order; a ``MOVED`` Result per rename done.
+
+    Each rename is checked against the SRC entry at its final name (``final_name``); one that
+    does not match is skipped, and the batch's re-read copies that entry as before.
+    """
+    if not moves or not renames_allowed(options):
+        return []
+    dst_root = options.dst
+    by_old = _index(moves)
+
+    def src_dir(reldir: str) -> bool:
+        try:
+            return stat.S_ISDIR(_stat_src(options, reldir).st_mode)
+        except OSError:
+            return False
+
+    done = []
+    for i, move in enumerate(moves):
+        if not move.old or not move.new or move.old == move.new:
+            continue
+        try:
+            src_st = _stat_src(options, final_name(moves, i, by_old))
+        except OSError:
+            continue  # moved out of the tree or deleted since: the re-read deletes it (--delete)
+        if rename_checked(dst_root, move.old, move.new, lambda st, s=src_st: same_entry(st, s), src_dir) is None:
+            continue
+        kind, item = kind_item(src_st.st_mode)
+        done.append(Result(move.new, MOVED, kind, 0 if kind == DIR else src_st.st_size, None, item, "", move.old))
+    return done
+
+
+def _stat_src(options: Options, relpath: str) -> os.stat_result:
+    if options.follow_symlinks:
+        return os.stat(os.path.join(options.src, relpath))
+    return lstat_beneath(options.src, relpath)
