@@ -40,7 +40,7 @@ LAYERS = [
     ["transfer.run"],
     ["transfer.finish"],
     ["transfer.engine", "integrity.report", "mapping.worker", "watcher.events", "watcher.observer"],
-    ["transfer.sources"],
+    ["transfer.sources", "transfer.track"],
     ["integrity.worker", "mapping.run", "watcher.session"],
     ["integrity.session"],
     ["integrity.tree"],

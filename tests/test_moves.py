@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import make_tree, tree_snapshot
-from test_watch import Session, trees, wait_mirrored, wait_until  # noqa: F401  (trees: a fixture)
+from conftest import Link, make_tree, tree_snapshot
+from test_watch import Session, wait_mirrored, wait_until
 
 from pcopy.model import results
 from pcopy.transfer.renames import Move, final_name
@@ -38,6 +38,13 @@ def big_tree(src, files: int = 4, size: int = 2 * MIB) -> None:
     spec = {f"videos/clip{i}.bin": os.urandom(size) for i in range(files)}
     spec["videos/2024/note.txt"] = b"deep"
     make_tree(src, spec)
+
+
+@pytest.fixture
+def trees(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a.txt": b"alpha", "d/b.txt": b"beta", "d/e/c.txt": b"gamma", "link": Link("a.txt")})
+    return src, dst
 
 
 # --------------------------------------------------------------------------- pure: chains in one window

@@ -114,7 +114,8 @@ def itemized(result: Result) -> Optional[str]:
     """The rsync -i style line for a change, or None for results that are not changes."""
     status = result.status
     if status == MOVED:  # rclone logs "Renamed from"; the old name follows the arrow's tail
-        return f"{result.item} {printable(result.relpath)}{'/' if result.kind == DIR else ''} <= {printable(result.message or '')}"
+        suffix = "/" if result.kind == DIR else ""
+        return f"{result.item} {printable(result.relpath)}{suffix} <= {printable(result.message or '')}"
     if status in (COPIED, LINKED, DELETED, CREATED, UPDATED):
         suffix = "/" if result.kind == DIR else ""  # rsync: "cd+++++++++ new/", "*deleting   old/"
         code = result.item or ">f+++++++++"

@@ -12,6 +12,7 @@ planted in DST cannot take a rename outside it.
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 import stat
 from typing import Callable, NamedTuple, Optional
@@ -48,6 +49,10 @@ def same_entry(dst: os.stat_result, src: os.stat_result) -> bool:
     return dst.st_size == src.st_size and dst.st_mtime_ns == src.st_mtime_ns
 
 
+def _same_as(src: os.stat_result, dst: os.stat_result) -> bool:
+    return same_entry(dst, src)
+
+
 def kind_item(mode: int) -> tuple:
     if stat.S_ISDIR(mode):
         return DIR, DIR_ITEM
@@ -57,11 +62,11 @@ def kind_item(mode: int) -> tuple:
 
 
 def rename_checked(dst_root: str, old: str, new: str, expect: Callable[[os.stat_result], bool],
-                   make_parents: Optional[Callable[[str], bool]] = None) -> Optional[os.stat_result]:
+                   make_parents: Optional[Callable[[str], Optional[int]]] = None) -> Optional[os.stat_result]:
     """Rename DST ``old`` to ``new`` when ``expect(lstat of old)``; the lstat when done, None when not.
 
-    ``make_parents(reldir)``: whether a missing DST directory on the way to ``new`` may be created
-    (mode 0700; the run that follows gives it its metadata).
+    ``make_parents(reldir)``: the mode to create a missing DST directory on the way to ``new`` with
+    (SRC's; the run that follows sets the rest of its metadata), None when it may not be created.
     """
     seen: list = []
 
@@ -78,7 +83,7 @@ def rename_checked(dst_root: str, old: str, new: str, expect: Callable[[os.stat_
     return seen[-1] if seen else None
 
 
-def _make_parents(root: str, reldir: str, allowed: Callable[[str], bool]) -> None:
+def _make_parents(root: str, reldir: str, mode_of: Callable[[str], Optional[int]]) -> None:
     if not reldir:
         return
     try:
@@ -86,10 +91,24 @@ def _make_parents(root: str, reldir: str, allowed: Callable[[str], bool]) -> Non
             return
     except FileNotFoundError:
         pass
-    if not allowed(reldir):
+    mode = mode_of(reldir)
+    if mode is None:
         raise FileNotFoundError(reldir)
-    _make_parents(root, reldir.rpartition(os.sep)[0], allowed)
-    make_dir_beneath(root, reldir)
+    _make_parents(root, reldir.rpartition(os.sep)[0], mode_of)
+    make_dir_beneath(root, reldir, mode)
+
+
+def src_dir_mode(src: str, follow_symlinks: bool = False) -> Callable[[str], Optional[int]]:
+    """``make_parents`` for rename_checked: a DST directory may be made where SRC has one, with its mode."""
+
+    def mode_of(reldir: str) -> Optional[int]:
+        try:
+            st = os.stat(os.path.join(src, reldir)) if follow_symlinks else lstat_beneath(src, reldir)
+        except OSError:
+            return None
+        return stat.S_IMODE(st.st_mode) | 0o700 if stat.S_ISDIR(st.st_mode) else None
+
+    return mode_of
 
 
 # --------------------------------------------------------------------------- watch
@@ -133,13 +152,7 @@ def apply_moves(options: Options, moves: list) -> list:
         return []
     dst_root = options.dst
     by_old = _index(moves)
-
-    def src_dir(reldir: str) -> bool:
-        try:
-            return stat.S_ISDIR(_stat_src(options, reldir).st_mode)
-        except OSError:
-            return False
-
+    src_dir = src_dir_mode(options.src, options.follow_symlinks)
     done = []
     for i, move in enumerate(moves):
         if not move.old or not move.new or move.old == move.new:
@@ -148,7 +161,7 @@ def apply_moves(options: Options, moves: list) -> list:
             src_st = _stat_src(options, final_name(moves, i, by_old))
         except OSError:
             continue  # moved out of the tree or deleted since: the re-read deletes it (--delete)
-        if rename_checked(dst_root, move.old, move.new, lambda st, s=src_st: same_entry(st, s), src_dir) is None:
+        if rename_checked(dst_root, move.old, move.new, functools.partial(_same_as, src_st), src_dir) is None:
             continue
         kind, item = kind_item(src_st.st_mode)
         done.append(Result(move.new, MOVED, kind, 0 if kind == DIR else src_st.st_size, None, item, "", move.old))

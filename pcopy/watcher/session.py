@@ -40,7 +40,7 @@ from ..model.results import SOURCE_CHANGED, Report
 from ..options import Options
 from ..runtime.pool import ABORT_GRACE, BoundedPool, make_pool
 from ..runtime.signals import SignalGuard
-from ..transfer import engine, renames
+from ..transfer import engine, renames, track
 from .events import FULL, coalesce, map_event, parent_of
 from .observer import Observation
 
@@ -265,7 +265,8 @@ class Watcher:
         if not targets:
             return
         started = time.monotonic()
-        self._replay(moves)
+        self._replay(track.track_renames(self.options, self._keep, self.options.track_renames) if initial
+                     and self.options.track_renames else renames.apply_moves(self.options, moves))
         report = engine.copy_tree(self.options, on_result=self._result,
                                   stop_event=self.stop_event, targets=None if targets == [FULL] else targets,
                                   pool=self._pool)
@@ -277,9 +278,8 @@ class Watcher:
         self._report_status()
         self.status.last_report = None
 
-    def _replay(self, moves: list) -> None:
-        """Moves inside SRC become renames in DST (no data copied); the re-read that follows checks them."""
-        done = renames.apply_moves(self.options, moves)
+    def _replay(self, done: list) -> None:
+        """Count and show the renames done in DST instead of copies (the re-read that follows checks them)."""
         if done:
             moved = Report()
             moved.count(done)
