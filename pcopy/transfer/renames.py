@@ -23,10 +23,15 @@ from ..model.results import MOVED, Result
 from ..options import Options
 
 FILE_ITEM, DIR_ITEM, LINK_ITEM = ">f.........", "cd.........", "cL........."
+MAX_MOVES = 20_000  # a batch with more moves than this copies the rest (the re-read stays correct)
 
 
 class Move(NamedTuple):
-    """``old`` was renamed to ``new`` in SRC (paths relative to SRC; ``is_dir`` as the event said)."""
+    """``old`` was renamed to ``new`` in SRC (paths relative to SRC; ``is_dir`` as the event said).
+
+    A half move (``old`` or ``new`` empty) is a file deletion or creation: watchdog could not pair
+    the two halves of a rename (a move into a directory it is not watching yet, a busy queue).
+    """
 
     old: str
     new: str
@@ -150,6 +155,7 @@ def apply_moves(options: Options, moves: list) -> list:
     """
     if not moves or not renames_allowed(options):
         return []
+    moves = [m for m in moves if m.old and m.new] + pair_halves(options, moves)
     dst_root = options.dst
     by_old = _index(moves)
     src_dir = src_dir_mode(options.src, options.follow_symlinks)
@@ -166,6 +172,27 @@ def apply_moves(options: Options, moves: list) -> list:
         kind, item = kind_item(src_st.st_mode)
         done.append(Result(move.new, MOVED, kind, 0 if kind == DIR else src_st.st_size, None, item, "", move.old))
     return done
+
+
+def pair_halves(options: Options, moves: list) -> list:
+    """Moves from a file deletion and a file creation of the same batch: the created SRC file and the
+    deleted name's DST file have one size and mtime, shared by no other candidate."""
+    gone = {m.old for m in moves if not m.new}
+    born = {m.new for m in moves if not m.old}
+    if not gone or not born:
+        return []
+    keys: dict = {}
+    for side, names in (("gone", gone), ("born", born)):
+        for name in names:
+            try:
+                st = lstat_beneath(options.dst, name) if side == "gone" else _stat_src(options, name)
+                if side == "gone" and os.path.lexists(os.path.join(options.src, name)):
+                    continue  # deleted and made again: not the old half of a move
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+                keys.setdefault((st.st_size, st.st_mtime_ns), {"gone": [], "born": []})[side].append(name)
+    return [Move(k["gone"][0], k["born"][0]) for k in keys.values() if len(k["gone"]) == len(k["born"]) == 1]
 
 
 def _stat_src(options: Options, relpath: str) -> os.stat_result:

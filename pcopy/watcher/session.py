@@ -150,8 +150,14 @@ class Watcher:
         if targets is None:
             targets = [FULL]  # cannot tell what changed: re-read everything
         move = None
+        kind = event.event_type
         if rel and dest_rel and not getattr(event, "is_synthetic", False):  # synthetic: its directory moved
             move = renames.Move(rel, dest_rel, is_dir)
+        elif not is_dir and kind in ("deleted", "created", "moved"):  # halves of a move watchdog did not pair
+            gone = rel if kind == "deleted" or (kind == "moved" and not dest_rel) else None
+            born = rel if kind == "created" else (dest_rel if kind == "moved" and not rel else None)
+            if gone or born:
+                move = renames.Move(gone or "", born or "")
         if targets:
             self._add(targets, move=move)
 
@@ -160,7 +166,7 @@ class Watcher:
         with self._lock:
             first = not self._pending
             self._pending.update(targets)
-            if move is not None:
+            if move is not None and len(self._moves) < renames.MAX_MOVES:
                 self._moves.append(move)
             self.status.events += 1
             self.status.pending += 1
