@@ -51,6 +51,9 @@ TICK = 0.1  # the loop checks for signals / stop_event at least this often
 STATUS_EVERY = 0.25
 HEALTH_EVERY = 1.0
 FULL_RETRY_FIRST, FULL_RETRY_MAX = 1.0, 60.0  # seconds before retrying after DST was full, doubling
+BURST_DELAY = 5.0  # seconds a burst may defer its batch (a steady stream is still applied this often)
+BURST = 256  # pending events past which a file event in a directory already to be re-read costs a set lookup
+FILE_CHANGES = frozenset({"created", "modified", "closed", "attrib"})
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, systemd's stop: how a watch session normally ends
 
 IGNORE = object()  # an event path to ignore (as opposed to one outside SRC)
@@ -105,6 +108,7 @@ class Watcher:
         self._wake = threading.Event()
         self._pending: set = set()
         self._moves: list = []  # renames.Move of this batch, in event order: replayed in DST first
+        self._hot: set = set()  # event directories whose re-read is pending: a burst's events stop there
         self._first_at: Optional[float] = None
         self._last_at = 0.0
         self._retry: set = set()  # targets of failed paths: retried with the next batch
@@ -135,6 +139,13 @@ class Watcher:
 
     def on_event(self, event) -> None:
         is_dir = event.is_directory
+        if not is_dir and self.status.pending > BURST and event.event_type in FILE_CHANGES:
+            parent = os.path.dirname(event.src_path)
+            if parent in self._hot:  # the burst's one targeted re-read already covers it: no mapping
+                self.status.events += 1
+                self.status.pending += 1
+                self._last_at = time.monotonic()
+                return
         rel = self._classify(event.src_path, is_dir)
         dest_rel = None
         if event.event_type == "moved":
@@ -159,13 +170,17 @@ class Watcher:
             if gone or born:
                 move = renames.Move(gone or "", born or "")
         if targets:
-            self._add(targets, move=move)
+            hot = os.path.dirname(event.src_path) if not is_dir and kind in FILE_CHANGES and rel else None
+            self._add(targets, move=move, hot=hot)
 
-    def _add(self, targets, now: Optional[float] = None, move: Optional[renames.Move] = None) -> None:
+    def _add(self, targets, now: Optional[float] = None, move: Optional[renames.Move] = None,
+             hot: Optional[str] = None) -> None:
         now = time.monotonic() if now is None else now
         with self._lock:
             first = not self._pending
             self._pending.update(targets)
+            if hot is not None:  # its events map to (its directory, False): pending until the batch starts
+                self._hot.add(hot)
             if move is not None and len(self._moves) < renames.MAX_MOVES:
                 self._moves.append(move)
             self.status.events += 1
@@ -251,7 +266,9 @@ class Watcher:
             due = float("inf")
             if self._pending:
                 first = self._first_at if self._first_at is not None else self._last_at
-                due = min(self._last_at + self.debounce, first + self.max_delay)
+                # a burst is applied once it pauses (one re-read, the observer not slowed by batches meanwhile)
+                most = BURST_DELAY if self.status.pending > BURST else self.max_delay
+                due = min(self._last_at + self.debounce, first + max(most, self.max_delay))
         return min(due, self._next_rescan, self._full_retry_at)
 
     def _cycle(self, initial: bool = False) -> None:
@@ -260,6 +277,7 @@ class Watcher:
         with self._lock:
             targets = coalesce(self._pending | self._retry) if (self._pending or self._retry) else []
             self._pending.clear()
+            self._hot.clear()
             moves, self._moves = self._moves, []
             self._first_at = None
             self.status.pending = 0
