@@ -16,6 +16,7 @@ from test_watch import Session, wait_mirrored, wait_until
 
 from pcopy.model import results
 from pcopy.transfer.renames import Move, final_name
+from pcopy.watcher.events import move_of
 
 MIB = 1 << 20
 
@@ -61,6 +62,21 @@ def trees(tmp_path):
 ])
 def test_final_name_follows_the_later_moves_of_the_window(moves, i, expected):
     assert final_name(moves, i) == expected
+
+
+@pytest.mark.parametrize("event, expected", [
+    (("moved", False, "a", "b"), ("a", "b", False)),
+    (("moved", True, "d", "e/d"), ("d", "e/d", True)),
+    (("moved", False, "a", None), ("a", "", False)),  # out of the tree: a deletion, maybe half of a rename
+    (("moved", False, None, "b"), ("", "b", False)),  # into the tree
+    (("deleted", False, "a", None), ("a", "", False)),
+    (("created", False, "b", None), ("", "b", False)),
+    (("created", True, "d", None), None),
+    (("modified", False, "a", None), None),
+])
+def test_move_of_events(event, expected):
+    assert move_of(*event) == expected
+    assert move_of(*event, synthetic=True) == (None if event[2] and event[3] else expected)
 
 
 # --------------------------------------------------------------------------- watch
@@ -192,3 +208,46 @@ def test_directory_rename_with_a_changed_file_inside(tmp_path):
         assert (dst / "films/2024/note.txt").read_bytes() == b"changed while moving"
         assert not session.changed() & {"films/clip0.bin", "films/clip1.bin"}
     assert tree_snapshot(dst) == tree_snapshot(src)
+
+
+def test_a_symlink_planted_in_dst_never_takes_a_rename_outside(trees, tmp_path):
+    src, dst = trees
+    outside = tmp_path / "outside"
+    with Session(src, dst, delete=True, debounce=0.3) as session:
+        session.results.clear()
+        os.rename(dst / "d", outside)  # DST's d is now a symlink to a directory outside DST
+        os.symlink(outside, dst / "d")
+        cycles = session.status.cycles
+        os.rename(src / "d/b.txt", src / "d/moved.txt")
+        wait_until(lambda: session.status.cycles > cycles, what="the batch of the move")
+        assert sorted(os.listdir(outside)) == ["b.txt", "e"]  # nothing renamed, created or deleted there
+        assert not session.changed(results.MOVED)
+
+
+def test_watch_track_renames_renames_what_moved_while_not_watching(trees):
+    src, dst = trees
+    with Session(src, dst, delete=True):
+        pass
+    inode = os.lstat(dst / "d/e/c.txt").st_ino
+    os.rename(src / "d/e/c.txt", src / "c-moved.txt")
+    with Session(src, dst, delete=True, track_renames=True) as session:
+        wait_mirrored(src, dst)
+        assert os.lstat(dst / "c-moved.txt").st_ino == inode
+        assert "c-moved.txt" in session.changed(results.MOVED)
+
+
+def test_json_log_and_verbose_lines_name_the_old_name(trees, tmp_path, capsys):
+    from pcopy import cli
+
+    src, dst = trees
+    cli.main(["sync", str(src), str(dst), "-q"])
+    os.rename(src / "a.txt", src / "z.txt")
+    log = tmp_path / "log.jsonl"
+    assert cli.main(["sync", str(src), str(dst), "--delete", "--track-renames", "-v", "--json-log", str(log)]) == 0
+    assert ">f......... z.txt <= a.txt" in capsys.readouterr().err
+    import json
+
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    renamed = [line for line in lines if line["action"] == "rename"]
+    assert [(line["path"], line["from"]) for line in renamed] == [("z.txt", "a.txt")]
+    assert lines[-1]["renamed"] == 1

@@ -4,13 +4,17 @@
      (inotify; polling    │ event → source directories to re-read:
       with --poll or      │   file created/changed/deleted → its parent (non-recursive)
       as a fall-back)     │   directory created/moved in   → it (recursive) + its parent
-                          │   moved/renamed                → both parents (+ the new directory)
+                          │   moved/renamed                → both parents (+ the new directory),
+                          │                                  and a renames.Move (inside SRC)
                           │   cannot be mapped, or events lost (queue overflow) → the whole tree
+                          │   a burst (> BURST pending): events of a directory already pending stop there
                           ▼
                      pending set (under a lock)
                           │  Watcher.run (caller's thread): wait until no event came for `debounce`
                           │  seconds (at most `max_delay` after the first one), then coalesce:
                           ▼  drop targets covered by a recursive ancestor
+    renames.apply_moves (--delete): the batch's moves as renames in DST, each checked first
+                          ▼
     engine.copy_tree(options, targets=[(reldir, recursive), ...], pool=<one long-lived pool>)
                           │  same planner, pool and worker as `sync`: one copy path
                           ▼
@@ -41,7 +45,7 @@ from ..options import Options
 from ..runtime.pool import ABORT_GRACE, BoundedPool, make_pool
 from ..runtime.signals import SignalGuard
 from ..transfer import engine, renames, track
-from .events import FULL, coalesce, map_event, parent_of
+from .events import FULL, coalesce, map_event, move_of, parent_of
 from .observer import Observation
 
 DEFAULT_DEBOUNCE = 0.05  # seconds without events before a batch is applied
@@ -160,18 +164,11 @@ class Watcher:
         targets = map_event(event.event_type, is_dir, rel, dest_rel)
         if targets is None:
             targets = [FULL]  # cannot tell what changed: re-read everything
-        move = None
         kind = event.event_type
-        if rel and dest_rel and not getattr(event, "is_synthetic", False):  # synthetic: its directory moved
-            move = renames.Move(rel, dest_rel, is_dir)
-        elif not is_dir and kind in ("deleted", "created", "moved"):  # halves of a move watchdog did not pair
-            gone = rel if kind == "deleted" or (kind == "moved" and not dest_rel) else None
-            born = rel if kind == "created" else (dest_rel if kind == "moved" and not rel else None)
-            if gone or born:
-                move = renames.Move(gone or "", born or "")
+        move = move_of(kind, is_dir, rel, dest_rel, getattr(event, "is_synthetic", False))
         if targets:
             hot = os.path.dirname(event.src_path) if not is_dir and kind in FILE_CHANGES and rel else None
-            self._add(targets, move=move, hot=hot)
+            self._add(targets, move=None if move is None else renames.Move(*move), hot=hot)
 
     def _add(self, targets, now: Optional[float] = None, move: Optional[renames.Move] = None,
              hot: Optional[str] = None) -> None:
