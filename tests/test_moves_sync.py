@@ -214,3 +214,22 @@ def test_property_moves_while_watching(tmp_path_factory, sizes, ops):
     assert rsync_differences(src, dst) == ""
     initial = sum(len(data) for data in before.values())
     assert session.report.bytes_copied - initial <= _budget(before, _files(src))
+
+
+def test_track_renames_by_hash_takes_digests_from_the_hash_cache(synced, tmp_path, monkeypatch):
+    from pcopy.content import cache
+    from pcopy.transfer import track
+
+    src, dst = synced
+    monkeypatch.setenv("PCOPY_CACHE", str(tmp_path / "cache.sqlite3"))
+    monkeypatch.setattr(cache, "RACY_NS", 0)  # the files were just made: cache them anyway
+    os.rename(src / "photos", src / "pictures")
+    pcopy.hash_tree(src)
+    pcopy.hash_tree(dst)
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("a digest was read although the hash cache held it")
+
+    monkeypatch.setattr(track.digest, "digest_at", no_read)
+    report = pcopy.sync(src, dst, delete=True, track_renames="hash")
+    assert report.renamed == 2 and report.copied == 0

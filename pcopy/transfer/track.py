@@ -22,7 +22,7 @@ import os
 import stat
 from typing import Callable, NamedTuple, Optional
 
-from ..content import digest
+from ..content import cache, digest
 from ..fs import filters
 from ..fs.beneath import DirFd, lstat_beneath
 from ..fs.march import March
@@ -88,35 +88,62 @@ def _same_time(a: int, b: int, window_ns: int) -> bool:
 def match(options: Options, src_only: list, dst_only: list, by: str) -> list:
     """``[(dst Candidate, src Candidate)]``: each DST file paired with at most one SRC file."""
     window = options.modify_window_ns
-    by_key: dict = {}
+    by_size: dict = {}
     for c in src_only:
-        by_key.setdefault(c.size, []).append(c)
+        by_size.setdefault(c.size, []).append(c)
     pairs, taken = [], set()
-    hashes: dict = {}
-    for d in dst_only:
-        same = [s for s in by_key.get(d.size, ()) if _same_time(s.mtime_ns, d.mtime_ns, window)
-                and s.relpath not in taken]
-        if not same:
-            continue
-        if by == BY_HASH or len(same) > 1:
-            want = _digest(options.dst, d.relpath, hashes)
-            same = [s for s in same if want is not None and _digest(options.src, s.relpath, hashes) == want]
-        if same:
-            taken.add(same[0].relpath)
-            pairs.append((d, same[0]))
+    hashes = Digests()
+    try:
+        for d in dst_only:
+            same = [s for s in by_size.get(d.size, ()) if _same_time(s.mtime_ns, d.mtime_ns, window)
+                    and s.relpath not in taken]
+            if same and (by == BY_HASH or len(same) > 1):
+                want = hashes.get(options.dst, d.relpath)
+                same = [s for s in same if want is not None and hashes.get(options.src, s.relpath) == want]
+            if same:
+                taken.add(same[0].relpath)
+                pairs.append((d, same[0]))
+    finally:
+        hashes.close()
     return pairs
 
 
-def _digest(root: str, relpath: str, memo: dict) -> Optional[str]:
-    key = (root, relpath)
-    if key not in memo:
+class Digests:
+    """xxh128 of files below a root: from the hash cache when it holds the file's exact key (it is only
+    read, and only if it exists: a sync does not create one), else read through content.digest."""
+
+    def __init__(self) -> None:
+        self.memo: dict = {}
+        self.reads = 0
+        self._cache = None
+        path = os.environ.get("PCOPY_CACHE") or cache.default_path()
+        if os.path.isfile(path):
+            self._cache = cache.HashCache(path)
+
+    def get(self, root: str, relpath: str) -> Optional[str]:
+        key = (root, relpath)
+        if key not in self.memo:
+            self.memo[key] = self._digest(root, relpath)
+        return self.memo[key]
+
+    def _digest(self, root: str, relpath: str) -> Optional[str]:
         parent, _, name = relpath.rpartition(os.sep)
         try:
             with DirFd(root, parent) as fd:
-                memo[key] = digest.digest_at(fd, name, digest.algo("xxh128")).digest
+                if self._cache is not None:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                    hit = self._cache.lookup("xxh128", [key]).get(key)
+                    if hit is not None:
+                        return hit
+                self.reads += 1
+                return digest.digest_at(fd, name, digest.algo("xxh128")).digest
         except (OSError, digest.SourceChanged, digest.NotRegular):
-            memo[key] = None
-    return memo[key]
+            return None
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
 
 
 def _listed(d: Candidate, st: os.stat_result) -> bool:
