@@ -113,6 +113,7 @@ class Watcher:
         self._pending: set = set()
         self._moves: list = []  # renames.Move of this batch, in event order: replayed in DST first
         self._hot: set = set()  # event directories whose re-read is pending: a burst's events stop there
+        self._births = 0  # files created since the batch started: many make a burst (not a busy writer)
         self._first_at: Optional[float] = None
         self._last_at = 0.0
         self._retry: set = set()  # targets of failed paths: retried with the next batch
@@ -146,6 +147,7 @@ class Watcher:
         if not is_dir and self.status.pending > BURST and event.event_type in FILE_CHANGES:
             parent = os.path.dirname(event.src_path)
             if parent in self._hot:  # the burst's one targeted re-read already covers it: no mapping
+                self._births += event.event_type == "created"
                 self.status.events += 1
                 self.status.pending += 1
                 self._last_at = time.monotonic()
@@ -178,6 +180,7 @@ class Watcher:
             self._pending.update(targets)
             if hot is not None:  # its events map to (its directory, False): pending until the batch starts
                 self._hot.add(hot)
+            self._births += move is not None and not move.old
             if move is not None and len(self._moves) < renames.MAX_MOVES:
                 self._moves.append(move)
             self.status.events += 1
@@ -264,7 +267,7 @@ class Watcher:
             if self._pending:
                 first = self._first_at if self._first_at is not None else self._last_at
                 # a burst is applied once it pauses (one re-read, the observer not slowed by batches meanwhile)
-                most = BURST_DELAY if self.status.pending > BURST else self.max_delay
+                most = BURST_DELAY if self._births > BURST else self.max_delay
                 due = min(self._last_at + self.debounce, first + max(most, self.max_delay))
         return min(due, self._next_rescan, self._full_retry_at)
 
@@ -275,6 +278,7 @@ class Watcher:
             targets = coalesce(self._pending | self._retry) if (self._pending or self._retry) else []
             self._pending.clear()
             self._hot.clear()
+            self._births = 0
             moves, self._moves = self._moves, []
             self._first_at = None
             self.status.pending = 0
