@@ -251,3 +251,16 @@ def test_json_log_and_verbose_lines_name_the_old_name(trees, tmp_path, capsys):
     renamed = [line for line in lines if line["action"] == "rename"]
     assert [(line["path"], line["from"]) for line in renamed] == [("z.txt", "a.txt")]
     assert lines[-1]["renamed"] == 1
+
+
+@pytest.mark.parametrize("same_content", [True, False])
+def test_halves_of_a_move_pair_only_when_the_contents_agree(tmp_path, same_content):
+    from pcopy.options import Options
+    from pcopy.transfer.renames import pair_halves
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"b": b"content"})
+    make_tree(dst, {"a": b"content" if same_content else b"CONTENT"})  # one size, one mtime (make_tree's)
+    halves = [Move("a", ""), Move("", "b")]
+    expected = [Move("a", "b")] if same_content else []
+    assert pair_halves(Options(str(src), str(dst), delete=True), halves) == expected

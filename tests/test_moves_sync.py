@@ -217,8 +217,7 @@ def test_property_moves_while_watching(tmp_path_factory, sizes, ops):
 
 
 def test_track_renames_by_hash_takes_digests_from_the_hash_cache(synced, tmp_path, monkeypatch):
-    from pcopy.content import cache
-    from pcopy.transfer import track
+    from pcopy.content import cache, digest
 
     src, dst = synced
     monkeypatch.setenv("PCOPY_CACHE", str(tmp_path / "cache.sqlite3"))
@@ -230,6 +229,6 @@ def test_track_renames_by_hash_takes_digests_from_the_hash_cache(synced, tmp_pat
     def no_read(*args, **kwargs):
         raise AssertionError("a digest was read although the hash cache held it")
 
-    monkeypatch.setattr(track.digest, "digest_at", no_read)
+    monkeypatch.setattr(digest, "digest_at", no_read)
     report = pcopy.sync(src, dst, delete=True, track_renames="hash")
     assert report.renamed == 2 and report.copied == 0

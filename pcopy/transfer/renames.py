@@ -17,7 +17,8 @@ import os
 import stat
 from typing import Callable, NamedTuple, Optional
 
-from ..fs.beneath import lstat_beneath, make_dir_beneath, rename_beneath
+from ..content import cache, digest
+from ..fs.beneath import DirFd, lstat_beneath, make_dir_beneath, rename_beneath
 from ..model.entries import DIR, FILE, SYMLINK
 from ..model.results import MOVED, Result
 from ..options import Options
@@ -116,6 +117,55 @@ def src_dir_mode(src: str, follow_symlinks: bool = False) -> Callable[[str], Opt
     return mode_of
 
 
+class Digests:
+    """xxh128 of files below a root: from the hash cache when it holds the file's exact key (it is only
+    read, and only if it exists: a sync does not create one), else read through content.digest."""
+
+    def __init__(self) -> None:
+        self.memo: dict = {}
+        self.reads = 0
+        self._cache = None
+        path = os.environ.get("PCOPY_CACHE") or cache.default_path()
+        if os.path.isfile(path):
+            self._cache = cache.HashCache(path)
+
+    def get(self, root: str, relpath: str, read: bool = True) -> Optional[str]:
+        """The digest, or None (unreadable; with ``read=False`` also: not in the cache)."""
+        key = (root, relpath)
+        if key not in self.memo:
+            found = self._digest(root, relpath, read)
+            if found is None and not read:
+                return None
+            self.memo[key] = found
+        return self.memo[key]
+
+    def may_match(self, root_a: str, a: str, root_b: str, b: str) -> bool:
+        """False only when the cache holds both digests and they differ (nothing is read)."""
+        one, other = self.get(root_a, a, read=False), self.get(root_b, b, read=False)
+        return one is None or other is None or one == other
+
+    def _digest(self, root: str, relpath: str, read: bool = True) -> Optional[str]:
+        parent, _, name = relpath.rpartition(os.sep)
+        try:
+            with DirFd(root, parent) as fd:
+                if self._cache is not None:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                    hit = self._cache.lookup("xxh128", [key]).get(key)
+                    if hit is not None:
+                        return hit
+                if not read:
+                    return None
+                self.reads += 1
+                return digest.digest_at(fd, name, digest.algo("xxh128")).digest
+        except (OSError, digest.SourceChanged, digest.NotRegular):
+            return None
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+
+
 # --------------------------------------------------------------------------- watch
 
 
@@ -176,7 +226,8 @@ def apply_moves(options: Options, moves: list) -> list:
 
 def pair_halves(options: Options, moves: list) -> list:
     """Moves from a file deletion and a file creation of the same batch: the created SRC file and the
-    deleted name's DST file have one size and mtime, shared by no other candidate."""
+    deleted name's DST file have one size and mtime, shared by no other candidate, and one xxh128
+    (read: the kernel did not say they are one file; reading is still no writing)."""
     gone = {m.old for m in moves if not m.new}
     born = {m.new for m in moves if not m.old}
     if not gone or not born:
@@ -192,7 +243,16 @@ def pair_halves(options: Options, moves: list) -> list:
                 continue
             if stat.S_ISREG(st.st_mode) and st.st_size > 0:
                 keys.setdefault((st.st_size, st.st_mtime_ns), {"gone": [], "born": []})[side].append(name)
-    return [Move(k["gone"][0], k["born"][0]) for k in keys.values() if len(k["gone"]) == len(k["born"]) == 1]
+    pairs = [(k["gone"][0], k["born"][0]) for k in keys.values() if len(k["gone"]) == len(k["born"]) == 1]
+    if not pairs:
+        return []
+    hashes = Digests()  # a guess by size and mtime alone could rename the wrong file: the contents decide
+    try:
+        return [Move(old, new) for old, new in pairs
+                if hashes.get(options.dst, old) is not None and hashes.get(options.dst, old) == hashes.get(
+                    options.src, new)]
+    finally:
+        hashes.close()
 
 
 def _stat_src(options: Options, relpath: str) -> os.stat_result:

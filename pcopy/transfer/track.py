@@ -5,7 +5,8 @@ SRC files that would be copied, when they hold the same file, instead of copying
          │              memory: only these changes, never the whole tree
          ▼
     match by (size, mtime) — one SRC file per DST file, else (or with --track-renames-by hash)
-         │                    by xxh128 of both, read through content.digest
+         │                    by xxh128 of both (hash cache, else a read); a cached pair that
+         │                    differs vetoes a match by mtime
          ▼
     renames.rename_checked beneath DST (the DST entry must still be the one listed)
          ▼
@@ -22,9 +23,8 @@ import os
 import stat
 from typing import Callable, NamedTuple, Optional
 
-from ..content import cache, digest
 from ..fs import filters
-from ..fs.beneath import DirFd, lstat_beneath
+from ..fs.beneath import lstat_beneath
 from ..fs.march import March
 from ..fs.scan import walk
 from ..fs.temps import TMP_PREFIX
@@ -32,7 +32,7 @@ from ..model.entries import DIR, FILE, relpath_join
 from ..model.results import COPIED, DELETED, MOVED, Report, Result
 from ..options import Options
 from . import engine
-from .renames import FILE_ITEM, rename_checked, src_dir_mode
+from .renames import FILE_ITEM, Digests, rename_checked, src_dir_mode
 
 BY_MODTIME, BY_HASH = "modtime", "hash"
 
@@ -100,50 +100,14 @@ def match(options: Options, src_only: list, dst_only: list, by: str) -> list:
             if same and (by == BY_HASH or len(same) > 1):
                 want = hashes.get(options.dst, d.relpath)
                 same = [s for s in same if want is not None and hashes.get(options.src, s.relpath) == want]
+            elif same and not hashes.may_match(options.dst, d.relpath, options.src, same[0].relpath):
+                same = []  # the hash cache knows both digests, and they differ
             if same:
                 taken.add(same[0].relpath)
                 pairs.append((d, same[0]))
     finally:
         hashes.close()
     return pairs
-
-
-class Digests:
-    """xxh128 of files below a root: from the hash cache when it holds the file's exact key (it is only
-    read, and only if it exists: a sync does not create one), else read through content.digest."""
-
-    def __init__(self) -> None:
-        self.memo: dict = {}
-        self.reads = 0
-        self._cache = None
-        path = os.environ.get("PCOPY_CACHE") or cache.default_path()
-        if os.path.isfile(path):
-            self._cache = cache.HashCache(path)
-
-    def get(self, root: str, relpath: str) -> Optional[str]:
-        key = (root, relpath)
-        if key not in self.memo:
-            self.memo[key] = self._digest(root, relpath)
-        return self.memo[key]
-
-    def _digest(self, root: str, relpath: str) -> Optional[str]:
-        parent, _, name = relpath.rpartition(os.sep)
-        try:
-            with DirFd(root, parent) as fd:
-                if self._cache is not None:
-                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                    hit = self._cache.lookup("xxh128", [key]).get(key)
-                    if hit is not None:
-                        return hit
-                self.reads += 1
-                return digest.digest_at(fd, name, digest.algo("xxh128")).digest
-        except (OSError, digest.SourceChanged, digest.NotRegular):
-            return None
-
-    def close(self) -> None:
-        if self._cache is not None:
-            self._cache.close()
 
 
 def _listed(d: Candidate, st: os.stat_result) -> bool:
