@@ -104,6 +104,7 @@ RSYNC_OPTIONS = {
     "chmod": "rsync --chmod rules (a string such as 'D755,F644')",
     "chown": "'USER:GROUP' for every DST entry",
     "delete_anyway": "with delete: skip the guard against a mistaken DST",
+    "track_renames": "with delete: rename DST files instead of copy + delete ('modtime' or True, 'hash')",
 }
 
 
@@ -129,6 +130,10 @@ def _run(src, dst, fields: dict, progress, keep_results, on_result, stop_event, 
                  stop_event=stop_event, scheduler=scheduler)
     if len(sources) > 1 or not os.path.isdir(sources[0]) or os.path.islink(sources[0].rstrip(os.sep) or "/"):
         return many.copy_sources(options, sources, **hooks)
+    if options.track_renames:
+        from .transfer import track
+
+        return track.sync(options, **hooks)
     return engine.copy_tree(options, **hooks)
 
 

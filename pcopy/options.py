@@ -79,6 +79,7 @@ class Options(NamedTuple):
     backup_dir: Optional[str] = None  # absolute
     suffix: str = "~"
     delete_anyway: bool = False  # skip the guard against a mistaken DST (see transfer.engine.preflight)
+    track_renames: str = ""  # "modtime" or "hash": rename DST files instead of copy + delete (transfer.track)
     partial: bool = False  # keep an interrupted big file and resume it
     bwlimit: int = 0  # bytes/s over all workers; 0: no limit
     # metadata
@@ -216,7 +217,29 @@ def validate(options: Options, scheduler=None) -> Options:
     _check_transform(options)
     adapts = (options.jobs is None and options.backend == "process" and scheduler is None
               and not options.bwlimit and options.transform is None)
-    return options._replace(inner_threads=inner.LIMIT if adapts else 1)
+    return _check_track_renames(options._replace(inner_threads=inner.LIMIT if adapts else 1))
+
+
+TRACK_RENAMES_BY = ("modtime", "hash")
+
+
+def _check_track_renames(options: Options) -> Options:
+    """--track-renames renames what --delete would remove; it cannot keep a backup of it or a transformed name."""
+    by = options.track_renames
+    if by is True:
+        by = "modtime"
+    if not by:
+        return options._replace(track_renames="")
+    if by not in TRACK_RENAMES_BY:
+        raise UsageError(f"--track-renames-by must be one of {', '.join(TRACK_RENAMES_BY)}, not {by!r}")
+    clashes = [name for name, on in (("--backup", options.backup), ("--transform", options.transform is not None),
+                                     ("--existing", options.existing), ("--ignore-existing", options.ignore_existing),
+                                     ("--files-from", options.files_from is not None)) if on]
+    if not options.delete:
+        raise UsageError("--track-renames needs --delete (it renames what --delete would remove)")
+    if clashes:
+        raise UsageError(f"--track-renames cannot be combined with {clashes[0]}")
+    return options._replace(track_renames=by)
 
 
 def _check_transform(options: Options) -> None:

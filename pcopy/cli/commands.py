@@ -52,8 +52,12 @@ def _copy_kwargs(args) -> dict:
 
 
 def _sync_kwargs(args) -> dict:
-    return dict(delete=args.delete, delete_excluded=args.delete_excluded, max_delete=args.max_delete,
-                delete_anyway=args.delete_anyway)
+    kwargs = dict(delete=args.delete, delete_excluded=args.delete_excluded, max_delete=args.max_delete,
+                  delete_anyway=args.delete_anyway)
+    by = getattr(args, "track_renames_by", None) or ("modtime" if getattr(args, "track_renames", False) else "")
+    if by:
+        kwargs["track_renames"] = by
+    return kwargs
 
 
 def run_copy(args) -> int:

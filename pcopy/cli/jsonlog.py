@@ -32,6 +32,7 @@ from ..model.results import (
     FAILED,
     LINK_IN_PLACE,
     LINKED,
+    MOVED,
     SAME_CONTENT,
     SKIPPED,
     UNCHANGED,
@@ -42,7 +43,7 @@ from ..model.results import (
 from ..version import __version__
 from .output import out
 
-ACTIONS = {COPIED: "copy", LINKED: "link", DELETED: "delete", CREATED: "mkdir", UPDATED: "update",
+ACTIONS = {COPIED: "copy", LINKED: "link", DELETED: "delete", CREATED: "mkdir", UPDATED: "update", MOVED: "rename",
            SKIPPED: "skip", CANCELLED: "skip", FAILED: "error"}
 UNCHANGED_REASONS = ("", UNCHANGED, SAME_CONTENT, LINK_IN_PLACE)
 
@@ -64,6 +65,8 @@ def record(result: Result, verbose: bool = False) -> Optional[dict]:
            "error": result.message if result.status == FAILED else None, "reason": result.reason or None}
     if result.status == LINKED and result.message:
         obj["target"] = result.message  # the name it is a hard link to
+    elif result.status == MOVED:
+        obj["from"] = result.message  # the old name, renamed in DST instead of copied again
     return obj
 
 

@@ -20,6 +20,7 @@ from ..model.results import (
     FAILED,
     LINK_IN_PLACE,
     LINKED,
+    MOVED,
     SAME_CONTENT,
     SKIPPED,
     UNCHANGED,
@@ -92,13 +93,15 @@ def summary(report: Report, delete: bool = False) -> str:
             parts.append(f"link {report.linked}")
         if report.updated:
             parts.append(f"update {report.updated}")
+        if report.renamed:
+            parts.append(f"rename {report.renamed}")
         if delete or report.deleted:
             parts.append(f"delete {report.deleted}")
         parts.append(f"create {plural(report.dirs, 'directory').replace('directorys', 'directories')}")
         return (f"pcopy: dry run: {', '.join(parts)}; {report.skipped} unchanged, {report.failed} failed; "
                 "nothing was changed")
     extra = "".join(f", {label} {n}" for label, n in (("updated", report.updated), ("linked", report.linked),
-                                                       ("deleted", report.deleted)) if n)
+                                                       ("renamed", report.renamed), ("deleted", report.deleted)) if n)
     return (f"pcopy: copied {plural(report.copied, 'file')} ({human_bytes(report.bytes_copied)}){links}, "
             f"skipped {report.skipped}{extra}, failed {report.failed} in {report.seconds:.2f} s "
             f"({human_bytes(rate)}/s)")
@@ -110,6 +113,9 @@ _QUIET_SKIPS = ("", UNCHANGED, SAME_CONTENT, LINK_IN_PLACE)
 def itemized(result: Result) -> Optional[str]:
     """The rsync -i style line for a change, or None for results that are not changes."""
     status = result.status
+    if status == MOVED:  # rclone logs "Renamed from"; the old name follows the arrow's tail
+        suffix = "/" if result.kind == DIR else ""
+        return f"{result.item} {printable(result.relpath)}{suffix} <= {printable(result.message or '')}"
     if status in (COPIED, LINKED, DELETED, CREATED, UPDATED):
         suffix = "/" if result.kind == DIR else ""  # rsync: "cd+++++++++ new/", "*deleting   old/"
         code = result.item or ">f+++++++++"

@@ -178,6 +178,12 @@ def _deletion(sub: argparse.ArgumentParser) -> None:
                      help="also delete excluded entries from DST (implies --delete)")
     sub.add_argument("--max-delete", type=count, metavar="N",
                      help="refuse to delete more than N entries (exit 1, nothing deleted)")
+    sub.add_argument("--track-renames", action="store_true",
+                     help="rename DST files that --delete would remove to the names of SRC files that would be "
+                          "copied, when size and mtime match (rclone's option)")
+    sub.add_argument("--track-renames-by", choices=("modtime", "hash"), metavar="modtime|hash",
+                     help="what --track-renames matches on besides the size: mtime (default) or xxh128 of both "
+                          "(implies --track-renames)")
     sub.add_argument("--delete-anyway", action="store_true",
                      help="delete even when DST holds an entry named like SRC that SRC lacks "
                           "(the usual sign of a mistaken DST)")

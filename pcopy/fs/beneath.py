@@ -224,3 +224,26 @@ def link_beneath_fds(from_fd: int, from_name: str, to_fd: int, to_name: str, tmp
 
 def same_inode(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def lstat_beneath(root: str, relpath: str) -> os.stat_result:
+    """lstat of ``root/relpath`` with every directory on the way opened ``O_NOFOLLOW``."""
+    parent, _, name = relpath.rpartition(os.sep)
+    with DirFd(root, parent) as fd:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+
+
+def rename_beneath(root: str, old: str, new: str, expect=None) -> None:
+    """renameat ``root/old`` to ``root/new`` through O_NOFOLLOW parent fds; never outside root.
+
+    ``expect(st) -> bool`` is asked about the lstat of ``old`` taken through the same fd just
+    before the rename; False raises ``FileExistsError`` (the entry is not the one the caller listed).
+    """
+    old_parent, _, old_name = old.rpartition(os.sep)
+    new_parent, _, new_name = new.rpartition(os.sep)
+    if not old_name or not new_name:
+        raise IsADirectoryError(errno.EISDIR, "cannot rename the root")
+    with DirFd(root, old_parent) as from_fd, DirFd(root, new_parent) as to_fd:
+        if expect is not None and not expect(os.stat(old_name, dir_fd=from_fd, follow_symlinks=False)):
+            raise FileExistsError(errno.EEXIST, "destination entry changed since it was listed")
+        os.rename(old_name, new_name, src_dir_fd=from_fd, dst_dir_fd=to_fd)

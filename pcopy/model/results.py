@@ -21,6 +21,7 @@ DEFERRED = "deferred"  # a big file found inside a batch: the engine resubmits i
 LINKED = "linked"  # hard link created (--link-dest or -H)
 CREATED = "created"  # directory created
 DELETED = "deleted"  # removed from DST by --delete
+MOVED = "moved"  # renamed in DST instead of copied again (watch's moves, sync --track-renames); message: old name
 NOTE = "note"  # not a path: a worker's one-line warning for the run (``message``), e.g. attributes not stored
 
 # Reasons (why a result has its status); "" when the status says it all
@@ -76,7 +77,7 @@ def _unpickle_results(plain: tuple) -> list:
 
 
 COUNTS = ("copied", "symlinks", "updated", "skipped", "failed", "linked", "deleted", "bytes_copied", "dirs",
-          "file_bytes", "total_size")
+          "file_bytes", "total_size", "renamed")
 # rsync's --stats kinds, for the source entries a run looked at and the new entries it made
 KINDS = ("reg", "dir", "link", "special")
 _KIND = {"file": "reg", "dir": "dir", "symlink": "link", "special": "special"}
@@ -93,6 +94,7 @@ class Report:
         self.failed = 0
         self.linked = 0
         self.deleted = 0
+        self.renamed = 0  # DST entries renamed instead of copied again (rclone's "Renamed")
         self.bytes_copied = 0  # file data and symlink targets written (rsync's "sent" size)
         self.file_bytes = 0  # regular files' data written (rsync's "Total transferred file size")
         self.total_size = 0  # the size of the source's files and symlinks looked at ("Total file size")
@@ -155,6 +157,9 @@ class Report:
             elif status == DELETED:
                 if result.reason != REPLACED:
                     self.deleted += 1
+                continue
+            elif status == MOVED:
+                self.renamed += 1
                 continue
             elif status == CREATED:
                 self.dirs += 1

@@ -48,6 +48,23 @@ def map_event(event_type: str, is_dir: bool, rel: Optional[str], dest_rel: Optio
     return []  # opened, closed_no_write: nothing changed
 
 
+def move_of(event_type: str, is_dir: bool, rel: Optional[str], dest_rel: Optional[str],
+            synthetic: bool = False) -> Optional[tuple]:
+    """``(old, new, is_dir)`` for a move inside SRC that DST may replay as a rename, else None.
+
+    A file deletion (``new`` "") or creation (``old`` "") is half of a rename watchdog could not
+    pair; the batch may still pair it (``transfer.renames.pair_halves``). A synthetic move (a file
+    inside a moved directory) is carried by its directory's move.
+    """
+    if rel and dest_rel:
+        return None if synthetic else (rel, dest_rel, is_dir)
+    if is_dir or event_type not in ("deleted", "created", "moved"):
+        return None
+    gone = rel if event_type == "deleted" or (event_type == "moved" and not dest_rel) else None
+    born = rel if event_type == "created" else (dest_rel if event_type == "moved" and not rel else None)
+    return (gone or "", born or "", False) if (gone or born) else None
+
+
 def _covered(reldir: str, recursive_dirs: set, include_self: bool) -> bool:
     if include_self and reldir in recursive_dirs:
         return True

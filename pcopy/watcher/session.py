@@ -4,13 +4,17 @@
      (inotify; polling    │ event → source directories to re-read:
       with --poll or      │   file created/changed/deleted → its parent (non-recursive)
       as a fall-back)     │   directory created/moved in   → it (recursive) + its parent
-                          │   moved/renamed                → both parents (+ the new directory)
+                          │   moved/renamed                → both parents (+ the new directory),
+                          │                                  and a renames.Move (inside SRC)
                           │   cannot be mapped, or events lost (queue overflow) → the whole tree
+                          │   a burst (> BURST pending): events of a directory already pending stop there
                           ▼
                      pending set (under a lock)
                           │  Watcher.run (caller's thread): wait until no event came for `debounce`
                           │  seconds (at most `max_delay` after the first one), then coalesce:
                           ▼  drop targets covered by a recursive ancestor
+    renames.apply_moves (--delete): the batch's moves as renames in DST, each checked first
+                          ▼
     engine.copy_tree(options, targets=[(reldir, recursive), ...], pool=<one long-lived pool>)
                           │  same planner, pool and worker as `sync`: one copy path
                           ▼
@@ -40,8 +44,8 @@ from ..model.results import SOURCE_CHANGED, Report
 from ..options import Options
 from ..runtime.pool import ABORT_GRACE, BoundedPool, make_pool
 from ..runtime.signals import SignalGuard
-from ..transfer import engine
-from .events import FULL, coalesce, map_event, parent_of
+from ..transfer import engine, renames, track
+from .events import FULL, coalesce, map_event, move_of, parent_of
 from .observer import Observation
 
 DEFAULT_DEBOUNCE = 0.05  # seconds without events before a batch is applied
@@ -51,6 +55,9 @@ TICK = 0.1  # the loop checks for signals / stop_event at least this often
 STATUS_EVERY = 0.25
 HEALTH_EVERY = 1.0
 FULL_RETRY_FIRST, FULL_RETRY_MAX = 1.0, 60.0  # seconds before retrying after DST was full, doubling
+BURST_DELAY = 5.0  # seconds a burst may defer its batch (a steady stream is still applied this often)
+BURST = 256  # pending events past which a file event in a directory already to be re-read costs a set lookup
+FILE_CHANGES = frozenset({"created", "modified", "closed", "attrib"})
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, systemd's stop: how a watch session normally ends
 
 IGNORE = object()  # an event path to ignore (as opposed to one outside SRC)
@@ -104,6 +111,9 @@ class Watcher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pending: set = set()
+        self._moves: list = []  # renames.Move of this batch, in event order: replayed in DST first
+        self._hot: set = set()  # event directories whose re-read is pending: a burst's events stop there
+        self._births = 0  # files created since the batch started: many make a burst (not a busy writer)
         self._first_at: Optional[float] = None
         self._last_at = 0.0
         self._retry: set = set()  # targets of failed paths: retried with the next batch
@@ -134,6 +144,14 @@ class Watcher:
 
     def on_event(self, event) -> None:
         is_dir = event.is_directory
+        if not is_dir and self.status.pending > BURST and event.event_type in FILE_CHANGES:
+            parent = os.path.dirname(event.src_path)
+            if parent in self._hot:  # the burst's one targeted re-read already covers it: no mapping
+                self._births += event.event_type == "created"
+                self.status.events += 1
+                self.status.pending += 1
+                self._last_at = time.monotonic()
+                return
         rel = self._classify(event.src_path, is_dir)
         dest_rel = None
         if event.event_type == "moved":
@@ -148,14 +166,23 @@ class Watcher:
         targets = map_event(event.event_type, is_dir, rel, dest_rel)
         if targets is None:
             targets = [FULL]  # cannot tell what changed: re-read everything
+        kind = event.event_type
+        move = move_of(kind, is_dir, rel, dest_rel, getattr(event, "is_synthetic", False))
         if targets:
-            self._add(targets)
+            hot = os.path.dirname(event.src_path) if not is_dir and kind in FILE_CHANGES and rel else None
+            self._add(targets, move=None if move is None else renames.Move(*move), hot=hot)
 
-    def _add(self, targets, now: Optional[float] = None) -> None:
+    def _add(self, targets, now: Optional[float] = None, move: Optional[renames.Move] = None,
+             hot: Optional[str] = None) -> None:
         now = time.monotonic() if now is None else now
         with self._lock:
             first = not self._pending
             self._pending.update(targets)
+            if hot is not None:  # its events map to (its directory, False): pending until the batch starts
+                self._hot.add(hot)
+            self._births += move is not None and not move.old
+            if move is not None and len(self._moves) < renames.MAX_MOVES:
+                self._moves.append(move)
             self.status.events += 1
             self.status.pending += 1
             if first:
@@ -239,7 +266,9 @@ class Watcher:
             due = float("inf")
             if self._pending:
                 first = self._first_at if self._first_at is not None else self._last_at
-                due = min(self._last_at + self.debounce, first + self.max_delay)
+                # a burst is applied once it pauses (one re-read, the observer not slowed by batches meanwhile)
+                most = BURST_DELAY if self._births > BURST else self.max_delay
+                due = min(self._last_at + self.debounce, first + max(most, self.max_delay))
         return min(due, self._next_rescan, self._full_retry_at)
 
     def _cycle(self, initial: bool = False) -> None:
@@ -248,6 +277,9 @@ class Watcher:
         with self._lock:
             targets = coalesce(self._pending | self._retry) if (self._pending or self._retry) else []
             self._pending.clear()
+            self._hot.clear()
+            self._births = 0
+            moves, self._moves = self._moves, []
             self._first_at = None
             self.status.pending = 0
         self._retry.clear()
@@ -258,6 +290,8 @@ class Watcher:
         if not targets:
             return
         started = time.monotonic()
+        self._replay(track.track_renames(self.options, self._keep, self.options.track_renames) if initial
+                     and self.options.track_renames else renames.apply_moves(self.options, moves))
         report = engine.copy_tree(self.options, on_result=self._result,
                                   stop_event=self.stop_event, targets=None if targets == [FULL] else targets,
                                   pool=self._pool)
@@ -268,6 +302,15 @@ class Watcher:
         self.status.last_report = report
         self._report_status()
         self.status.last_report = None
+
+    def _replay(self, done: list) -> None:
+        """Count and show the renames done in DST instead of copies (the re-read that follows checks them)."""
+        if done:
+            moved = Report()
+            moved.count(done)
+            self.total.merge(moved, warnings=False)
+            for result in done:
+                self._result(result)
 
     def _result(self, result) -> None:
         if self.on_result is not None:
