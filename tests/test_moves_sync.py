@@ -232,3 +232,50 @@ def test_track_renames_by_hash_takes_digests_from_the_hash_cache(synced, tmp_pat
     monkeypatch.setattr(digest, "digest_at", no_read)
     report = pcopy.sync(src, dst, delete=True, track_renames="hash")
     assert report.renamed == 2 and report.copied == 0
+
+
+# --------------------------------------------------------------------------- --link-dest snapshots
+
+
+@pytest.fixture
+def snapshot(tmp_path):
+    """SRC and yesterday's snapshot of it; today SRC's photos folder is renamed and a file moved."""
+    src, prev = tmp_path / "src", tmp_path / "snap-1"
+    make_tree(src, {"photos/2024/a.jpg": os.urandom(40 * KIB), "photos/2024/b.jpg": os.urandom(41 * KIB),
+                    "docs/x.txt": b"x" * 300, "keep.txt": b"keep"})
+    pcopy.sync(src, prev)
+    os.rename(src / "photos", src / "pictures")
+    os.rename(src / "docs/x.txt", src / "x-moved.txt")
+    return src, prev, tmp_path / "snap-2"
+
+
+def test_a_new_snapshot_links_renamed_files_from_the_link_dest_tree(snapshot):
+    src, prev, new = snapshot
+    report = pcopy.sync(src, new, delete=True, track_renames=True, link_dest=[prev])
+    assert report.ok and report.bytes_copied == 0 and report.copied == 0, report.results
+    for now, before in [("pictures/2024/a.jpg", "photos/2024/a.jpg"), ("pictures/2024/b.jpg", "photos/2024/b.jpg"),
+                        ("x-moved.txt", "docs/x.txt"), ("keep.txt", "keep.txt")]:
+        assert os.lstat(new / now).st_ino == os.lstat(prev / before).st_ino, now
+    linked = {r.relpath: r.message for r in report.results if r.status == results.LINKED}
+    assert linked["pictures/2024/a.jpg"] == str(prev / "photos/2024/a.jpg")
+    assert (prev / "photos/2024/a.jpg").exists()  # the old snapshot is never changed
+    if shutil.which("rsync"):
+        assert rsync_differences(src, new) == ""
+
+
+def test_a_renamed_file_whose_mode_changed_is_copied_not_linked(snapshot):
+    src, prev, new = snapshot
+    os.chmod(src / "x-moved.txt", 0o600)
+    report = pcopy.sync(src, new, delete=True, track_renames=True, link_dest=[prev])
+    assert report.ok
+    assert os.lstat(new / "x-moved.txt").st_ino != os.lstat(prev / "docs/x.txt").st_ino
+    assert os.stat(prev / "docs/x.txt").st_mode & 0o777 == 0o644  # linking would have changed it
+    assert (new / "x-moved.txt").read_bytes() == b"x" * 300
+    assert os.lstat(new / "pictures/2024/a.jpg").st_ino == os.lstat(prev / "photos/2024/a.jpg").st_ino
+
+
+def test_a_dry_run_with_link_dest_shows_the_links_and_writes_nothing(snapshot):
+    src, prev, new = snapshot
+    report = pcopy.sync(src, new, delete=True, track_renames=True, link_dest=[prev], dry_run=True)
+    assert {r.relpath for r in report.results if r.status == results.LINKED} >= {"pictures/2024/a.jpg", "x-moved.txt"}
+    assert not new.exists()

@@ -89,6 +89,24 @@ def rename_checked(dst_root: str, old: str, new: str, expect: Callable[[os.stat_
     return seen[-1] if seen else None
 
 
+def link_checked(from_root: str, old: str, dst_root: str, new: str, expect: Callable[[os.stat_result], bool],
+                 make_parents: Callable[[str], Optional[int]]) -> bool:
+    """Hard-link ``from_root/old`` (a --link-dest tree, never written) as DST ``new`` when
+    ``expect(lstat of old)``; never over an existing DST entry (link(2) fails then)."""
+    old_dir, _, old_name = old.rpartition(os.sep)
+    new_dir, _, new_name = new.rpartition(os.sep)
+    try:
+        with DirFd(from_root, old_dir) as from_fd:
+            if not expect(os.stat(old_name, dir_fd=from_fd, follow_symlinks=False)):
+                return False
+            _make_parents(dst_root, new_dir, make_parents)
+            with DirFd(dst_root, new_dir) as to_fd:
+                os.link(old_name, new_name, src_dir_fd=from_fd, dst_dir_fd=to_fd, follow_symlinks=False)
+    except OSError:
+        return False  # gone, changed, a name in the way: the sync that follows copies it
+    return True
+
+
 def _make_parents(root: str, reldir: str, mode_of: Callable[[str], Optional[int]]) -> None:
     if not reldir:
         return

@@ -29,10 +29,11 @@ from ..fs.march import March
 from ..fs.scan import walk
 from ..fs.temps import TMP_PREFIX
 from ..model.entries import DIR, FILE, relpath_join
-from ..model.results import COPIED, DELETED, MOVED, Report, Result
+from ..model.results import COPIED, DELETED, LINKED, MOVED, Report, Result
 from ..options import Options
 from . import engine
-from .renames import FILE_ITEM, Digests, rename_checked, src_dir_mode
+from .plan import NEW_FILE
+from .renames import FILE_ITEM, Digests, link_checked, rename_checked, src_dir_mode
 
 BY_MODTIME, BY_HASH = "modtime", "hash"
 
@@ -138,13 +139,88 @@ def track_renames(options: Options, keep: Optional[Callable], by: str = BY_MODTI
     return done
 
 
+def _make_root(options: Options) -> bool:
+    """DST itself for a new snapshot, so that its files can be linked before the sync makes the rest
+    (and sets DST's metadata); False when it cannot be made here (the sync then reports why)."""
+    try:
+        os.mkdir(options.dst, 0o700)
+    except FileExistsError:
+        return os.path.isdir(options.dst)
+    except OSError:
+        return False
+    return True
+
+
+def _same_file(options: Options, src_root: str, s: Candidate, root: str, old: str) -> Callable[[os.stat_result], bool]:
+    """A --link-dest file may only be linked when linking loses nothing: the same size, time, mode,
+    owner and extended attributes as the SRC file (a later fix would change the old snapshot too)."""
+
+    def same(st: os.stat_result) -> bool:
+        try:
+            src = lstat_beneath(src_root, s.relpath)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (s.size, s.mtime_ns):
+            return False
+        if stat.S_IMODE(st.st_mode) != stat.S_IMODE(src.st_mode) or (
+                options.owner and (st.st_uid, st.st_gid) != (src.st_uid, src.st_gid)):
+            return False
+        return not (options.xattrs or options.acls) or not (_xattrs(src_root, s.relpath) or _xattrs(root, old))
+
+    return same
+
+
+def _xattrs(root: str, relpath: str) -> bool:
+    """Either side has extended attributes (then the worker's link-dest comparison decides instead)."""
+    try:
+        return bool(os.listxattr(os.path.join(root, relpath), follow_symlinks=False))
+    except OSError:
+        return True
+
+
+def link_dest_renames(options: Options, keep: Optional[Callable], by: str = BY_MODTIME) -> list:
+    """--track-renames with --link-dest: a SRC file that neither DST nor a link-dest tree holds under
+    its own name, but a link-dest tree holds under another (matched as DST files are), is hard-linked
+    from there, as --link-dest would have done had the name not changed. A ``LINKED`` Result each."""
+    done: list = []
+    mode_of = src_dir_mode(options.src, options.follow_symlinks)
+    for root in options.link_dest:
+        if not os.path.isdir(root):
+            continue
+        tree = options._replace(dst=root)
+        src_only, old_only = collect(tree, keep)
+        linked = {r.relpath for r in done}
+        src_only = [s for s in src_only if s.relpath not in linked and not _exists(options.dst, s.relpath)]
+        if not src_only or not old_only:
+            continue
+        for old, s in match(tree, src_only, old_only, by):
+            if not options.dry_run and not _make_root(options):
+                return done
+            if options.dry_run or link_checked(root, old.relpath, options.dst, s.relpath,
+                                               _same_file(options, options.src, s, root, old.relpath), mode_of):
+                done.append(Result(s.relpath, LINKED, FILE, s.size, None, NEW_FILE, "",
+                                   os.path.join(root, old.relpath)))
+    return done
+
+
+def _exists(root: str, relpath: str) -> bool:
+    try:
+        lstat_beneath(root, relpath)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: leave it to the sync
+    return True
+
+
 def sync(options: Options, *, on_result: Optional[Callable] = None, keep_results: bool = False, **hooks) -> Report:
     """``engine.copy_tree`` after the renames; a dry run's copy and deletion of a renamed file are hidden."""
     keep = filters.restrict(filters.make_filter(options.filters), options.src, options.exclude_if_present,
                             None, options.recursive)
-    if engine.preflight(options._replace(dry_run=True), keep):
+    if engine.preflight(options._replace(dry_run=True), keep) and not options.link_dest:
         return engine.copy_tree(options, on_result=on_result, keep_results=keep_results, **hooks)  # DST is new
-    moved = track_renames(options, keep, options.track_renames)
+    moved = track_renames(options, keep, options.track_renames) + link_dest_renames(options, keep,
+                                                                                   options.track_renames)
     for result in moved:
         if on_result is not None:
             on_result(result)
