@@ -17,9 +17,14 @@ same tick as it was hashed would keep its key. Like git's index, a digest is
 stored only when the file's ctime is at least ``RACY_NS`` older than the moment
 it is stored; such young files are simply hashed again next time.
 
-Only the parent process (the single result consumer) touches the cache: it
-looks keys up in bulk per directory and writes new digests in batches
-(``put`` buffers, one transaction per ``FLUSH_ROWS``), never per worker.
+Only the parent process (the single result consumer) writes the cache: new
+digests go in batches (``put`` buffers, one transaction per ``FLUSH_ROWS``),
+never per worker. Lookups are in bulk, a directory at a time: ``lookup`` for
+a list of keys, ``lookup_packed`` for verify's unchanged path, where SQLite
+joins the keys against the table and hands back one string per directory
+rather than a row per file. verify's DST lister process reads through its
+own ``readonly`` connection, which never creates, rebuilds or deletes
+anything: its failures go back to the parent (``failed``), which decides.
 
 Failure is never fatal and never trusted: a file that is not a usable cache
 (garbage, truncated, wrong schema) is deleted and rebuilt with a warning; a
@@ -37,7 +42,7 @@ import errno
 import os
 import sqlite3
 import time
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from .manifest import DIGESTS
 
@@ -46,6 +51,7 @@ RACY_NS = 2_000_000_000  # do not store digests of files changed less than 2 s a
 BUSY_TIMEOUT = 2.0  # seconds to wait for another process's lock
 FLUSH_ROWS = 20_000
 _CHUNK = 500  # inode numbers per lookup query (well under SQLite's parameter limit)
+_PACKED = 160  # keys per lookup_packed query: 960 parameters, under the 999 of SQLite before 3.32
 _I64 = 1 << 63
 
 
@@ -65,15 +71,22 @@ def _signed(n: int) -> int:
 class HashCache:
     """Bulk lookups and batched writes of digests; see the module docstring."""
 
-    def __init__(self, path: Optional[str] = None, warn: Callable[[str], None] = lambda msg: None) -> None:
+    def __init__(self, path: Optional[str] = None, warn: Callable[[str], None] = lambda msg: None,
+                 readonly: bool = False) -> None:
         self.path = os.fspath(path) if path is not None else default_path()
         self.warn = warn
+        self.readonly = readonly
+        self.error: Optional[sqlite3.Error] = None  # readonly: what turned the cache off
         self.db: Optional[sqlite3.Connection] = None
         self._rows: Dict[str, list] = {}
         self._buffered = 0
+        self._sql: Dict[tuple, str] = {}
         self.hits = 0
         self.misses = 0
-        self._open()
+        if readonly:
+            self._open_readonly()
+        else:
+            self._open()
 
     # ------------------------------------------------------------------ opening
 
@@ -97,6 +110,15 @@ class HashCache:
             self.db = self._connect()
         except (sqlite3.Error, OSError) as exc:
             self._disable(f"cannot rebuild cache {self.path} ({exc}); running without it")
+
+    def _open_readonly(self) -> None:
+        """A connection that cannot write; if it cannot open, there are simply no hits (nothing is reported)."""
+        path = os.path.abspath(self.path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+        try:
+            self.db = sqlite3.connect("file:" + path + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT,
+                                      isolation_level=None, check_same_thread=False)
+        except (sqlite3.Error, ValueError):  # ValueError: a name that is not valid UTF-8
+            self.db = None
 
     def _connect(self) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
@@ -142,12 +164,30 @@ class HashCache:
         self._buffered = 0
 
     def _failed(self, exc: sqlite3.Error) -> None:
-        """An error in mid-run: stop using the cache; delete it when it is damaged."""
+        """An error in mid-run: stop using the cache; delete it when it is damaged (never when readonly)."""
+        if self.readonly:
+            self.error = exc
+            self._disable_quietly()
+            return
         if isinstance(exc, sqlite3.OperationalError) and _is_locked(exc):
             self._disable(f"cache {self.path} is locked by another process ({exc}); running without it")
             return
         self._disable(f"cache {self.path} failed ({exc}); running without it, it will be rebuilt")
         self._remove_files()
+
+    def _disable_quietly(self) -> None:
+        db, self.db = self.db, None
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error:
+                pass
+
+    def failed(self, kind: str, message: str) -> None:
+        """A reader elsewhere (the DST lister) hit ``kind`` ("locked", "damaged"): act as if we had."""
+        if self.db is None:
+            return
+        self._failed(sqlite3.OperationalError(message) if kind == "locked" else sqlite3.DatabaseError(message))
 
     @property
     def enabled(self) -> bool:
@@ -192,6 +232,53 @@ class HashCache:
         self.misses += len(keys) - len(found)
         return found
 
+    def lookup_packed(self, algo: str, packed: list) -> Tuple[int, str]:
+        """``(hits, "i:digest,i:digest")`` for keys packed flat as ``[i, dev, ino, size, mtime_ns, ctime_ns, ...]``.
+
+        ``i`` is the caller's label of the key (an index). SQLite itself
+        matches every field of every key (one indexed search per key) and
+        joins the hits into one string, so no Python object is made per file.
+        The pieces come in no guaranteed order: two results are the same set
+        of (label, digest) pairs when their strings are equal, and a caller
+        that finds them unequal must compare them piece by piece
+        (``unpack``). No hits (or no cache): ``(0, "")``.
+        """
+        if self.db is None or not packed:
+            self.misses += len(packed) // 6
+            return 0, ""
+        if max(packed) >= _I64:  # unsigned device or inode numbers past SQLite's signed range
+            packed = [_signed(v) for v in packed]
+        hits, parts = 0, []
+        try:
+            for start in range(0, len(packed), 6 * _PACKED):
+                chunk = packed[start:start + 6 * _PACKED]
+                rows = _bucket(len(chunk) // 6)
+                if rows * 6 > len(chunk):  # pad with keys that match nothing (no stored size is -1)
+                    chunk = chunk + [-1, 0, 0, -1, 0, 0] * (rows - len(chunk) // 6)
+                n, text = self.db.execute(self._packed_sql(algo, rows), chunk).fetchone()
+                if n:
+                    hits += n
+                    parts.append(text)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            self.misses += len(packed) // 6
+            return 0, ""
+        self.hits += hits
+        self.misses += len(packed) // 6 - hits
+        return hits, ",".join(parts)
+
+    def _packed_sql(self, algo: str, n: int) -> str:
+        sql = self._sql.get((algo, n))
+        if sql is None:
+            if algo not in DIGESTS:
+                raise ValueError(f"unknown hash algorithm: {algo}")
+            sql = self._sql[(algo, n)] = (
+                "WITH k(i, dev, ino, size, mtime_ns, ctime_ns) AS (VALUES " + ",".join(["(?,?,?,?,?,?)"] * n) + ") "
+                f"SELECT count(*), group_concat(k.i || ':' || d.digest, ',') FROM k JOIN digests_{algo} d "
+                "ON d.dev = k.dev AND d.ino = k.ino AND d.size = k.size AND d.mtime_ns = k.mtime_ns "
+                "AND d.ctime_ns = k.ctime_ns")
+        return sql
+
     def put(self, algo: str, key: tuple, digest: str, now_ns: Optional[int] = None) -> bool:
         """Buffer a digest for storing; False when the file is too young to be trusted (racy)."""
         if self.db is None:
@@ -234,6 +321,26 @@ class HashCache:
             except sqlite3.Error:
                 pass
             self.db = None
+
+
+def _bucket(n: int) -> int:
+    """Key counts rounded up to a few sizes, so a handful of prepared statements serve every directory."""
+    size = 8
+    while size < n:
+        size *= 2
+    return min(size, _PACKED)
+
+
+def unpack(text: str) -> Dict[int, str]:
+    """``{i: digest}`` from a ``lookup_packed`` string."""
+    if not text:
+        return {}
+    return {int(i): digest for i, _, digest in (piece.partition(":") for piece in text.split(","))}
+
+
+def failure_kind(exc: sqlite3.Error) -> str:
+    """How a reader's error travels to the parent (``HashCache.failed``)."""
+    return "locked" if isinstance(exc, sqlite3.OperationalError) and _is_locked(exc) else "damaged"
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:

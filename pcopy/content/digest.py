@@ -223,16 +223,22 @@ def digest_open_file(fd: int, hasher: Algo, stop=None, max_size: int = -1, confi
         before = os.fstat(fd)
         if not S_ISREG(before.st_mode):
             raise NotRegular(before.st_mode)
-        if 0 <= max_size < before.st_size:
-            raise TooBig(before.st_size)
+        size = before.st_size
+        if 0 <= max_size < size:
+            raise TooBig(size)
         if attempt == RETRIES:
             wait_until_quiet(before)
             before = os.fstat(fd)
-        started = time.monotonic()
+            size = before.st_size
         try:
-            digest = hash_fd(fd, before.st_size, hasher, stop)
+            if not is_young(before):  # the common case in few calls: read and hash, the change check
+                digest = read_through(fd, size, hasher, stop) or ""
+                check_unchanged(fd, before)
+                return Digest(digest, before)
+            started = time.monotonic()
+            digest = hash_fd(fd, size, hasher, stop)
             seconds = time.monotonic() - started
-            if not confirm_young and is_young(before):
+            if not confirm_young:
                 check_unchanged(fd, before)
                 return Digest(digest, before, seconds, False)
             confirm(fd, before, digest, hasher, stop, seconds)
