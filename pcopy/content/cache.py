@@ -22,7 +22,14 @@ digests go in batches (``put`` buffers, one transaction per ``FLUSH_ROWS``),
 never per worker. Lookups are in bulk, a directory at a time: ``lookup`` for
 a list of keys, ``lookup_packed`` for verify's unchanged path, where SQLite
 joins the keys against the table and hands back one string per directory
-rather than a row per file. verify's DST lister process reads through its
+rather than a row per file. A directory whose files all hit is also stored
+whole (``put_listing``): its *fingerprint*, a hash of every file's full key
+in listing order, maps to that string, so the next run settles the directory
+with one indexed query (``lookup_listing``); the fingerprint is only stored
+when every file is past ``RACY_NS``, and it matches only while every key
+does, so it is exactly as trustworthy as the rows it was made from. Like the
+rows of deleted files, the listings of directories that changed stay behind
+(a few dozen bytes each). verify's DST lister process reads through its
 own ``readonly`` connection, which never creates, rebuilds or deletes
 anything: its failures go back to the parent (``failed``), which decides.
 
@@ -42,11 +49,14 @@ import errno
 import os
 import sqlite3
 import time
+from array import array
 from typing import Callable, Dict, Iterable, Optional, Tuple
+
+import xxhash
 
 from .manifest import DIGESTS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added the listings table (a version-1 cache is upgraded in place)
 RACY_NS = 2_000_000_000  # do not store digests of files changed less than 2 s ago
 BUSY_TIMEOUT = 2.0  # seconds to wait for another process's lock
 FLUSH_ROWS = 20_000
@@ -79,6 +89,7 @@ class HashCache:
         self.error: Optional[sqlite3.Error] = None  # readonly: what turned the cache off
         self.db: Optional[sqlite3.Connection] = None
         self._rows: Dict[str, list] = {}
+        self._listings: list = []  # (algo, fingerprint, digests) to store
         self._buffered = 0
         self._sql: Dict[tuple, str] = {}
         self.hits = 0
@@ -126,15 +137,17 @@ class HashCache:
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            wanted = {f"digests_{algo}" for algo in DIGESTS}
-            if version != SCHEMA_VERSION or tables != wanted:
-                if version != 0 or tables:
+            files = {f"digests_{algo}" for algo in DIGESTS}
+            if version != SCHEMA_VERSION or tables != files | {"listings"}:
+                if not ((version == 0 and not tables) or (version == 1 and tables == files)):
                     raise sqlite3.DatabaseError(f"unexpected schema (version {version})")
                 db.execute("BEGIN IMMEDIATE")
-                for table in sorted(wanted):
+                for table in sorted(files - tables):
                     db.execute(f"CREATE TABLE {table} (dev INTEGER NOT NULL, ino INTEGER NOT NULL, "
                                "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, "
                                "digest TEXT NOT NULL, PRIMARY KEY (dev, ino)) WITHOUT ROWID")
+                db.execute("CREATE TABLE listings (algo TEXT NOT NULL, fingerprint BLOB NOT NULL, "
+                           "digests TEXT NOT NULL, PRIMARY KEY (algo, fingerprint)) WITHOUT ROWID")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 db.execute("COMMIT")
             db.execute("PRAGMA synchronous = NORMAL")
@@ -161,6 +174,7 @@ class HashCache:
                 pass
         self.db = None
         self._rows.clear()
+        self._listings.clear()
         self._buffered = 0
 
     def _failed(self, exc: sqlite3.Error) -> None:
@@ -267,6 +281,37 @@ class HashCache:
         self.misses += len(packed) // 6 - hits
         return hits, ",".join(parts)
 
+    def lookup_listing(self, algo: str, packed: list) -> Tuple[int, str, Optional[bytes]]:
+        """``lookup_packed`` for a whole directory's files, trying its stored listing first.
+
+        Returns ``(hits, digests, fingerprint)``: the fingerprint is None when
+        the listing was found (nothing to store), else the caller may
+        ``put_listing`` it once every file is known.
+        """
+        fingerprint = listing_fingerprint(algo, packed)
+        if self.db is not None and packed:
+            try:
+                row = self.db.execute("SELECT digests FROM listings WHERE algo = ? AND fingerprint = ?",
+                                      (algo, fingerprint)).fetchone()
+            except sqlite3.Error as exc:
+                self._failed(exc)
+                row = None
+            if row is not None:
+                files = len(packed) // 6
+                self.hits += files
+                return files, row[0], None
+        hits, digests = self.lookup_packed(algo, packed)
+        return hits, digests, fingerprint
+
+    def put_listing(self, algo: str, fingerprint: bytes, digests: str) -> None:
+        """Buffer a directory's listing: ``digests`` (every file's, as ``lookup_packed`` gives them) by fingerprint."""
+        if self.db is None:
+            return
+        self._listings.append((algo, fingerprint, ",".join(f"{i}:{d}" for i, d in sorted(unpack(digests).items()))))
+        self._buffered += 1
+        if self._buffered >= FLUSH_ROWS:
+            self.flush()
+
     def _packed_sql(self, algo: str, n: int) -> str:
         sql = self._sql.get((algo, n))
         if sql is None:
@@ -302,6 +347,7 @@ class HashCache:
             try:
                 for algo, rows in self._rows.items():
                     self.db.executemany(f"INSERT OR REPLACE INTO digests_{algo} VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self.db.executemany("INSERT OR REPLACE INTO listings VALUES (?, ?, ?)", self._listings)
                 self.db.execute("COMMIT")
             except BaseException:
                 if self.db.in_transaction:
@@ -311,6 +357,7 @@ class HashCache:
             self._failed(exc)
             return
         self._rows.clear()
+        self._listings.clear()
         self._buffered = 0
 
     def close(self) -> None:
@@ -329,6 +376,15 @@ def _bucket(n: int) -> int:
     while size < n:
         size *= 2
     return min(size, _PACKED)
+
+
+def listing_fingerprint(algo: str, packed: list) -> bytes:
+    """What names a directory's files in ``lookup_listing``: xxh128 of the algorithm and every packed key field."""
+    try:
+        data = array("q", packed).tobytes()
+    except OverflowError:  # a device or inode number past 2**63
+        data = repr(packed).encode()
+    return xxhash.xxh3_128_digest(algo.encode() + b"\0" + data)
 
 
 def unpack(text: str) -> Dict[int, str]:

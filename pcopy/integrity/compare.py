@@ -130,6 +130,11 @@ class _Flow:
 
     def _directory(self, reldir: str, s: Side, d: Side, unknown: set):
         d = self._trusted(d)
+        cache = self.session.cache
+        if cache is not None:  # a side whose files all hit one by one: the next run finds it whole
+            for side in (s, d):
+                if side.fingerprint is not None:
+                    cache.put_listing(ALGO, side.fingerprint, side.digests)
         report = self.report
         if s.names == d.names and s.shape == d.shape and not (s.problems or d.problems or unknown):
             report.identical += len(s.names) - s.files - s.shape.count(DIRECTORY)  # symlinks, special files

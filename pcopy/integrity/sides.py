@@ -16,9 +16,10 @@ in the lister process, beside the main process's SRC half.
 from __future__ import annotations
 
 import os
+import time
 from typing import Iterator, NamedTuple, Optional
 
-from ..content.cache import HashCache, failure_kind
+from ..content.cache import RACY_NS, HashCache, failure_kind
 from ..errors import describe
 from ..fs.beneath import DirFd
 from ..fs.scan import Listing
@@ -35,6 +36,7 @@ class Side(NamedTuple):
     digests: str  # the cache's "i:digest,..." for them (i indexes names; content.cache.unpack)
     problems: tuple = ()  # (name, message): symlinks whose target could not be read
     cache_error: Optional[tuple] = None  # (kind, message): the cache failed while this Side was made
+    fingerprint: Optional[bytes] = None  # every file hit one by one, all old enough: store as a listing
 
 
 def word(shape) -> str:
@@ -93,24 +95,31 @@ class SideView:
             else:
                 shape.append(kind_name(e[5]))
         problems = _read_links(root, listing.reldir, names, shape, links) if links else ()
-        hits, digests, error = self._lookup(packed) if packed else (0, "", None)
-        return Side(names, tuple(shape), files, hits, digests, problems, error)
+        hits, digests, error, fingerprint = self._lookup(packed) if packed else (0, "", None, None)
+        if fingerprint is not None and (hits < files or max(packed[5::6]) > time.time_ns() - RACY_NS):
+            fingerprint = None
+        return Side(names, tuple(shape), files, hits, digests, problems, error, fingerprint)
 
     def _lookup(self, packed: list):
+        """``(hits, digests, cache error, fingerprint)`` (see ``HashCache.lookup_listing``)."""
         if os.getpid() == self._owner:
             if self.cache is None:
-                return 0, "", None
-            hits, digests = self.cache.lookup_packed(self.algo, packed)
-            return hits, digests, None
+                return 0, "", None, None
+            return _with_error(self.cache.lookup_listing(self.algo, packed), None)
         if self._reader is None or self._reader_pid != os.getpid():
             self._reader, self._reader_pid = HashCache(self.path, readonly=True), os.getpid()
         reader = self._reader
-        hits, digests = reader.lookup_packed(self.algo, packed)
+        found = reader.lookup_listing(self.algo, packed)
         error = None
         if reader.error is not None and not self._reported:
             self._reported = True
             error = (failure_kind(reader.error), str(reader.error))
-        return hits, digests, error
+        return _with_error(found, error)
+
+
+def _with_error(found: tuple, error: Optional[tuple]) -> tuple:
+    hits, digests, fingerprint = found
+    return hits, digests, error, fingerprint
 
 
 def _read_links(root: str, reldir: str, names: tuple, shape: list, links: list) -> tuple:
