@@ -297,9 +297,10 @@ class HashCache:
                 self._failed(exc)
                 row = None
             if row is not None:
-                files = len(packed) // 6
-                self.hits += files
-                return files, row[0], None
+                hits = row[0].count(",") + 1 if row[0] else 0
+                self.hits += hits
+                self.misses += len(packed) // 6 - hits
+                return hits, row[0], None
         hits, digests = self.lookup_packed(algo, packed)
         return hits, digests, fingerprint
 

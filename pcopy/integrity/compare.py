@@ -43,13 +43,19 @@ class Unit:
 
     ``records`` is None when every name is such a pair (in order), else a list
     in name order of Difference, True (the same) or j (the pair names[j]).
+    A unit made of one pair deferred from another (``parent``, at ``slot``)
+    reports through its parent; ``diffs`` and ``waiting`` hold a parent's
+    outcome until its deferred pairs are back.
     """
 
-    __slots__ = ("reldir", "records", "names", "known", "nbytes")
+    __slots__ = ("reldir", "records", "names", "known", "nbytes", "parent", "slot", "diffs", "waiting")
 
     def __init__(self, reldir: str, records: Optional[list], names: tuple, known: Optional[tuple],
-                 nbytes: int = 0) -> None:
+                 nbytes: int = 0, parent: Optional[Unit] = None, slot: int = 0) -> None:
         self.reldir, self.records, self.names, self.known, self.nbytes = reldir, records, names, known, nbytes
+        self.parent, self.slot = parent, slot
+        self.diffs: dict = {}
+        self.waiting = 0
 
     def work(self):
         return (self.reldir, self.names, self.known) if self.names else None
@@ -86,6 +92,7 @@ class _Flow:
         cached = session.cache is not None
         self.march = March(src, dst, need_stat=cached, dtype_only=not cached, view=self.view)
         self.follow: collections.deque = collections.deque()  # units made of deferred pairs, to run next
+        self.held: collections.deque = collections.deque()  # finished units behind one still waiting, in order
 
     def units(self):
         session, march = self.session, self.march
@@ -181,31 +188,50 @@ class _Flow:
             yield unit
 
     def done(self, unit: Unit, result, exc) -> None:
-        session, report, counters = self.session, self.report, self.session.counters
-        diffs: dict = {}
-        deferred: tuple = ()
-        if unit.names:
-            if exc is not None:
-                diffs = {j: (ERROR, f"in SRC: worker failed: {describe(exc)}") for j in range(len(unit.names))}
-            else:
-                found, deferred, rows, hashed, nbytes, digested = result
-                diffs = {j: (kind, detail) for j, kind, detail in found}
-                report.hashed += hashed
-                report.bytes_hashed += nbytes
-                report.files += digested
-                counters.bytes_done += nbytes
-                cache = session.cache
-                if cache is not None:
-                    for key, digest in rows:
-                        cache.put(ALGO, key, digest)
+        """Account for a finished unit; report units in input order (one with deferred pairs waits for them)."""
+        diffs, deferred = self._settle(unit, result, exc)
+        parent = unit.parent
+        if parent is not None:
+            if diffs:
+                parent.diffs[unit.slot] = diffs[0]
+            parent.waiting -= 1
+        else:
+            unit.diffs = diffs
             for j in deferred:  # big files met in a shared batch: each runs alone, next
-                follow = Unit(unit.reldir, None, (unit.names[j],), None if unit.known is None else (unit.known[j],))
-                self.follow.append(follow)
-            counters.files_done += 2 * (len(unit.names) - len(deferred))
+                self.follow.append(Unit(unit.reldir, None, (unit.names[j],),
+                                        None if unit.known is None else (unit.known[j],), 0, unit, j))
+            unit.waiting = len(deferred)
+            self.held.append(unit)
+        while self.held and not self.held[0].waiting:
+            self._report(self.held.popleft())
+
+    def _settle(self, unit: Unit, result, exc) -> tuple:
+        """``(diffs {j: (kind, detail)}, deferred js)``; the counts, the progress and the cache writes."""
+        if not unit.names:
+            return {}, ()
+        counters = self.session.counters
+        if exc is not None:
+            counters.files_done += 2 * len(unit.names)
+            return {j: (ERROR, f"in SRC: worker failed: {describe(exc)}") for j in range(len(unit.names))}, ()
+        found, deferred, rows, hashed, nbytes, digested = result
+        report = self.report
+        report.hashed += hashed
+        report.bytes_hashed += nbytes
+        report.files += digested
+        counters.bytes_done += nbytes
+        counters.files_done += 2 * (len(unit.names) - len(deferred))
+        cache = self.session.cache
+        if cache is not None:
+            for key, digest in rows:
+                cache.put(ALGO, key, digest)
+        return {j: (kind, detail) for j, kind, detail in found}, deferred
+
+    def _report(self, unit: Unit) -> None:
+        session, report, diffs = self.session, self.report, unit.diffs
         if unit.records is None:
             for j in sorted(diffs):
                 session.difference(diffs[j][0], relpath(unit.reldir, unit.names[j]), diffs[j][1])
-            report.identical += len(unit.names) - len(diffs) - len(deferred)
+            report.identical += len(unit.names) - len(diffs)
             return
         for record in unit.records:
             if record is True:
@@ -214,7 +240,7 @@ class _Flow:
                 session.difference(*record)
             elif record in diffs:
                 session.difference(diffs[record][0], relpath(unit.reldir, unit.names[record]), diffs[record][1])
-            elif record not in deferred:
+            else:
                 report.identical += 1
 
 
