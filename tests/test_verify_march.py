@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 
 import pytest
+import xxhash
 from conftest import Link, big_content, make_tree
 
 import pcopy
@@ -156,15 +157,15 @@ def test_young_files_make_no_listing(tmp_path, private_cache, monkeypatch):
 def test_a_file_changed_between_listing_and_hashing(tmp_path, monkeypatch):
     src, dst = many_dirs(tmp_path, 3)
     target = dst / "d01" / "f2"
-    real = worker._digest_tasks
+    real = worker._digest_side
     calls = []
 
-    def change_then_read(roots, reldir, tasks, hasher, max_size):
+    def change_then_read(root, reldir, names, hasher, max_size):
         if reldir == "d01" and not calls:
             calls.append(reldir)
             target.write_bytes(b"FILE 1 2")  # after both trees were listed, before anything is read
-        return real(roots, reldir, tasks, hasher, max_size)
-    monkeypatch.setattr(worker, "_digest_tasks", change_then_read)
+        return real(root, reldir, names, hasher, max_size)
+    monkeypatch.setattr(worker, "_digest_side", change_then_read)
     report = pcopy.verify(src, dst, backend="thread")
     assert calls == ["d01"]
     assert [tuple(d) for d in report.differences] == [("differ", "d01/f2", "contents differ")]
@@ -206,3 +207,35 @@ def test_a_version_1_cache_is_upgraded_in_place(tmp_path):
     assert warnings == [] and upgraded.lookup("xxh128", [(1, 2, 3, 4, 5)]) == {(1, 2, 3, 4, 5): "ab" * 16}
     upgraded.close()
     assert listings(path) == 0
+
+
+@pytest.mark.parametrize("young_ns", [0, 10**18], ids=["all-old", "all-young"])
+def test_digest_names_answers_as_digest_open_file(tmp_path, monkeypatch, young_ns):
+    from pcopy.content import digest as digests
+
+    monkeypatch.setattr(digests, "YOUNG_NS", young_ns)  # 0: every file old, the inlined read is taken
+    make_tree(tmp_path, {"small": b"small file", "big": big_content(), "empty": b"", "link": Link("small")})
+    os.mkfifo(tmp_path / "fifo")
+    names = ["small", "big", "empty", "link", "fifo", "gone"]
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        batch = digests.digest_names(fd, names, digests.XXH128)
+        for name, item in zip(names, batch, strict=True):
+            try:
+                one = os.open(name, digests.READ_FLAGS, dir_fd=fd)
+                try:
+                    single = digests.digest_open_file(one, digests.XXH128, None, -1, False)
+                finally:
+                    os.close(one)
+            except digests.FAILURES as exc:
+                assert type(item) is type(exc), name
+                continue
+            assert (item.digest, item.stat.st_ino, item.confirmed) == (single.digest, single.stat.st_ino,
+                                                                      single.confirmed), name
+            assert item.confirmed is (young_ns == 0)
+        assert [type(x).__name__ for x in batch[3:]] == ["OSError", "NotRegular", "FileNotFoundError"]
+        assert batch[0].digest == xxhash.xxh3_128(b"small file").hexdigest()
+        too_big = digests.digest_names(fd, ["big", "small"], digests.XXH128, None, 1000)
+        assert type(too_big[0]) is digests.TooBig and too_big[1].digest == batch[0].digest
+    finally:
+        os.close(fd)
