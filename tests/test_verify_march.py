@@ -127,13 +127,15 @@ def test_packed_and_listing_lookups_answer_as_per_file_lookup(tmp_path):
     assert db.lookup_listing("xxh128", changed)[2] is not None
 
 
-def test_listings_are_stored_once_all_hit_and_used_until_a_file_changes(tmp_path, private_cache):
+def test_listings_are_stored_once_every_file_is_known_and_used_until_one_changes(tmp_path, private_cache):
     src, dst = many_dirs(tmp_path, 6)
-    first = pcopy.verify(src, dst, backend="thread")
-    assert first.hashed == 2 * 26 and listings(private_cache) == 0
-    second = pcopy.verify(src, dst, backend="thread")  # every file hits one by one: listings stored
+    first = pcopy.verify(src, dst, backend="thread")  # every file read with the key it was listed with
+    assert first.hashed == 2 * 26 and listings(private_cache) == 2 * 8  # 6 dirs with files, 2 sub dirs, both sides
+    with sqlite3.connect(private_cache) as db:
+        db.execute("DELETE FROM listings")
+    second = pcopy.verify(src, dst, backend="thread")  # every file hits one by one: listings stored again
     assert (second.hashed, second.cache_hits) == (0, 52)
-    assert listings(private_cache) == 2 * 8  # 6 dirs with files, 2 sub dirs, both sides
+    assert listings(private_cache) == 2 * 8
     third = pcopy.verify(src, dst, backend="process")
     assert (third.hashed, third.cache_hits, third.identical, third.exit_code) == (0, 52, 27, 0)
     assert third.workers_started is False
@@ -154,7 +156,7 @@ def test_young_files_make_no_listing(tmp_path, private_cache, monkeypatch):
     assert listings(private_cache) == 0
 
 
-def test_a_file_changed_between_listing_and_hashing(tmp_path, monkeypatch):
+def test_a_file_changed_between_listing_and_hashing(tmp_path, monkeypatch, private_cache):
     src, dst = many_dirs(tmp_path, 3)
     target = dst / "d01" / "f2"
     real = worker._digest_side
@@ -169,6 +171,7 @@ def test_a_file_changed_between_listing_and_hashing(tmp_path, monkeypatch):
     report = pcopy.verify(src, dst, backend="thread")
     assert calls == ["d01"]
     assert [tuple(d) for d in report.differences] == [("differ", "d01/f2", "contents differ")]
+    assert listings(private_cache) == 2 * 4 - 1  # 3 dirs and d00/sub, both sides, but DST d01: changed
     again = pcopy.verify(src, dst, backend="thread")  # what the cache kept belongs to what was read
     assert [tuple(d) for d in again.differences] == [("differ", "d01/f2", "contents differ")]
     assert again.hashed == 0

@@ -30,7 +30,7 @@ from ..model.entries import DIR
 from ..runtime.progress import Counters
 from .report import DIFFER, ERROR, EXTRA, MISSING, Difference, IntegrityReport
 from .session import Session, open_cache, relpath
-from .sides import DIRECTORY, Side, SideView, word
+from .sides import DIRECTORY, Reading, Side, SideView, word
 from .tree import guarded
 from .worker import FAILED, CompareJob, compare_batch
 
@@ -48,7 +48,7 @@ class Unit:
     outcome until its deferred pairs are back.
     """
 
-    __slots__ = ("reldir", "records", "names", "known", "nbytes", "parent", "slot", "diffs", "waiting")
+    __slots__ = ("reldir", "records", "names", "known", "nbytes", "parent", "slot", "diffs", "waiting", "reading")
 
     def __init__(self, reldir: str, records: Optional[list], names: tuple, known: Optional[tuple],
                  nbytes: int = 0, parent: Optional[Unit] = None, slot: int = 0) -> None:
@@ -56,6 +56,7 @@ class Unit:
         self.parent, self.slot = parent, slot
         self.diffs: dict = {}
         self.waiting = 0
+        self.reading: Optional[Reading] = None  # the directory is read whole: store its listings after
 
     def work(self):
         return (self.reldir, self.names, self.known) if self.names else None
@@ -140,7 +141,7 @@ class _Flow:
         cache = self.session.cache
         if cache is not None:  # a side whose files all hit one by one: the next run finds it whole
             for side in (s, d):
-                if side.fingerprint is not None:
+                if side.fingerprint is not None and side.files and side.hits == side.files:
                     cache.put_listing(ALGO, side.fingerprint, side.digests)
         report = self.report
         if s.names == d.names and s.shape == d.shape and not (s.problems or d.problems or unknown):
@@ -156,7 +157,8 @@ class _Flow:
                 return
             if not (s.hits or d.hits):
                 files = [(name, shape) for name, shape in zip(s.names, s.shape, strict=True) if type(shape) is int]
-                yield from self._pairs(reldir, [name for name, _ in files], [size for _, size in files])
+                reading = Reading(s, d) if cache is not None and (s.fingerprint or d.fingerprint) else None
+                yield from self._pairs(reldir, [name for name, _ in files], [size for _, size in files], reading)
                 return
         records, names, known, hits = _records(reldir, s, d, self.march.prune, unknown)
         report.cache_hits += hits
@@ -173,7 +175,7 @@ class _Flow:
             self.session.counters.discovered(2 * len(unit.names), 2 * unit.nbytes)
             yield unit
 
-    def _pairs(self, reldir: str, names: list, sizes: list):
+    def _pairs(self, reldir: str, names: list, sizes: list, reading: Optional[Reading] = None):
         """Units of pairs that only a read can settle (nothing known from the cache), batched by the one rule."""
         counters = self.session.counters
         if min(sizes) < 0:  # not stat'ed: by count (the worker hands big files back to run alone)
@@ -182,14 +184,25 @@ class _Flow:
                 counters.discovered(2 * len(few), 0)
                 yield Unit(reldir, None, few, None)
             return
-        for chunk in group(range(len(names)), lambda j: 2 * sizes[j]):
+        chunks = list(group(range(len(names)), lambda j: 2 * sizes[j]))
+        if reading is not None:
+            reading.units = len(chunks)
+        for chunk in chunks:
             unit = Unit(reldir, None, tuple(names[j] for j in chunk), None, sum(sizes[j] for j in chunk))
+            unit.reading = reading
             counters.discovered(2 * len(chunk), 2 * unit.nbytes)
             yield unit
 
     def done(self, unit: Unit, result, exc) -> None:
         """Account for a finished unit; report units in input order (one with deferred pairs waits for them)."""
         diffs, deferred = self._settle(unit, result, exc)
+        reading, cache = unit.reading, self.session.cache
+        if reading is not None:
+            if exc is not None or deferred:
+                reading.spoil()
+            reading.units -= 1
+            if not reading.units and cache is not None:
+                reading.store(cache, ALGO)
         parent = unit.parent
         if parent is not None:
             if diffs:
@@ -222,8 +235,11 @@ class _Flow:
         counters.files_done += 2 * (len(unit.names) - len(deferred))
         cache = self.session.cache
         if cache is not None:
-            for key, digest in rows:
+            reading, names = unit.reading, unit.names
+            for side, j, key, digest in rows:
                 cache.put(ALGO, key, digest)
+                if reading is not None:
+                    reading.add(side, names[j], key, digest)
         return {j: (kind, detail) for j, kind, detail in found}, deferred
 
     def _report(self, unit: Unit) -> None:

@@ -19,7 +19,8 @@ import os
 import time
 from typing import Iterator, NamedTuple, Optional
 
-from ..content.cache import RACY_NS, HashCache, failure_kind
+from ..content import cache as hashcache
+from ..content.cache import HashCache, failure_kind, listing_fingerprint
 from ..errors import describe
 from ..fs.beneath import DirFd
 from ..fs.scan import Listing
@@ -36,7 +37,7 @@ class Side(NamedTuple):
     digests: str  # the cache's "i:digest,..." for them (i indexes names; content.cache.unpack)
     problems: tuple = ()  # (name, message): symlinks whose target could not be read
     cache_error: Optional[tuple] = None  # (kind, message): the cache failed while this Side was made
-    fingerprint: Optional[bytes] = None  # every file hit one by one, all old enough: store as a listing
+    fingerprint: Optional[bytes] = None  # no stored listing, every file old enough: one may be stored
 
 
 def word(shape) -> str:
@@ -96,7 +97,7 @@ class SideView:
                 shape.append(kind_name(e[5]))
         problems = _read_links(root, listing.reldir, names, shape, links) if links else ()
         hits, digests, error, fingerprint = self._lookup(packed) if packed else (0, "", None, None)
-        if fingerprint is not None and (hits < files or max(packed[5::6]) > time.time_ns() - RACY_NS):
+        if fingerprint is not None and max(packed[5::6]) > time.time_ns() - hashcache.RACY_NS:  # racy: see cache
             fingerprint = None
         return Side(names, tuple(shape), files, hits, digests, problems, error, fingerprint)
 
@@ -120,6 +121,34 @@ class SideView:
 def _with_error(found: tuple, error: Optional[tuple]) -> tuple:
     hits, digests, fingerprint = found
     return hits, digests, error, fingerprint
+
+
+class Reading:
+    """A directory whose files are all being read (the cache knew none of them): its listings are stored
+    once every file's digest is back with the very key it was listed with (a file changed meanwhile
+    spoils its side's listing; its own digest is still cached under its new key)."""
+
+    def __init__(self, s: Side, d: Side) -> None:
+        self.at = {name: i for i, name in enumerate(s.names)}  # the Sides are equal: one labelling
+        self.files = s.files
+        self.fingerprints = [s.fingerprint, d.fingerprint]
+        self.read: tuple = ({}, {})  # per side: {label: (key, digest)}
+        self.units = 0  # units still out
+
+    def add(self, side: int, name: str, key: tuple, digest: str) -> None:
+        self.read[side][self.at[name]] = (key, digest)
+
+    def spoil(self) -> None:
+        self.fingerprints = [None, None]
+
+    def store(self, cache: HashCache, algo: str) -> None:
+        for side, fingerprint in enumerate(self.fingerprints):
+            got = self.read[side]
+            if fingerprint is None or len(got) != self.files:
+                continue
+            order = sorted(got)
+            if listing_fingerprint(algo, [v for i in order for v in (i, *got[i][0])]) == fingerprint:
+                cache.put_listing(algo, fingerprint, ",".join(f"{i}:{got[i][1]}" for i in order))
 
 
 def _read_links(root: str, reldir: str, names: tuple, shape: list, links: list) -> tuple:

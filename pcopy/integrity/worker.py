@@ -58,7 +58,7 @@ def compare_batch(job: CompareJob, batch) -> tuple:
     None for a digest to read (the cache knew the other). Returns ``(diffs,
     deferred, rows, hashed, nbytes, digested)``: ``(j, kind, detail)`` for each
     name j that is not the same, in order; the j of big files met in a shared
-    batch, to run alone; ``(key, digest)`` of each file read when ``job.keys``;
+    batch, to run alone; ``(side, j, key, digest)`` of each file read when ``job.keys``;
     files read, bytes read, digests established.
     """
     reldir, names, known = batch
@@ -93,7 +93,8 @@ def compare_batch(job: CompareJob, batch) -> tuple:
                 hashed += 1
                 nbytes += b_size
             if job.keys:
-                rows.extend((key, digest) for key, digest in ((a_key, a_digest), (b_key, b_digest)) if key)
+                rows.extend((side, j, key, digest) for side, key, digest in ((0, a_key, a_digest),
+                                                                             (1, b_key, b_digest)) if key)
             if a_digest != b_digest:
                 diffs.append((j, DIFFER, f"sizes differ ({a_size} in SRC, {b_size} in DST)" if a_size != b_size
                               else "contents differ"))
@@ -101,14 +102,14 @@ def compare_batch(job: CompareJob, batch) -> tuple:
         if (a_error is not None and a_error[0] == DEFER) or (b_error is not None and b_error[0] == DEFER):
             deferred.append(j)
             continue
-        for digest, size, key, error in (a, b):
+        for index, (digest, size, key, error) in enumerate((a, b)):
             if error is None:
                 digested += 1
                 if key is not None:  # read here, not known
                     hashed += 1
                     nbytes += size
                     if job.keys:
-                        rows.append((key, digest))
+                        rows.append((index, j, key, digest))
         error, side = (a_error, "SRC") if a_error is not None else (b_error, "DST")
         kind, message = error
         detail = "vanished during the check" if kind == GONE else message
