@@ -263,9 +263,9 @@ def verify(src, dst=None, *, manifest=None, jobs: Optional[int] = None, backend:
     if manifest is None:
         if dst is None:
             raise UsageError("verify needs SRC and DST, or a manifest and a ROOT")
-        from .integrity import tree
+        from .integrity import compare
 
-        return tree.verify_trees(os.fspath(src), os.fspath(dst), **common)
+        return compare.verify_trees(os.fspath(src), os.fspath(dst), **common)
     if dst is not None:
         raise UsageError("with a manifest, give only ROOT")
     from .integrity.manifest import verify_manifest

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from ..content.cache import HashCache
 from ..errors import describe
@@ -106,15 +106,26 @@ class Session:
 
     def run(self, units: Iterator[Unit], job: HashJob, finish: Callable, jobs: Optional[int], backend: str,
             check: Callable) -> None:
+        """hash and verify -m: Slots filled by ``hash_batch``, then ``finish(unit)``."""
+        def done(unit: Unit, results, exc) -> None:
+            if unit.todo:
+                self._apply(unit, results, exc)
+            self._account(unit)
+            finish(unit)
+        self.run_units(units, functools.partial(hash_batch, job), done, jobs, backend, check)
+
+    def run_units(self, units: Iterable, fn: Callable, done: Callable, jobs: Optional[int], backend: str,
+                  check: Callable, more: Callable[[], Optional[Iterable]] = lambda: None) -> None:
+        """Run ``fn(unit.work())`` in the pool for each unit (none when it is None); ``done(unit, result, exc)``
+        in input order. ``more()``: units that ``done`` queued after the last was pulled (None: finished)."""
         pool = make_pool(backend, jobs, per_worker=2)
-        fn = functools.partial(hash_batch, job)
-        items = ((unit, unit.work()) for unit in units)
+        stream: Optional[Iterable] = units
         try:
-            for unit, results, exc in pool.map_ordered(fn, items, check, window=pool.backend.jobs * 8):
-                if unit.todo:
-                    self._apply(unit, results, exc)
-                self._account(unit)
-                finish(unit)
+            while stream is not None:
+                items = ((unit, unit.work()) for unit in stream)
+                for unit, results, exc in pool.map_ordered(fn, items, check, window=pool.backend.jobs * 8):
+                    done(unit, results, exc)
+                stream = more()
             pool.close()
         except BaseException:
             pool.abort(ABORT_GRACE)
