@@ -18,10 +18,11 @@ never redirect a write.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from ..content import digest as digests
 from ..content import throttle
@@ -54,6 +55,7 @@ from ..runtime import worker
 from ..runtime.backend import default_jobs
 from .attrs import AttrCopier
 from .inplace import InPlaceTasks
+from .pieces import Piece, run_piece
 from .plan import wanted_attrs
 from .young import Pending, YoungFiles
 
@@ -62,7 +64,10 @@ STOP_CHECK_EVERY = 16  # files between two checks of the stop flag
 
 def run_bundle(options: Options, bundle) -> list:
     """A ``model.batching.Bundle``: one list of Results per batch, in order. A batch that raises
-    (a bug, never a file's failure) fails its own files, not the other directories' of the bundle."""
+    (a bug, never a file's failure) fails its own files, not the other directories' of the bundle.
+    A ``transfer.pieces.Piece`` (a part of a big file split across workers) is one batch's work."""
+    if isinstance(bundle, Piece):
+        return [run_batch(options, bundle.batch, functools.partial(run_piece, piece=bundle))]
     out: list = []
     for batch in bundle:
         try:
@@ -72,8 +77,8 @@ def run_bundle(options: Options, bundle) -> list:
     return out
 
 
-def run_batch(options: Options, batch: Batch) -> list:
-    """Run every task of a batch; one Result per task, never an exception."""
+def run_batch(options: Options, batch: Batch, job: Optional[Callable] = None) -> list:
+    """Run every task of a batch (or ``job(copier)``: a piece); one Result per task, never an exception."""
     srcs = worker.dir_cache(options.token, options.src, options.follow_symlinks)
     dsts = worker.dir_cache(options.token, options.dst)
     try:
@@ -87,7 +92,7 @@ def run_batch(options: Options, batch: Batch) -> list:
         return fail_all(batch, f"destination directory: {describe(exc)}", exc)
     try:
         copier = BatchCopier(options, src_fd, dst_fd)
-        results = Results(copier.run(batch))
+        results = Results(copier.run(batch) if job is None else [job(copier)])
         results.extend(copier.notes())
         if options.fsync and not options.dry_run:
             os.fsync(dst_fd)  # the renames of this batch reach the disk too
