@@ -131,7 +131,8 @@ class Splitter:
         return pieces
 
     def consume(self, piece: Piece, results, exc, resubmit: Callable) -> list:
-        """A piece's outcome; once the file is done (or failed), its results for ``Run._consume_batch``."""
+        """A piece's outcome; once the file is done (or failed), its results for ``Run._consume_batch``.
+        ``resubmit`` (not split further): the seal, or the file handed back to be copied whole."""
         file = self.files.get(piece.key)
         if file is None:
             return []  # the file failed already: a late piece

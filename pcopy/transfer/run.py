@@ -377,10 +377,10 @@ class Run:
 
     def consume(self, bundle: Bundle, results, exc, resubmit: Callable) -> None:
         """A bundle's results (one list per batch) or the exception that lost them all."""
-        resubmit = self.ranges.resubmitter(resubmit)
         if isinstance(bundle, Piece):  # a part of a big file: the file's results come with its last piece
             self._consume_batch(bundle.batch, self.ranges.consume(bundle, results, exc, resubmit), None, resubmit)
             return
+        resubmit = self.ranges.resubmitter(resubmit)  # a big file handed back is split like new work
         for i, batch in enumerate(bundle):
             self._consume_batch(batch, results[i] if exc is None else None, exc, resubmit)
 
