@@ -22,6 +22,9 @@ BATCH_FILES = 256
 BATCH_BYTES = 16 << 20
 ALONE_BYTES = 4 << 20
 RANGE_BYTES = 256 << 20  # a file this big is copied in ranges of this size by several workers
+# ranges of one file written at once: Linux serializes writes into one file on its inode lock (tmpfs, ext4,
+# xfs buffered, NFS, FUSE), so a second writer only spins; the reading and hashing run beside it instead
+RANGE_WRITERS = 1
 
 T = TypeVar("T")
 

@@ -7,9 +7,11 @@
         ─► the file's one Result (the HASH piece's digest) ─► Run._consume_batch, as any file's
 
 Why: one worker copying a 4 GiB file left the others idle. xxh128 is sequential, so one piece hashes
-the whole file in order while other workers write the ranges; the writes into one file serialize on
-its inode lock in most file systems (tmpfs, ext4), so the gain is reading and hashing beside the
-writing, and parallel reads where the source is slow (a cold disk, a network file system).
+the whole file in order while another worker writes the ranges. Linux serializes writes into one
+file on its inode lock (tmpfs, ext4, xfs buffered, NFS, FUSE): two range writers are no faster than
+one and the waiting one spins, so ``RANGE_WRITERS`` (1) ranges are handed out at a time, the next
+when one is done, on whichever worker is free. The hash piece reads ahead of the writer, so on a
+cold disk the writer finds the source in the page cache.
 
 Not split, and why: -j 1 (no other worker); dry runs; files smaller than ``range_bytes``; a young
 file (changed in the last seconds: the whole-file path reads it twice to trust it, which pieces on
@@ -37,7 +39,7 @@ from ..content import digest as digests
 from ..errors import describe
 from ..fs.beneath import DirCache, unlink_quietly
 from ..fs.temps import TMP_FLAGS, partial_name, temp_name
-from ..model.batching import single
+from ..model.batching import RANGE_WRITERS, single
 from ..model.entries import COPY, FILE, Batch, relpath_join
 from ..model.results import COPIED, SOURCE_CHANGED, failure
 from ..options import Options
@@ -52,10 +54,11 @@ __all__ = ["Piece", "Splitter"]
 class _File:
     """A split file in flight."""
 
-    __slots__ = ("batch", "tmp", "left", "digest", "written")
+    __slots__ = ("batch", "tmp", "left", "waiting", "digest", "written")
 
-    def __init__(self, batch: Batch, tmp: str, left: set) -> None:
+    def __init__(self, batch: Batch, tmp: str, left: set, waiting: list) -> None:
         self.batch, self.tmp, self.left = batch, tmp, left
+        self.waiting = waiting  # range pieces not handed out yet, last first
         self.digest: Optional[str] = None
         self.written = 0  # range bytes already counted as progress
 
@@ -125,10 +128,11 @@ class Splitter:
         make = functools.partial(Piece, batch, key, tmp=tmp, tmp_id=(made.st_dev, made.st_ino),
                                  source=identity(st), kept=kept)
         step = options.range_bytes
-        pieces = [make(HASH, 0, size)] if options.hash != "none" else []
-        pieces += [make(RANGE, start, min(start + step, size)) for start in range(0, size, step)]
-        self.files[key] = _File(batch, tmp, {(p.part, p.start) for p in pieces})
-        return pieces
+        hashing = [make(HASH, 0, size)] if options.hash != "none" else []
+        writing = [make(RANGE, start, min(start + step, size)) for start in range(0, size, step)]
+        self.files[key] = _File(batch, tmp, {(p.part, p.start) for p in hashing + writing},
+                                writing[RANGE_WRITERS:][::-1])
+        return hashing + writing[:RANGE_WRITERS]
 
     def consume(self, piece: Piece, results, exc, resubmit: Callable) -> list:
         """A piece's outcome; once the file is done (or failed), its results for ``Run._consume_batch``.
@@ -154,6 +158,8 @@ class Splitter:
         else:
             file.written += result.size
             self.counters.bytes_done += result.size  # progress as ranges land (taken back at the end)
+            if file.waiting:
+                resubmit(file.waiting.pop())
         file.left.discard((piece.part, piece.start))
         if not file.left:
             resubmit(piece._replace(part=SEAL, start=0, end=0))
