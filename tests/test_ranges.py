@@ -32,6 +32,13 @@ RANGE = 4 * MIB
 SIZE = 4 * RANGE + 3  # five ranges, the last one 3 bytes long
 
 
+@pytest.fixture(autouse=True)
+def idle_machine(monkeypatch):
+    """The split is for a machine with a core to spare (``ranges.spare_core``): these tests split whatever
+    the load of the machine running them."""
+    monkeypatch.setattr(ranges, "spare_core", lambda: True)
+
+
 def _source(tmp_path, size: int = SIZE, name: str = "big") -> tuple:
     src = tmp_path / "src"
     src.mkdir(exist_ok=True)
@@ -110,6 +117,15 @@ def test_one_worker_copies_the_file_whole(tmp_path, monkeypatch):
     src, data = _source(tmp_path)
     opens = TempOpens(monkeypatch)
     report = _copy(src, tmp_path / "dst", backend="thread", jobs=1)
+    assert report.ok and (tmp_path / "dst" / "big").read_bytes() == data
+    assert len(opens.calls) == 1 and len(opens.created) == 1
+
+
+def test_a_busy_machine_copies_the_file_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(ranges, "spare_core", lambda: False)
+    src, data = _source(tmp_path)
+    opens = TempOpens(monkeypatch)
+    report = _copy(src, tmp_path / "dst", backend="thread")
     assert report.ok and (tmp_path / "dst" / "big").read_bytes() == data
     assert len(opens.calls) == 1 and len(opens.created) == 1
 
@@ -230,7 +246,8 @@ def test_partial_resume_writes_only_what_is_missing(tmp_path, monkeypatch):
 SCRIPT = """
 import sys
 from pcopy.options import Options
-from pcopy.transfer import engine
+from pcopy.transfer import engine, ranges
+ranges.spare_core = lambda: True  # split whatever the load of the machine
 engine.copy_tree(Options(sys.argv[1], sys.argv[2], jobs=2, range_bytes=int(sys.argv[3]), partial=sys.argv[4] == "1"))
 """
 
