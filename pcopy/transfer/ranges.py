@@ -16,8 +16,9 @@ cold disk the writer should find the source in the page cache: not measured yet.
 Not split, and why: -j 1 (no other worker); a busy machine (``spare_core``: the split reads the
 source twice); dry runs; files smaller than ``range_bytes``; a young file (changed in the last
 seconds: the whole-file path reads it twice to trust it, which pieces on several workers cannot do
-as one read); files with holes and --sparse (``copydata`` keeps holes, ranges would fill them); --transform and --bwlimit (nothing to gain). Every backend splits the same way:
-pieces are ordinary pool items, run by processes, threads or the Dask cluster's workers (which see
+as one read); files with holes and --sparse (``copydata`` keeps holes, ranges would fill them);
+--transform and --bwlimit (nothing to gain). Every backend splits the same way: pieces are ordinary
+pool items, run by processes, threads or the Dask cluster's workers (which see
 DST at the same path, checked at start-up; the temp is created by this process, so its pid lives as
 long as the run).
 
