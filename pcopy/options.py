@@ -19,6 +19,7 @@ from .errors import UsageError, describe
 from .fs import filters
 from .model.batching import BATCH_BYTES, BATCH_FILES, RANGE_BYTES
 from .model.modes import parse_chmod
+from .runtime import inner
 from .runtime.backend import BACKENDS, check_scheduler_address
 
 COPY_HASHES = ("xxh128", "none")  # what copy/sync --hash takes
@@ -38,6 +39,7 @@ class Options(NamedTuple):
     batch_files: int = BATCH_FILES
     batch_bytes: int = BATCH_BYTES
     range_bytes: int = RANGE_BYTES  # files this big are copied in ranges by several workers; 0: never
+    bundle_scale: int = 1  # a bundle carries up to this many batches' worth of files and bytes
     # sync
     delete: bool = False
     delete_excluded: bool = False
@@ -56,6 +58,9 @@ class Options(NamedTuple):
     transform_level: Optional[int] = None
     jobs: Optional[int] = None  # workers (None: one per CPU, or the cluster's size)
     backend: str = "process"
+    # threads per worker process, raised and lowered while the run goes (runtime.inner); set by
+    # validate: the default -j gets them, a -j the user fixed, threads, a cluster, --bwlimit do not
+    inner_threads: int = 1
     # what counts as changed (rsync's meanings)
     size_only: bool = False  # same size = unchanged
     modify_window_ns: int = -1  # mtimes this close are equal; -1: what DST can store (probed)
@@ -210,7 +215,9 @@ def validate(options: Options, scheduler=None) -> Options:
         raise UsageError("--bwlimit must be 0 or more")
     filters.check_patterns(options.filters)
     _check_transform(options)
-    return options
+    adapts = (options.jobs is None and options.backend == "process" and scheduler is None
+              and not options.bwlimit and options.transform is None)
+    return options._replace(inner_threads=inner.LIMIT if adapts else 1)
 
 
 def _check_transform(options: Options) -> None:

@@ -24,6 +24,7 @@ from conftest import PYTHON, make_tree, temp_files, tree_snapshot
 
 import pcopy
 from pcopy.model import entries, results
+from pcopy.model.batching import BATCH_FILES
 from pcopy.options import Options
 from pcopy.transfer import engine
 
@@ -196,6 +197,22 @@ def test_manifest_through_cluster(cluster, client, tmp_path):
 
 
 # --------------------------------------------------------------------------- failures
+
+
+@needs_dask
+def test_a_cluster_gets_bigger_bundles(cluster, client, tmp_path):
+    """A cluster task costs scheduler round trips: 40 directories of 50 files travel in bundles of up
+    to SCHEDULER_BUNDLE_SCALE x BATCH_FILES files: fewer tasks than local bundles would need (a
+    slow walk may send a bundle before it is full, so not exactly 2,000 / 1,024)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {f"d{d:02d}/f{i}": b"x" for d in range(40) for i in range(50)})
+    with distributed.get_task_stream(client=client) as stream:
+        report = pcopy.copytree(src, dst, scheduler=cluster.scheduler_address)
+        client.run(lambda: None)  # the stream has the run's tasks once a later round trip returned
+    assert report.ok and report.copied == 2000
+    tasks = [t for t in stream.data if "pcopy_batch" in t["key"]]
+    assert engine.SCHEDULER_BUNDLE_SCALE > 1
+    assert 2 <= len(tasks) < 2000 // BATCH_FILES, len(tasks)
 
 
 @needs_dask

@@ -57,7 +57,9 @@ class DirCache:
     by the caller must be ``forget``-ed (``remove_tree_beneath`` and friends take the cache).
     """
 
-    def __init__(self, root: str, follow_symlinks: bool = False, limit: int = 64) -> None:
+    LIMIT = 64  # directory fds kept open at most
+
+    def __init__(self, root: str, follow_symlinks: bool = False, limit: int = LIMIT) -> None:
         self.root = root
         self.flags = DIR_FLAGS if follow_symlinks else DIR_FLAGS | os.O_NOFOLLOW
         self.limit = limit

@@ -31,6 +31,15 @@ def init(stop_event, in_subprocess: bool = True) -> None:
     _state.stop = stop_event
 
 
+INNER_DIR_FDS = 8  # directory fds each inner thread keeps (``runtime.inner``: up to 16 threads a process)
+
+
+def init_inner(stop_event) -> None:
+    """A thread that ``runtime.inner`` started in a worker: the run's stop flag, fewer cached fds."""
+    _state.stop = stop_event
+    _state.dir_limit = INNER_DIR_FDS
+
+
 def dir_cache(token: str, root: str, follow_symlinks: bool = False) -> DirCache:
     """This thread's open directory fds below ``root`` for the run ``token`` (``fs.beneath.DirCache``).
 
@@ -47,7 +56,7 @@ def dir_cache(token: str, root: str, follow_symlinks: bool = False) -> DirCache:
     key = (root, follow_symlinks)
     cache = by_root.get(key)
     if cache is None:
-        cache = by_root[key] = DirCache(root, follow_symlinks)
+        cache = by_root[key] = DirCache(root, follow_symlinks, getattr(_state, "dir_limit", DirCache.LIMIT))
     return cache
 
 

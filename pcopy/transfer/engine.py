@@ -158,6 +158,9 @@ def _hidden(options: Options, manifest: Optional[ManifestWriter]) -> frozenset:
     return frozenset({os.path.relpath(real, root)}) if _inside(real, root) else frozenset()
 
 
+SCHEDULER_BUNDLE_SCALE = 4  # a cluster task costs milliseconds (scheduler round trips): 4x bigger bundles
+
+
 def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_results: bool = False,
               on_result: Optional[Callable] = None, stop_event: Optional[threading.Event] = None,
               targets: Optional[list] = None, pool: Optional[BoundedPool] = None, scheduler=None,
@@ -182,8 +185,9 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
     else:
         dst_is_new = preflight(options, keep)
     options = options._replace(token=os.urandom(4).hex())  # names (and later finds) this run's temp files
-    if scheduler is not None:  # remote workers do not share our working directory
-        options = options._replace(src=os.path.abspath(options.src), dst=os.path.abspath(options.dst))
+    if scheduler is not None:  # remote workers do not share our working directory; Dask has its own threads
+        options = options._replace(src=os.path.abspath(options.src), dst=os.path.abspath(options.dst),
+                                   inner_threads=1, bundle_scale=SCHEDULER_BUNDLE_SCALE)
     own_pool = pool is None
     if pool is None:  # before DST is created: a scheduler that cannot be reached must leave nothing behind
         pool = make_pool(options.backend, options.jobs, scheduler)
@@ -218,8 +222,6 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
             for batch, results, exc in pool.map_unordered(work, run.produce(), guard.check):
                 run.consume(batch, results, exc, pool.push)
             lost = pool.take_lost()
-            if own_pool:
-                pool.close()
             if lost:  # a worker died mid-batch (its batches ran again): its temp files are garbage
                 temps.remove_temp_files(options.dst, {d for b in lost for d in b.reldirs}, options.token)
             guard.check()
@@ -229,7 +231,9 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
                 manifest.close()  # before directory times are set: the manifest may live in DST
                 manifest = None
             if not options.dry_run:
-                finish.finish_dirs(run)
+                finish.finish_dirs(run, pool)
+            if own_pool:
+                pool.close()
         except BaseException as exc:
             run.close()
             in_flight = pool.abort(ABORT_GRACE)

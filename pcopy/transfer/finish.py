@@ -14,19 +14,17 @@ and the rest are linked to that one.
 from __future__ import annotations
 
 import errno
+import functools
 import os
-import stat
 from typing import Optional
 
-from ..content.metadata import At
 from ..errors import describe
 from ..fs import beneath
-from ..fs.beneath import DirCache
 from ..fs.temps import temp_name
 from ..model.entries import COPY, DIR, FILE, Batch, Task, relpath_join
-from ..model.results import DELETED, LINK_IN_PLACE, LINKED, SKIPPED, UPDATED, Result, failure
-from .attrs import AttrCopier
-from .plan import DELETING, wanted_attrs
+from ..model.results import DELETED, LINK_IN_PLACE, LINKED, SKIPPED, Result, failure
+from . import dirmeta
+from .plan import DELETING
 from .run import ANCHOR_OK, Run, backups
 from .worker import run_batch
 
@@ -128,63 +126,31 @@ def _keep_parents(relpath: str, kept: set, include_self: bool = False) -> None:
         kept.add(relpath)
 
 
-def finish_dirs(run: Run) -> None:
-    """Give DST directories their source's mode, owner, attributes and times, deepest first (after their
-    contents: writing into a directory changes its mtime)."""
+def finish_dirs(run: Run, pool=None) -> None:
+    """Give DST directories their source's mode, owner, attributes and times, after their contents
+    (writing into a directory changes its mtime): by the pool's workers, depth level by depth level,
+    deepest first (``dirmeta``); in this process when there are few or no pool is given."""
     options = run.options
-    meta: Optional[AttrCopier] = None
-    if options.xattrs or options.acls:
-        with run.dst_dirs.dir("") as root_fd:
-            meta = AttrCopier(options.xattrs, options.acls, options.token, root_fd, options.dst_unstored)
-    for reldir in reversed(run.dirs):
-        try:
-            st, attrs = _source_dir(run.src_dirs, reldir, options.follow_symlinks, meta)
-            mode, uid, gid = wanted_attrs(options, st.st_mode, st.st_uid, st.st_gid, True)
-            with run.dst_dirs.dir(reldir) as fd:
-                before = os.fstat(fd)
-                chown = options.owner or options.chown != (-1, -1)
-                if chown:
-                    os.fchown(fd, uid, gid)
-                if options.dst_modes:
-                    os.fchmod(fd, stat.S_IMODE(mode))
-                x = a = False
-                if meta is not None:
-                    have = meta.read(fd)
-                    x, a = meta.differs(attrs, have)
-                    meta.apply(fd, attrs, have)  # mkdir under a default ACL inherits one: compared, not assumed
-                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-                if options.fsync:
-                    os.fsync(fd)
-            if reldir not in run.new_dirs:
-                _itemize_dir(run, reldir, before, (mode, uid, gid) if chown else (mode, -1, -1), x, a)
-        except OSError as exc:
-            if reldir in run.unreadable:
-                continue  # already reported as "cannot read directory"
-            run.consumer.add(failure(reldir or ".", DIR, f"cannot set directory metadata: {describe(exc)}"))
-    for note in dict.fromkeys(meta.notes if meta is not None else ()):
+    outcomes: list = []
+    notes: list = []
+    if pool is None or len(run.dirs) < dirmeta.IN_PARENT_BELOW:
+        for level in dirmeta.levels(run.dirs, run.new_dirs):
+            for chunk in level:
+                done, said = dirmeta.apply_dirs(options, run.src_dirs, run.dst_dirs, chunk)
+                outcomes += done
+                notes += said
+    else:
+        work = functools.partial(dirmeta.run_dirs, options)
+        for level in dirmeta.levels(run.dirs, run.new_dirs):
+            for chunk, result, exc in pool.map_unordered(work, level, run.check):
+                if exc is not None:  # the worker died or failed: the parent does this chunk itself
+                    result = dirmeta.apply_dirs(options, run.src_dirs, run.dst_dirs, chunk)
+                outcomes += result[0]
+                notes += result[1]
+    for outcome in outcomes:
+        line = dirmeta.outcome_results(outcome, run.unreadable)
+        if line is not None:
+            run.consumer.add(line)
+    for note in dict.fromkeys(notes):
         if note not in run.consumer.report.warnings:
             run.consumer.report.warnings.append(note)
-
-
-def _itemize_dir(run: Run, reldir: str, before: os.stat_result, wanted: tuple, x: bool, a: bool) -> None:
-    """rsync's ``.d...pog.ax`` line for a directory that existed and got other permissions, owner or
-    attributes (its times change whenever something is written into it: not itemized, as with rsync -v)."""
-    mode, uid, gid = wanted
-    p = run.options.dst_modes and stat.S_IMODE(before.st_mode) != stat.S_IMODE(mode)
-    o, g = uid >= 0 and before.st_uid != uid, gid >= 0 and before.st_gid != gid
-    if p or o or g or x or a:
-        item = "".join((".d...", "p" if p else ".", "o" if o else ".", "g" if g else ".", ".",
-                        "a" if a else ".", "x" if x else "."))
-        run.consumer.add(Result(reldir or ".", UPDATED, DIR, 0, None, item))
-
-
-def _source_dir(srcs: DirCache, reldir: str, follow_symlinks: bool, meta: Optional[AttrCopier]) -> tuple:
-    """The SRC directory's stat and attributes, through its parent (a directory we may not read can
-    still be stat'ed)."""
-    parent, _, name = reldir.rpartition(os.sep)
-    with srcs.dir(parent) as fd:
-        st = os.stat(name, dir_fd=fd, follow_symlinks=follow_symlinks) if name else os.fstat(fd)
-        attrs = (meta.read(At(fd, name)) if name else meta.read(fd)) if meta is not None else {}
-    if not stat.S_ISDIR(st.st_mode):
-        raise NotADirectoryError(errno.ENOTDIR, "source is no longer a directory")
-    return st, attrs

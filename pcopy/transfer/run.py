@@ -114,7 +114,8 @@ class Run:
         return self.ranges.split_all(self._bundles())
 
     def _bundles(self):
-        bundler = Bundler(self.options.batch_files, self.options.batch_bytes)
+        scale = self.options.bundle_scale
+        bundler = Bundler(self.options.batch_files * scale, self.options.batch_bytes * scale)
         for batch in self._batches():
             yield from bundler.add(batch)
         if not self.disk_full:  # a full DST: the rest is not attempted

@@ -51,7 +51,7 @@ from ..model.results import (
     failure,
 )
 from ..options import Options
-from ..runtime import worker
+from ..runtime import inner, worker
 from ..runtime.backend import default_jobs
 from .attrs import AttrCopier
 from .inplace import InPlaceTasks
@@ -62,19 +62,34 @@ from .young import Pending, YoungFiles
 STOP_CHECK_EVERY = 16  # files between two checks of the stop flag
 
 
+INNER_PART = 8  # files per part when a worker runs its bundle on several threads (``runtime.inner``)
+
+
 def run_bundle(options: Options, bundle) -> list:
     """A ``model.batching.Bundle``: one list of Results per batch, in order. A batch that raises
     (a bug, never a file's failure) fails its own files, not the other directories' of the bundle.
-    A ``transfer.pieces.Piece`` (a part of a big file split across workers) is one batch's work."""
+    With ``options.inner_threads`` above 1 the batches run in parts of ``INNER_PART`` files on as
+    many threads as the storage keeps busy (``runtime.inner``). A ``transfer.pieces.Piece`` (a part of a
+    big file split across workers) is one batch's work."""
     if isinstance(bundle, Piece):
         return [run_batch(options, bundle.batch, functools.partial(run_piece, piece=bundle))]
-    out: list = []
-    for batch in bundle:
-        try:
-            out.append(run_batch(options, batch))
-        except Exception as exc:
-            out.append(fail_all(batch, f"worker failed: {describe(exc)}"))
+    if options.inner_threads <= 1:
+        return [_safe_batch(options, batch) for batch in bundle]
+    parts = [(n, Batch(batch.reldir, batch.tasks[i:i + INNER_PART]))
+             for n, batch in enumerate(bundle) for i in range(0, len(batch.tasks), INNER_PART)]
+    done = inner.run_parts([part for _, part in parts], functools.partial(_safe_batch, options),
+                           options.inner_threads)
+    out: list = [[] for _ in bundle]
+    for (n, _), results in zip(parts, done, strict=True):
+        out[n].extend(results)
     return out
+
+
+def _safe_batch(options: Options, batch: Batch) -> list:
+    try:
+        return run_batch(options, batch)
+    except Exception as exc:
+        return fail_all(batch, f"worker failed: {describe(exc)}")
 
 
 def run_batch(options: Options, batch: Batch, job: Optional[Callable] = None) -> list:

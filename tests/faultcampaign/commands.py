@@ -68,6 +68,11 @@ def _report_paths(report, key: str, roots, st) -> set:
     return {_rel(item.get("path", ""), roots) for item in (report or {}).get(key, []) if isinstance(item, dict)}
 
 
+def _jobs(ctx) -> list:
+    """``-j N``; none for ``--jobs 0``: pcopy's default worker count, whose threads adapt."""
+    return ["-j", str(ctx.jobs)] if ctx.jobs else []
+
+
 # ------------------------------------------------------------------ copy, sync, watch
 
 
@@ -94,15 +99,15 @@ def prepare_watch(ctx, rd):
 
 
 def args_copy(ctx, st):
-    return ["copy", st["src"], st["dst"], "--no-progress", "-j", str(ctx.jobs), "--json"]
+    return ["copy", st["src"], st["dst"], "--no-progress", *_jobs(ctx), "--json"]
 
 
 def args_sync(ctx, st):
-    return ["sync", st["src"], st["dst"], "--delete", "--no-progress", "-j", str(ctx.jobs), "--json"]
+    return ["sync", st["src"], st["dst"], "--delete", "--no-progress", *_jobs(ctx), "--json"]
 
 
 def args_watch(ctx, st):
-    return ["watch", st["src"], st["dst"], "--delete", "--no-progress", "-j", str(ctx.jobs), "--debounce", "0.05"]
+    return ["watch", st["src"], st["dst"], "--delete", "--no-progress", *_jobs(ctx), "--debounce", "0.05"]
 
 
 def check_tree(ctx, st, code, out, err, finished=True):
@@ -127,7 +132,7 @@ def check_tree(ctx, st, code, out, err, finished=True):
 def rerun_tree(ctx, st):
     """A clean sync (copy for copy) must exit 0, leave no temp file and make DST equal SRC."""
     verb = ["sync", "--delete"] if st.get("delete") else ["copy"]
-    proc = ctx.clean_pcopy([verb[0], st["src"], st["dst"], *verb[1:], "--no-progress", "-j", str(ctx.jobs)])
+    proc = ctx.clean_pcopy([verb[0], st["src"], st["dst"], *verb[1:], "--no-progress", *_jobs(ctx)])
     problems = []
     if proc.returncode != 0 or "Traceback" in proc.stderr:
         problems.append(f"clean {verb[0]} exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
@@ -214,20 +219,20 @@ def prepare_out(ctx, rd):
 
 
 def args_hash(ctx, st):
-    return ["hash", ctx.src, "-o", st["out"], "--no-progress", "--cache", st["cache"], "-j", str(ctx.jobs), "--json"]
+    return ["hash", ctx.src, "-o", st["out"], "--no-progress", "--cache", st["cache"], *_jobs(ctx), "--json"]
 
 
 def args_verify(ctx, st):
-    return ["verify", ctx.src, ctx.ref, "--no-progress", "--cache", st["cache"], "-j", str(ctx.jobs), "--json"]
+    return ["verify", ctx.src, ctx.ref, "--no-progress", "--cache", st["cache"], *_jobs(ctx), "--json"]
 
 
 def args_verify_m(ctx, st):
-    return ["verify", "-m", ctx.manifest, ctx.src, "--no-progress", "--cache", st["cache"], "-j", str(ctx.jobs),
+    return ["verify", "-m", ctx.manifest, ctx.src, "--no-progress", "--cache", st["cache"], *_jobs(ctx),
             "--json"]
 
 
 def args_map(ctx, st):
-    return ["map", ctx.src, ctx.map_function, "--no-progress", "-j", str(ctx.jobs), "--exclude", st["rd"]]
+    return ["map", ctx.src, ctx.map_function, "--no-progress", *_jobs(ctx), "--exclude", st["rd"]]
 
 
 def check_hash(ctx, st, code, out, err):
