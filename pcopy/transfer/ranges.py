@@ -54,8 +54,9 @@ __all__ = ["Piece", "Splitter"]
 
 def spare_core() -> bool:
     """Whether a core would otherwise idle. A split file is read twice (the hash piece's pass and the
-    writer's), so on a busy machine splitting only adds work: 4 GiB on tmpfs with both cores taken by
-    other jobs took 1.9 × cp -a split, 1.2 × copied whole. The 1-minute load average is the signal."""
+    writer's), so on a busy machine splitting only adds work: 4 GiB on tmpfs, 2 cores at a load of
+    3-7, took 1.21-1.88 × cp -a split and 1.18-1.86 × whole, with 0.3-0.7 s more CPU split (three runs,
+    no winner). The 1-minute load average is the signal."""
     try:
         return os.getloadavg()[0] + 1 <= default_jobs()
     except OSError:
