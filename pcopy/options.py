@@ -17,7 +17,7 @@ from typing import NamedTuple, Optional
 from .content import digest, transforms
 from .errors import UsageError, describe
 from .fs import filters
-from .model.batching import BATCH_BYTES, BATCH_FILES
+from .model.batching import BATCH_BYTES, BATCH_FILES, RANGE_BYTES
 from .model.modes import parse_chmod
 from .runtime import inner
 from .runtime.backend import BACKENDS, check_scheduler_address
@@ -38,6 +38,7 @@ class Options(NamedTuple):
     token: str = "0"  # names this run's temporary files
     batch_files: int = BATCH_FILES
     batch_bytes: int = BATCH_BYTES
+    range_bytes: int = RANGE_BYTES  # files this big are copied in ranges by several workers; 0: never
     bundle_scale: int = 1  # a bundle carries up to this many batches' worth of files and bytes
     # sync
     delete: bool = False

@@ -5,8 +5,11 @@ the young-file check (``digest.confirm``) without seeking. Small files are
 one read and one hash call; bigger ones go in ``CHUNK`` pieces; with no hash
 the kernel copies (``copy_file_range``, then ``sendfile``) and falls back to
 read/write with a private exception when neither can serve the pair, as
-``shutil`` does. OSErrors of the destination side carry
-``pcopy_side = "destination"`` so messages can say which side failed.
+``shutil`` does. ``copy_range`` copies one part of a file to the same
+offsets of another (the ranges of a big file that several workers copy, and
+the --partial resume, which rewrites only what does not match the source).
+OSErrors of the destination side carry ``pcopy_side = "destination"`` so
+messages can say which side failed.
 """
 
 from __future__ import annotations
@@ -177,3 +180,82 @@ def _kernel_copy(fd: int, out: int, size: int, stop, throttle=None) -> None:
                 continue
             raise dst_error(exc) from None
     raise _FastCopyUnavailable
+
+
+_RANGE_UNSUPPORTED = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF,
+                      errno.EPERM)
+
+
+def copy_range(fd: int, out: int, start: int, end: int, stop=None, kept: int = 0, whole=None,
+               throttle=None) -> int:
+    """Copy bytes [start, end) of ``fd`` to the same offsets of ``out``; returns the bytes written.
+
+    Below ``kept`` (what a kept --partial copy holds) each CHUNK is read on both sides and written only
+    when it differs, so a resumed copy writes only what is missing or wrong. ``whole``: a hasher fed
+    every source byte in order (the linear --partial copy); without one the kernel copies the rest
+    (``copy_file_range``, else pread/pwrite). SourceChanged when the source ends before ``end``.
+    """
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    theirs = bytearray(CHUNK)
+    offset, written, position = start, 0, -1
+    while offset < end:
+        if stop is not None and stop.is_set():
+            raise Cancelled
+        want = min(CHUNK, end - offset)
+        if offset >= kept and whole is None:
+            written += _kernel_range(fd, out, offset, end, stop, throttle)
+            return written
+        n = os.preadv(fd, [view[:want]], offset)
+        if n != want:
+            raise SourceChanged  # shorter than its size
+        if whole is not None:
+            whole.update(view[:n])
+        if offset < kept and os.preadv(out, [memoryview(theirs)[:n]], offset) == n and theirs[:n] == view[:n]:
+            offset += n
+            continue  # the kept copy already holds these bytes
+        if position != offset:
+            try:
+                position = os.lseek(out, offset, os.SEEK_SET)
+            except OSError as exc:
+                raise dst_error(exc) from None
+        write_all(out, view[:n])
+        if throttle is not None:
+            throttle(n)
+        written += n
+        offset += n
+        position = offset
+    return written
+
+
+def _kernel_range(fd: int, out: int, offset: int, end: int, stop, throttle) -> int:
+    """copy_file_range of [offset, end) to the same offsets, falling back to pread/pwrite."""
+    call = getattr(os, "copy_file_range", None)
+    start = offset
+    if call is not None:
+        try:
+            while offset < end:
+                if stop is not None and stop.is_set():
+                    raise Cancelled
+                n = call(fd, out, min(CHUNK * 8, end - offset), offset, offset)
+                if not n:
+                    raise SourceChanged  # shorter than its size
+                offset += n
+                if throttle is not None:
+                    throttle(n)
+            return end - start
+        except OSError as exc:
+            if offset > start or exc.errno not in _RANGE_UNSUPPORTED:
+                raise dst_error(exc) from None
+    return copy_range(fd, out, start, end, stop, 0, _NO_HASH, throttle)
+
+
+class _NoHash:
+    """A ``whole`` that hashes nothing: makes copy_range read and write instead of asking the kernel."""
+
+    @staticmethod
+    def update(data) -> None:
+        pass
+
+
+_NO_HASH = _NoHash()

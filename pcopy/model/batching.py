@@ -7,6 +7,8 @@ bigger than ``ALONE_BYTES`` is a batch of its own, so big files spread over
 the workers. Items whose size is unknown (the walker did not stat
 them) are grouped by count; the worker hands back a big one it finds (DEFERRED)
 to run alone. Copy, sync, watch, hash, verify and map all batch through here.
+A file of at least ``RANGE_BYTES`` is split further, into ranges of that size
+that several workers copy at once (``transfer.ranges``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from .entries import UNKNOWN, Batch
 BATCH_FILES = 256
 BATCH_BYTES = 16 << 20
 ALONE_BYTES = 4 << 20
+RANGE_BYTES = 256 << 20  # a file this big is copied in ranges of this size by several workers
+# ranges of one file written at once: Linux serializes writes into one file on its inode lock (tmpfs, ext4,
+# xfs buffered, NFS, FUSE), so a second writer only spins; the reading and hashing run beside it instead
+RANGE_WRITERS = 1
 
 T = TypeVar("T")
 

@@ -43,6 +43,7 @@ from ..options import Options
 from ..runtime import worker as runtime_worker
 from .consumer import Consumer
 from .plan import DELETING, NEW_DIR, plan_directory
+from .ranges import Piece, Splitter
 
 ANCHOR_OK = (COPIED, LINKED, UPDATED)  # a first name of a hard-link group written (or kept) in this run
 
@@ -81,6 +82,7 @@ class Run:
         self.stale_removed = 0  # temp files of killed runs cleaned up
         self.disk_full = False  # DST ran out of space: stop handing out work
         self.pending_dirs: dict = {}  # -m: new DST dirs made only once something is put in them
+        self.ranges = Splitter(options, self.src_dirs, self.dst_dirs, consumer.counters)  # big files, split
         self.root_dev = -1  # -x: the file system SRC is on
         if options.one_file_system and single is None:
             try:
@@ -99,6 +101,7 @@ class Run:
     def close_dirs(self) -> None:
         """Close the run's directory fds, the parent's and this thread's worker caches (a batch can run
         here: the hard-link fallback, the thread backend), so DST can be unmounted once the run returns."""
+        self.ranges.discard()
         self.src_dirs.close()
         self.dst_dirs.close()
         runtime_worker.drop_dir_caches()
@@ -106,7 +109,11 @@ class Run:
     # ----------------------------------------------------------------- producing batches
 
     def produce(self):
-        """Yield bundles of batches for the pool (``model.batching.Bundler``)."""
+        """Yield bundles of batches for the pool (``model.batching.Bundler``); a big file's pieces instead
+        of its bundle (``transfer.ranges``)."""
+        return self.ranges.split_all(self._bundles())
+
+    def _bundles(self):
         scale = self.options.bundle_scale
         bundler = Bundler(self.options.batch_files * scale, self.options.batch_bytes * scale)
         for batch in self._batches():
@@ -371,6 +378,10 @@ class Run:
 
     def consume(self, bundle: Bundle, results, exc, resubmit: Callable) -> None:
         """A bundle's results (one list per batch) or the exception that lost them all."""
+        if isinstance(bundle, Piece):  # a part of a big file: the file's results come with its last piece
+            self._consume_batch(bundle.batch, self.ranges.consume(bundle, results, exc, resubmit), None, resubmit)
+            return
+        resubmit = self.ranges.resubmitter(resubmit)  # a big file handed back is split like new work
         for i, batch in enumerate(bundle):
             self._consume_batch(batch, results[i] if exc is None else None, exc, resubmit)
 

@@ -22,7 +22,7 @@ import functools
 import os
 import stat
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from ..content import digest as digests
 from ..content import throttle
@@ -55,6 +55,7 @@ from ..runtime import inner, worker
 from ..runtime.backend import default_jobs
 from .attrs import AttrCopier
 from .inplace import InPlaceTasks
+from .pieces import Piece, run_piece
 from .plan import wanted_attrs
 from .young import Pending, YoungFiles
 
@@ -68,7 +69,10 @@ def run_bundle(options: Options, bundle) -> list:
     """A ``model.batching.Bundle``: one list of Results per batch, in order. A batch that raises
     (a bug, never a file's failure) fails its own files, not the other directories' of the bundle.
     With ``options.inner_threads`` above 1 the batches run in parts of ``INNER_PART`` files on as
-    many threads as the storage keeps busy (``runtime.inner``)."""
+    many threads as the storage keeps busy (``runtime.inner``). A ``transfer.pieces.Piece`` (a part of a
+    big file split across workers) is one batch's work."""
+    if isinstance(bundle, Piece):
+        return [run_batch(options, bundle.batch, functools.partial(run_piece, piece=bundle))]
     if options.inner_threads <= 1:
         return [_safe_batch(options, batch) for batch in bundle]
     parts = [(n, Batch(batch.reldir, batch.tasks[i:i + INNER_PART]))
@@ -88,8 +92,8 @@ def _safe_batch(options: Options, batch: Batch) -> list:
         return fail_all(batch, f"worker failed: {describe(exc)}")
 
 
-def run_batch(options: Options, batch: Batch) -> list:
-    """Run every task of a batch; one Result per task, never an exception."""
+def run_batch(options: Options, batch: Batch, job: Optional[Callable] = None) -> list:
+    """Run every task of a batch (or ``job(copier)``: a piece); one Result per task, never an exception."""
     srcs = worker.dir_cache(options.token, options.src, options.follow_symlinks)
     dsts = worker.dir_cache(options.token, options.dst)
     try:
@@ -103,7 +107,7 @@ def run_batch(options: Options, batch: Batch) -> list:
         return fail_all(batch, f"destination directory: {describe(exc)}", exc)
     try:
         copier = BatchCopier(options, src_fd, dst_fd)
-        results = Results(copier.run(batch))
+        results = Results(copier.run(batch) if job is None else [job(copier)])
         results.extend(copier.notes())
         if options.fsync and not options.dry_run:
             os.fsync(dst_fd)  # the renames of this batch reach the disk too
