@@ -104,6 +104,8 @@ RSYNC_OPTIONS = {
     "chmod": "rsync --chmod rules (a string such as 'D755,F644')",
     "chown": "'USER:GROUP' for every DST entry",
     "delete_anyway": "with delete: skip the guard against a mistaken DST",
+    "rsh": "with a [user@]host:path SRC or DST: the remote shell command (default 'ssh'), as rsync's -e",
+    "remote_pcopy": "the pcopy command on the remote (default: pcopy on its PATH, then python3 -m pcopy)",
 }
 
 
@@ -121,6 +123,13 @@ def _run(src, dst, fields: dict, progress, keep_results, on_result, stop_event, 
     sources = [os.fspath(s) for s in src] if isinstance(src, (list, tuple)) else [os.fspath(src)]
     if not sources:
         raise UsageError("no SRC given")
+    rsh, remote_pcopy = fields.pop("rsh", None), fields.pop("remote_pcopy", None)
+    from .remote import client as remote
+
+    if any(map(remote.is_remote, sources + [os.fspath(dst)])):  # host:path: over ssh (pcopy.remote)
+        return remote.run(sources, os.fspath(dst), fields, counters=make_progress(progress), keep_results=keep_results,
+                          on_result=on_result, stop_event=stop_event, scheduler=scheduler, rsh=rsh,
+                          remote_pcopy=remote_pcopy)
     options = _options.build(sources[0], dst, **fields)
     for extra in sources[1:]:
         _options.check_local(extra)

@@ -48,7 +48,13 @@ def _copy_kwargs(args) -> dict:
                 exclude_if_present=tuple(args.exclude_if_present), files_from=args.files_from,
                 recursive=args.recursive, backup=args.backup or args.backup_dir is not None,
                 backup_dir=args.backup_dir, suffix=args.suffix, partial=args.partial or args.partial_progress,
-                bwlimit=args.bwlimit or 0, xattrs=args.xattrs, acls=args.acls, chmod=args.chmod, chown=args.chown)
+                bwlimit=args.bwlimit or 0, xattrs=args.xattrs, acls=args.acls, chmod=args.chmod, chown=args.chown,
+                **_remote_kwargs(args))
+
+
+def _remote_kwargs(args) -> dict:
+    """-e/--rsh and --remote-pcopy, only when given (watch does not take them yet)."""
+    return {k: getattr(args, k) for k in ("rsh", "remote_pcopy") if getattr(args, k, None) is not None}
 
 
 def _sync_kwargs(args) -> dict:
