@@ -196,6 +196,7 @@ def map_files(fn, root, *, jobs: Optional[int] = None, backend: str = "process",
     """
     from .mapping import run
 
+    _options.check_local(os.fspath(root))  # host:path: remote map is not built
     return run.map_files(fn, root, jobs=jobs, backend=backend, exclude=exclude, counters=make_progress(progress))
 
 
@@ -210,6 +211,7 @@ def hash_tree(root, output=None, *, algo: str = "xxh128", jobs: Optional[int] = 
     are in byte order of the relative path. ``cache``: True (default
     location), False, or the path of a cache file.
     """
+    _options.check_local(os.fspath(root))  # host:path: remote hashing is not built yet
     from .integrity import tree
 
     _options.check_run(jobs, backend)
@@ -261,6 +263,9 @@ def verify(src, dst=None, *, manifest=None, jobs: Optional[int] = None, backend:
     4 when differences were found, 3 when some files could not be checked.
     ``manifest`` may be a path, ``"-"`` (stdin) or a binary file object.
     """
+    for path in (src, dst):  # host:path: remote verify is not built yet
+        if path is not None:
+            _options.check_local(os.fspath(path))
     _options.check_run(jobs, backend)
     common = dict(jobs=jobs, backend=backend, cache=cache, counters=make_progress(progress),
                   on_difference=on_difference, on_warning=on_warning)

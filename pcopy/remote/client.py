@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Optional, Union
 
 from .. import options as _options
 from ..errors import PcopyError, UsageError
@@ -72,6 +72,8 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
         return conn
 
     remote_root = spec.path
+    src_side: Union[Local, Remote]
+    dst_side: Union[Local, Remote]
     if push:
         src_side = Local(options.src, options.src, filter_spec)
         dst_side = Remote(remote_root, str(dst_spec), filter_spec, control, open_walker)

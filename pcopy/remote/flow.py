@@ -94,18 +94,17 @@ class Flow:
         with SignalGuard(self.stop_event) as guard:
             counters.start()
             try:
-                dst_stream = self.dst.listings(False) if not dst_is_new else None
-                listings = DstListings(self.dst, dst_stream)
-                for message in self.src.listings(options.follow_symlinks):
-                    guard.check()
-                    for batch in self._plan(message, listings):
-                        streams.put(batch, self._take, guard.check)
-                counters.walk_done = True
-                streams.drain(self._take, wait=True, check=guard.check)
-                guard.check()
-                self._delete()
-                if not options.dry_run:
-                    self._finish_dirs()
+                with guard.interruptible():  # a signal ends even a read from a session at once
+                    dst_stream = self.dst.listings(False) if not dst_is_new else None
+                    listings = DstListings(self.dst, dst_stream)
+                    for message in self.src.listings(options.follow_symlinks):
+                        for batch in self._plan(message, listings):
+                            streams.put(batch, self._take, guard.check)
+                    counters.walk_done = True
+                    streams.drain(self._take, wait=True, check=guard.check)
+                    self._delete()
+                    if not options.dry_run:
+                        self._finish_dirs()
             except BaseException:
                 self.stop.set()
                 for conn in conns:
@@ -190,7 +189,7 @@ class Flow:
             self.dirs.append([relpath, entry[5], entry[9], entry[10], entry[4], entry[3]])
 
     def _replace(self, reldir: str, names: list, tasks: list) -> list:
-        items = [[relpath_join(reldir, n), True] for n in names]
+        items: list = [[relpath_join(reldir, n), True] for n in names]
         if self.options.dry_run:
             self.consumer.add_many([Result(p, DELETED, FILE, 0, None, DELETING, REPLACED) for p, _ in items])
             return tasks
@@ -217,7 +216,7 @@ class Flow:
             if old is None or old.kind != DIR:
                 made.append(relpath)
         if made:
-            for relpath, error in zip(made, self.dst.mkdirs(made)):
+            for relpath, error in zip(made, self.dst.mkdirs(made), strict=True):
                 if error:
                     message = f"cannot create directory: {error}"
                     self.consumer.add(failure(relpath, DIR, message))
@@ -257,7 +256,7 @@ class Flow:
     def _finish_dirs(self) -> None:
         dirs = [d for d in self.dirs if d[0] not in self.broken]
         dirs.sort(key=lambda d: -len(_parts(d[0])))
-        for (relpath, *_), error in zip(dirs, self.dst.dir_meta(dirs, self.options.owner)):
+        for (relpath, *_), error in zip(dirs, self.dst.dir_meta(dirs, self.options.owner), strict=True):
             if error:
                 self.consumer.add(failure(relpath or ".", DIR, f"cannot set directory metadata: {error}"))
 

@@ -89,6 +89,8 @@ def delete(root: str, items: list, keep: Optional[Callable] = None, dry: bool = 
         if not relpath or relpath.startswith("/") or ".." in relpath.split(os.sep):
             out.append([relpath, "file", "refused: not a path beneath the root"])
             continue
+        if is_dir and not _is_dir_beneath(root, relpath):
+            is_dir = False  # a link (or file) where a directory was: removed itself, never followed
         found = [(relpath, DIR if is_dir else "file")]
         if is_dir:
             for listing in walk(root, keep=keep, start=relpath):
@@ -115,6 +117,15 @@ def delete(root: str, items: list, keep: Optional[Callable] = None, dry: bool = 
                     _keep_parents(path, kept)
             out.append([path, kind, error])
     return out
+
+
+def _is_dir_beneath(root: str, relpath: str) -> bool:
+    parent, _, name = relpath.rpartition(os.sep)
+    try:
+        with beneath.DirFd(root, parent) as fd:
+            return stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def _keep_parents(relpath: str, kept: set, include_self: bool = False) -> None:

@@ -114,11 +114,26 @@ class Server:
 OPS = {name[3:]: getattr(Server, name) for name in dir(Server) if name.startswith("op_")}
 
 
+def _stop(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _term_with_parent() -> None:
+    """SIGTERM (not SIGKILL, as for workers: the temp file being written must go) when sshd's session
+    process, our parent, exits."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(children._PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> int:
     """Entry point of ``pcopy serve``."""
-    children.die_with_parent()
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signum, _stop)  # unwinds: a file being received loses its temp name on the way out
+    _term_with_parent()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the client went away: end now, quietly
     rfile, wfile = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the protocol stream

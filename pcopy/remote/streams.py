@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Callable, Optional
 
 from ..errors import PcopyError
@@ -66,7 +67,7 @@ class Mover:
         ours = self.src.digests(reldir, names, conn)
         theirs = self.dst.digests(reldir, names, conn)
         copy = []
-        for task, a, b in zip(checks, ours, theirs):
+        for task, a, b in zip(checks, ours, theirs, strict=True):
             if a is not None and a == b:
                 results.append(Result(relpath_join(reldir, task.name), SKIPPED, FILE, task.size, None, "",
                                       SAME_CONTENT))
@@ -168,8 +169,9 @@ class Streams:
                 self.todo.put_nowait(None)
             except queue.Full:
                 break
+        deadline = time.monotonic() + 1.0  # bounded: a thread stuck on a cut session is a daemon
         for thread in self.threads:
-            thread.join(timeout=2.0)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def failed(batch: Batch, message: str) -> list:

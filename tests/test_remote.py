@@ -1,0 +1,267 @@
+"""Remote trees over SSH (pcopy.remote), through a real sshd on 127.0.0.1 (tests/sshd_helpers.py).
+
+The "remote" is this machine reached through ssh, so its files are checked directly and its
+processes found in /proc; correctness is checked with ``rsync -anic`` through the same sshd.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import sshd_helpers as sshd
+from conftest import Dir, File, Link, make_tree, sample_spec, temp_files
+from fault_helpers import env, pcopy_cmd
+
+pytestmark = pytest.mark.skipif(sshd.missing() is not None, reason=sshd.missing() or "")
+H = sshd.HOST
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    handle = sshd.start(str(tmp_path_factory.mktemp("sshd")))
+    try:
+        yield handle
+    finally:
+        sshd.stop(handle)
+
+
+def pcopy(server, *args, timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run(pcopy_cmd(*args, *server.args()), capture_output=True, timeout=timeout, env=env(),
+                          cwd="/")
+    proc.out = proc.stdout.decode("utf-8", "surrogateescape")  # type: ignore[attr-defined]
+    proc.err = proc.stderr.decode("utf-8", "surrogateescape")  # type: ignore[attr-defined]
+    return proc
+
+
+def rsync_diff(server, src, dst, *extra) -> str:
+    """What ``rsync -anic`` (through the same sshd) would still change: empty when DST is SRC's copy."""
+    proc = subprocess.run(["rsync", "-e", server.rsh, "-anic", *extra, f"{src}/", f"{H}:{dst}/"],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.decode("utf-8", "surrogateescape")
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+@pytest.fixture
+def tree(tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, sample_spec())
+    make_tree(src, {f"many/f{i:03d}": f"file {i}\n".encode() * i for i in range(300)})
+    return src
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_copy_matches_rsync(server, tree, tmp_path, direction):
+    dst = tmp_path / "dst"
+    args = (tree, f"{H}:{dst}") if direction == "push" else (f"{H}:{tree}", dst)
+    proc = pcopy(server, "copy", *args, "-v")
+    assert proc.returncode == 0, proc.err
+    assert rsync_diff(server, tree, dst) == ""
+    assert ">f+++++++++ hello.txt" in proc.out + proc.err
+    assert "cL+++++++++ sub/link-to-hello" in proc.out + proc.err
+    assert temp_files(dst) == []
+    again = pcopy(server, "copy", *args, "-v")
+    assert again.returncode == 0, again.err
+    assert ">f" not in again.out + again.err  # nothing to do the second time
+    assert "copied 0 files" in again.err
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_sync_delete_filters_dry_run(server, tree, tmp_path, direction):
+    dst = tmp_path / "dst"
+    make_tree(dst, {"extra.txt": b"gone", "olddir/x": b"gone too", "keep.log": b"excluded: stays",
+                    "hello.txt": File(b"stale content", mtime_ns=1)})
+    args = (tree, f"{H}:{dst}") if direction == "push" else (f"{H}:{tree}", dst)
+    before = sorted(os.listdir(dst))
+    dry = pcopy(server, "sync", *args, "--delete", "--exclude", "*.log", "-n")
+    assert dry.returncode == 0, dry.err
+    assert "*deleting   extra.txt" in dry.out + dry.err
+    assert ">f.st...... hello.txt" in dry.out + dry.err
+    assert "nothing was changed" in dry.err
+    assert sorted(os.listdir(dst)) == before
+    proc = pcopy(server, "sync", *args, "--delete", "--exclude", "*.log", "-v")
+    assert proc.returncode == 0, proc.err
+    assert not (dst / "extra.txt").exists() and not (dst / "olddir").exists()
+    assert (dst / "keep.log").read_bytes() == b"excluded: stays"
+    assert rsync_diff(server, tree, dst, "--delete", "--exclude", "*.log") == ""
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_checksum_finds_same_size_same_time_change(server, tmp_path, direction):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a": File(b"AAAA", mtime_ns=10**18), "b": File(b"same", mtime_ns=10**18)})
+    make_tree(dst, {"a": File(b"BBBB", mtime_ns=10**18), "b": File(b"same", mtime_ns=10**18)})
+    args = (src, f"{H}:{dst}") if direction == "push" else (f"{H}:{src}", dst)
+    assert pcopy(server, "sync", *args).returncode == 0
+    assert (dst / "a").read_bytes() == b"BBBB"  # size and mtime match: unchanged without -c
+    proc = pcopy(server, "sync", *args, "-c", "-v")
+    assert proc.returncode == 0, proc.err
+    assert (dst / "a").read_bytes() == b"AAAA"
+    assert ">fc" in proc.out + proc.err and " b\n" not in proc.out + proc.err
+
+
+def test_planted_symlinks_on_the_remote_are_never_written_through(server, tmp_path):
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    make_tree(outside, {"victim": b"untouched"})
+    make_tree(src, {"a/victim": b"evil", "b/c/victim": b"evil", "top": b"x"})
+    make_tree(dst, {"a": Link(str(outside)), "b/c": Link(str(outside)), "b/keep": b"k"})
+    snapshot = sorted(os.listdir(outside))
+    copy = pcopy(server, "copy", src, f"{H}:{dst}")
+    assert copy.returncode == 3, copy.err  # copy reports an entry of another kind
+    assert (outside / "victim").read_bytes() == b"untouched"
+    sync = pcopy(server, "sync", src, f"{H}:{dst}", "--delete")
+    assert sync.returncode == 0, sync.err  # sync replaces the links by directories
+    assert (outside / "victim").read_bytes() == b"untouched" and sorted(os.listdir(outside)) == snapshot
+    assert (dst / "a").is_dir() and not (dst / "a").is_symlink()
+    assert (dst / "b/c/victim").read_bytes() == b"evil"
+    assert rsync_diff(server, src, dst, "--delete") == ""
+
+
+def test_remote_without_pcopy(server, tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, {"f": b"x"})
+    proc = subprocess.run(pcopy_cmd("copy", src, f"{H}:{tmp_path}/dst", "-e", server.rsh, "--remote-pcopy",
+                                    "/nonexistent/pcopy"), capture_output=True, text=True, env=env(), timeout=60)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pcopy: error: {H}: no pcopy on the remote"), proc.stderr
+    assert not (tmp_path / "dst").exists()
+
+
+FAKE = """\
+import json, struct, sys
+r, w = sys.stdin.buffer, sys.stdout.buffer
+n, p = struct.unpack(">II", r.read(8)); r.read(n + p)
+h = json.dumps({"ok": True, "proto": 999, "version": "9.9.9"}).encode()
+w.write(struct.pack(">II", len(h), 0) + h); w.flush()
+"""
+
+
+def test_protocol_version_mismatch(server, tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, {"f": b"x"})
+    fake = tmp_path / "fake.py"
+    fake.write_text(FAKE)
+    proc = subprocess.run(pcopy_cmd("copy", src, f"{H}:{tmp_path}/dst", "-e", server.rsh, "--remote-pcopy",
+                                    f"{sys.executable} {fake}"), capture_output=True, text=True, env=env(), timeout=60)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "protocol version mismatch" in lines[0] and "9.9.9" in lines[0], proc.stderr
+    assert not (tmp_path / "dst").exists()
+
+
+def test_serve_refuses_another_protocol_and_unknown_operations():
+    from pcopy.remote.protocol import PROTO, encode, read_frame
+    from pcopy.remote.serve import Server
+
+    out = io.BytesIO()
+    assert Server(io.BytesIO(encode({"op": "hello", "proto": PROTO + 1})), out).run() == 2
+    header, _ = read_frame(io.BytesIO(out.getvalue()))
+    assert header["ok"] is False and "mismatch" in header["error"]
+    out = io.BytesIO()
+    frames = encode({"op": "hello", "proto": PROTO}) + encode({"op": "exec", "argv": ["touch", "/tmp/x"]})
+    assert Server(io.BytesIO(frames), out).run() == 0
+    stream = io.BytesIO(out.getvalue())
+    assert read_frame(stream)[0]["ok"] is True
+    refused = read_frame(stream)[0]
+    assert refused["ok"] is False and "unknown operation" in refused["error"]
+
+
+def _ssh_children(pid: int) -> list:
+    from conftest import children
+
+    found = []
+    for child, _ in children(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as fh:
+                if fh.read().split(b"\0")[0].endswith(b"ssh"):
+                    found.append(child)
+        except OSError:
+            pass
+    return found
+
+
+def _slow_push(server, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {f"d{d}/f{i}": os.urandom(64 << 10) for d in range(4) for i in range(40)})
+    cmd = pcopy_cmd("copy", src, f"{H}:{dst}", "--bwlimit", "2M", "-j", "2", *server.args())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd="/")
+    assert wait_for(lambda: dst.exists() and any(f for _, _, f in os.walk(dst)), 30), proc.stderr
+    return src, dst, proc
+
+
+def test_killed_transport_fails_with_one_line_then_rerun_completes(server, tmp_path):
+    src, dst, proc = _slow_push(server, tmp_path)
+    ssh = _ssh_children(proc.pid)
+    assert ssh
+    os.kill(ssh[-1], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 1, err
+    assert len(lines) == 1 and lines[0].startswith(f"pcopy: error: {H}: connection lost"), err
+    assert wait_for(lambda: not sshd.serve_pids(), 5)
+    rerun = pcopy(server, "copy", src, f"{H}:{dst}")
+    assert rerun.returncode == 0, rerun.err
+    assert rsync_diff(server, src, dst) == ""
+    assert temp_files(dst) == []
+
+
+def test_ctrl_c_stops_both_ends(server, tmp_path):
+    src, dst, proc = _slow_push(server, tmp_path)
+    assert sshd.serve_pids()
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < 2.5
+    assert wait_for(lambda: not sshd.serve_pids(), 2), sshd.serve_pids()
+    assert temp_files(dst) == []  # each remote receiver removed the file it was writing
+    rerun = pcopy(server, "copy", src, f"{H}:{dst}")
+    assert rerun.returncode == 0 and rsync_diff(server, src, dst) == ""
+
+
+@pytest.mark.parametrize("argv", [
+    ["copy", "SRC", f"{H}:/x", "--manifest", "/tmp/m.xxh"],
+    ["sync", "SRC", f"{H}:/x", "--link-dest", "/y"],
+    ["copy", "SRC", "SRC", f"{H}:/x"],
+    ["watch", "SRC", f"{H}:/x"],
+    ["hash", f"{H}:/x"],
+    ["verify", "SRC", f"{H}:/x"],
+])
+def test_what_is_not_built_yet_is_refused_with_one_line(tmp_path, argv):
+    src = tmp_path / "src"
+    make_tree(src, {"f": b"x"})
+    argv = [str(src) if a == "SRC" else a for a in argv]
+    proc = subprocess.run(pcopy_cmd(*argv), capture_output=True, text=True, env=env(), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "remote paths (host:path) are not supported yet" in lines[0], proc.stderr
+
+
+def test_both_ends_remote_is_a_usage_error(tmp_path):
+    proc = subprocess.run(pcopy_cmd("copy", f"{H}:/a", f"{H}:/b"), capture_output=True, text=True, env=env())
+    assert proc.returncode == 2 and "both remote" in proc.stderr
+
+
+def test_dir_modes_and_times_arrive(server, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"d": Dir(mode=0o750, mtime_ns=1_500_000_000_000_000_000), "d/f": b"x"})
+    assert pcopy(server, "copy", src, f"{H}:{dst}").returncode == 0
+    st = os.stat(dst / "d")
+    assert st.st_mode & 0o7777 == 0o750 and st.st_mtime_ns == 1_500_000_000_000_000_000
+    shutil.rmtree(dst)
