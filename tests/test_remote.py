@@ -196,33 +196,40 @@ def _ssh_children(pid: int) -> list:
     return found
 
 
-def _slow_push(server, tmp_path):
+def _args(direction: str, src, dst) -> tuple:
+    return (src, f"{H}:{dst}") if direction == "push" else (f"{H}:{src}", dst)
+
+
+def _slow_run(server, tmp_path, direction):
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, {f"d{d}/f{i}": os.urandom(64 << 10) for d in range(4) for i in range(40)})
-    cmd = pcopy_cmd("copy", src, f"{H}:{dst}", "--bwlimit", "2M", "-j", "2", *server.args())
+    cmd = pcopy_cmd("copy", *_args(direction, src, dst), "--bwlimit", "2M", "-j", "2", *server.args())
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd="/")
     assert wait_for(lambda: dst.exists() and any(f for _, _, f in os.walk(dst)), 30), proc.stderr
     return src, dst, proc
 
 
-def test_killed_transport_fails_with_one_line_then_rerun_completes(server, tmp_path):
-    src, dst, proc = _slow_push(server, tmp_path)
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_killed_transport_fails_with_one_line_then_rerun_completes(server, tmp_path, direction):
+    src, dst, proc = _slow_run(server, tmp_path, direction)
     ssh = _ssh_children(proc.pid)
     assert ssh
-    os.kill(ssh[-1], signal.SIGKILL)
+    for pid in ssh:  # every session: an idle one (a walk that is done) would not be missed
+        os.kill(pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=60)
     lines = err.decode().strip().splitlines()
     assert proc.returncode == 1, err
     assert len(lines) == 1 and lines[0].startswith(f"pcopy: error: {H}: connection lost"), err
     assert wait_for(lambda: not sshd.serve_pids(), 5)
-    rerun = pcopy(server, "copy", src, f"{H}:{dst}")
+    rerun = pcopy(server, "copy", *_args(direction, src, dst))
     assert rerun.returncode == 0, rerun.err
     assert rsync_diff(server, src, dst) == ""
     assert temp_files(dst) == []
 
 
-def test_ctrl_c_stops_both_ends(server, tmp_path):
-    src, dst, proc = _slow_push(server, tmp_path)
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_ctrl_c_stops_both_ends(server, tmp_path, direction):
+    src, dst, proc = _slow_run(server, tmp_path, direction)
     assert sshd.serve_pids()
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
@@ -230,8 +237,8 @@ def test_ctrl_c_stops_both_ends(server, tmp_path):
     assert proc.returncode == 130, err
     assert time.monotonic() - started < 2.5
     assert wait_for(lambda: not sshd.serve_pids(), 2), sshd.serve_pids()
-    assert temp_files(dst) == []  # each remote receiver removed the file it was writing
-    rerun = pcopy(server, "copy", src, f"{H}:{dst}")
+    assert temp_files(dst) == []  # each receiver removed the file it was writing
+    rerun = pcopy(server, "copy", *_args(direction, src, dst))
     assert rerun.returncode == 0 and rsync_diff(server, src, dst) == ""
 
 

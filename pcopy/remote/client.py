@@ -78,7 +78,7 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
         src_side = Local(options.src, options.src, filter_spec)
         dst_side = Remote(remote_root, str(dst_spec), filter_spec, control, open_walker)
     else:
-        src_side = Remote(remote_root, str(src_spec), filter_spec, control, open_walker)
+        src_side = Remote(remote_root, str(src_spec), filter_spec, control, lambda: control)  # walks on control
         dst_side = Local(options.dst, options.dst, filter_spec)
     try:
         dst_is_new = _preflight(src_side, dst_side, options)

@@ -181,8 +181,7 @@ class Flow:
         yield from batches(reldir, tasks, options.batch_files, options.batch_bytes)
 
     def _root_entry(self):
-        info = self.src.info()
-        return info.get("stat")
+        return self.src.root_stat  # from the preflight: a session may be busy streaming the walk now
 
     def _remember_dir(self, relpath: str, entry) -> None:
         if entry is not None:

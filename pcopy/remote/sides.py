@@ -25,6 +25,7 @@ class Local:
     """This machine's end."""
 
     remote = False
+    root_stat = None  # the root's Entry fields, set by info()
 
     def __init__(self, root: str, label: str, filter_spec: Optional[dict]) -> None:
         self.root = root
@@ -33,7 +34,9 @@ class Local:
         self.keep = ops.make_keep(root, filter_spec)
 
     def info(self) -> dict:
-        return ops.root_info(self.root)
+        info = ops.root_info(self.root)
+        self.root_stat = info.get("stat")
+        return info
 
     def make_root(self) -> None:
         error = ops.make_root(self.root)
@@ -81,6 +84,7 @@ class Remote:
     """The other machine's end: ``control`` for operations, ``walker`` (opened when needed) for the walk."""
 
     remote = True
+    root_stat = None
 
     def __init__(self, root: str, label: str, filter_spec: Optional[dict], control: Connection,
                  open_walker: Callable[[], Connection]) -> None:
@@ -93,7 +97,9 @@ class Remote:
         self.keep = filters.make_filter(tuple((filter_spec or {}).get("filters") or ()))
 
     def info(self) -> dict:
-        return self.control.call({"op": "stat", "path": self.root})
+        info = self.control.call({"op": "stat", "path": self.root})
+        self.root_stat = info.get("stat")
+        return info
 
     def make_root(self) -> None:
         self.control.call({"op": "mkroot", "path": self.root})
@@ -135,7 +141,7 @@ class Remote:
         return conn.call({"op": "digests", "root": self.root, "reldir": reldir, "names": names})["digests"]
 
     def close(self) -> None:
-        if self.walker is not None:
+        if self.walker is not None and self.walker is not self.control:
             self.walker.close()
 
 
