@@ -247,7 +247,6 @@ def test_ctrl_c_stops_both_ends(server, tmp_path, direction):
     ["sync", "SRC", f"{H}:/x", "--link-dest", "/y"],
     ["copy", "SRC", "SRC", f"{H}:/x"],
     ["watch", "SRC", f"{H}:/x"],
-    ["hash", f"{H}:/x"],
     ["verify", "SRC", f"{H}:/x"],
 ])
 def test_what_is_not_built_yet_is_refused_with_one_line(tmp_path, argv):
@@ -272,3 +271,23 @@ def test_dir_modes_and_times_arrive(server, tmp_path):
     st = os.stat(dst / "d")
     assert st.st_mode & 0o7777 == 0o750 and st.st_mtime_ns == 1_500_000_000_000_000_000
     shutil.rmtree(dst)
+
+
+def test_hash_of_a_remote_tree_is_made_there(server, tree, tmp_path):
+    local = subprocess.run(pcopy_cmd("hash", tree, "--no-cache"), capture_output=True, env=env(), timeout=60)
+    assert local.returncode == 0, local.stderr
+    remote = subprocess.run(pcopy_cmd("hash", f"{H}:{tree}", "--no-cache", *server.args()), capture_output=True,
+                            env=env(), timeout=60)
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout == local.stdout and remote.stdout.count(b"\n") > 300
+    out = tmp_path / "m.xxh"
+    to_file = subprocess.run(pcopy_cmd("hash", f"{H}:{tree}", "-o", out, "--json", *server.args()),
+                             capture_output=True, env=env(), timeout=60)
+    assert to_file.returncode == 0, to_file.stderr
+    assert out.read_bytes() == local.stdout
+    assert '"files": ' in to_file.stdout.decode()
+    missing = subprocess.run(pcopy_cmd("hash", f"{H}:{tmp_path}/nope", *server.args()), capture_output=True,
+                             text=True, env=env(), timeout=60)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [f"pcopy: error: {H}: {tmp_path}/nope: cannot read root: "
+                                                   "No such file or directory"], missing.stderr

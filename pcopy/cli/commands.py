@@ -156,9 +156,16 @@ def run_hash(args) -> int:
     if to_stdout and args.json:
         raise UsageError("--json needs -o FILE (the manifest itself goes to stdout)")
     stdout = Stdout() if to_stdout else None
-    report = api.hash_tree(args.root, stdout if stdout is not None else args.output, algo=args.algo,
-                           jobs=args.jobs, backend=args.backend, cache=args.cache, progress=_progress(args),
-                           on_difference=_print_difference, on_warning=_print_warning)
+    from ..remote import hashing
+
+    if hashing.is_remote(args.root):  # host:ROOT: hashed on that machine, only the lines travel
+        report = hashing.hash_to(args.root, stdout, args.output, algo=args.algo, jobs=args.jobs, cache=args.cache,
+                                 rsh=args.rsh, remote_pcopy=args.remote_pcopy, on_difference=_print_difference,
+                                 on_warning=_print_warning)
+    else:
+        report = api.hash_tree(args.root, stdout if stdout is not None else args.output, algo=args.algo,
+                               jobs=args.jobs, backend=args.backend, cache=args.cache, progress=_progress(args),
+                               on_difference=_print_difference, on_warning=_print_warning)
     if stdout is not None:
         stdout.flush()
     if not args.quiet:

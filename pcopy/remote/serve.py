@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from ..errors import describe
+from ..errors import PcopyError, describe
 from ..runtime import children
 from ..version import __version__
 from . import ops
@@ -58,7 +58,11 @@ class Server:
                 self.emit({"ok": False, "error": f"unknown operation {header.get('op')!r}"})
                 self.wfile.flush()
                 continue
-            op(self, header)
+            try:
+                op(self, header)
+            except PcopyError as exc:  # the operation could not start (a missing root): its one line
+                self.emit({"ok": False, "error": str(exc)})
+                self.wfile.flush()
 
     # ----------------------------------------------------------------- operations
 
@@ -105,6 +109,11 @@ class Server:
         options = receiver_options(h["root"], h["token"], h.get("opts") or {})
         results = receive_batch(options, h["reldir"], self.next_frame)
         self.answer(results=results)
+
+    def op_hash(self, h: dict) -> None:
+        from .hashing import serve_hash
+
+        self.answer(**serve_hash(self.emit, h))
 
     def op_send(self, h: dict) -> None:
         results = send_batch(h["root"], h["reldir"], h["files"], self.emit, bool(h.get("follow")))
