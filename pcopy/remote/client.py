@@ -62,14 +62,14 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
     filter_spec = {"filters": list(options.filters)} if options.filters else None
     options = options._replace(hard_links=False, xattrs=False, acls=False, token=os.urandom(4).hex(),
                                modify_window_ns=max(options.modify_window_ns, 0))
-    conns = _connect(spec, rsh, remote_pcopy, streams + 1)
-    control, data = conns[0], conns[1:]
-    extra: list = []
+    # all sessions at once (each costs an ssh handshake and an interpreter start): control, the
+    # remote walk when DST is remote (a pull walks on control), then the data streams
+    conns = _connect(spec, rsh, remote_pcopy, streams + (2 if push else 1))
+    control, data = conns[0], conns[2:] if push else conns[1:]
+    walker = conns[1] if push else control
 
     def open_walker() -> transport.Connection:
-        conn = transport.connect(spec, rsh, remote_pcopy)
-        extra.append(conn)
-        return conn
+        return walker
 
     remote_root = spec.path
     src_side: Union[Local, Remote]
@@ -78,7 +78,7 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
         src_side = Local(options.src, options.src, filter_spec)
         dst_side = Remote(remote_root, str(dst_spec), filter_spec, control, open_walker)
     else:
-        src_side = Remote(remote_root, str(src_spec), filter_spec, control, lambda: control)  # walks on control
+        src_side = Remote(remote_root, str(src_spec), filter_spec, control, open_walker)
         dst_side = Local(options.dst, options.dst, filter_spec)
     try:
         dst_is_new = _preflight(src_side, dst_side, options)
@@ -96,8 +96,7 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
             _cleanup(dst_side, flow.touched, token)
             raise
     finally:
-        for conn in conns + extra:
-            conn.close()
+        transport.close_all(conns)
 
 
 def _connect(spec: transport.Spec, rsh: Optional[str], remote_pcopy: Optional[str], count: int) -> list:

@@ -154,6 +154,7 @@ class Connection:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+            return
         try:
             self.rfile.close()  # type: ignore[union-attr]
         except OSError:
@@ -169,6 +170,27 @@ class Connection:
             self.proc.wait(timeout=2.0)
         except subprocess.TimeoutExpired:
             pass
+
+
+def close_all(conns: list, timeout: float = 2.0) -> None:
+    """Close every session at once: all stdins first, then one bounded wait for them all."""
+    import time
+
+    for conn in conns:
+        if not conn.closed:
+            try:
+                conn.wfile.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+    deadline = time.monotonic() + timeout
+    for conn in conns:
+        if conn.closed:
+            continue
+        try:
+            conn.proc.wait(timeout=max(0.01, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        conn.close(timeout=0)
 
 
 def connect(spec: Spec, rsh: Optional[str], remote_pcopy: Optional[str]) -> Connection:
