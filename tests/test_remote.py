@@ -291,3 +291,38 @@ def test_hash_of_a_remote_tree_is_made_there(server, tree, tmp_path):
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [f"pcopy: error: {H}: {tmp_path}/nope: cannot read root: "
                                                    "No such file or directory"], missing.stderr
+
+
+HOSTILE = """\
+import json, struct, sys
+r, w = sys.stdin.buffer, sys.stdout.buffer
+def send(h):
+    data = json.dumps(h).encode()
+    w.write(struct.pack(">II", len(data), 0) + data); w.flush()
+while True:
+    head = r.read(8)
+    if len(head) < 8:
+        break
+    n, p = struct.unpack(">II", head)
+    h = json.loads(r.read(n)); r.read(p)
+    if h["op"] == "hello":
+        send({"ok": True, "proto": h["proto"], "version": "0.0.0"})
+    elif h["op"] == "stat":
+        send({"ok": True, "kind": "dir", "real": "/x", "stat": ["", "dir", 0, 0, 0, 0o40755, 0, 0, 1, 0, 0, 0]})
+    elif h["op"] == "walk":
+        entry = ["../escape", "file", 5, 0, 0, 0o100644, 0, 0, 1, 0, 0, 0]
+        send({"t": "listing", "reldir": "", "entries": [entry], "error": None, "entry_errors": []})
+        send({"ok": True})
+"""
+
+
+def test_a_hostile_remote_cannot_name_a_path_outside_dst(server, tmp_path):
+    fake = tmp_path / "hostile.py"
+    fake.write_text(HOSTILE)
+    dst = tmp_path / "in" / "dst"
+    proc = subprocess.run(pcopy_cmd("copy", f"{H}:/anything", dst, "-e", server.rsh, "--remote-pcopy",
+                                    f"{sys.executable} {fake}"), capture_output=True, text=True, env=env(), timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pcopy: error: {H}: bad name from the other end"), proc.stderr
+    assert not (tmp_path / "in" / "escape").exists() and not (tmp_path / "escape").exists()

@@ -91,8 +91,10 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
             dst_side.root = local_options.dst
         flow = Flow(options, src_side, dst_side, push, counters or Counters(), on_result, keep_results, stop_event)
         try:
-            return flow.run(data, token, recv, local_options, dst_is_new and not options.dry_run)
+            return flow.run(data, token, recv, local_options, dst_is_new)
         except BaseException:
+            for conn in conns:  # at once: a session streaming the walk would not see its stdin close
+                conn.kill()
             _cleanup(dst_side, flow.touched, token)
             raise
     finally:

@@ -22,6 +22,7 @@ import json
 import struct
 from typing import Optional
 
+from ..errors import PcopyError
 from ..model.entries import Entry, make_entry
 from ..model.results import Result
 
@@ -32,8 +33,8 @@ MAX_PAYLOAD = 64 << 20
 CHUNK = 1 << 20
 
 
-class ProtocolError(Exception):
-    """The other end broke the protocol or went away."""
+class ProtocolError(PcopyError):
+    """The other end broke the protocol (exit 1, one line)."""
 
 
 def encode(header: dict, payload: bytes = b"") -> bytes:
@@ -77,12 +78,32 @@ def read_frame(stream) -> tuple:
     return header, _read_exact(stream, payload_size)
 
 
+def check_name(name) -> str:
+    """A directory entry's name as the other end sent it: one component, never ``..`` (a hostile end
+    must not steer a write outside the root, as rsync's 2024 advisories were about)."""
+    if not isinstance(name, str) or not name or "/" in name or "\0" in name or name in (".", ".."):
+        raise ProtocolError(f"bad name from the other end: {name!r}")
+    return name
+
+
+def check_relpath(relpath) -> str:
+    """A relative path below the root ("" is the root): components checked like names."""
+    if not isinstance(relpath, str):
+        raise ProtocolError(f"bad path from the other end: {relpath!r}")
+    if relpath:
+        for part in relpath.split("/"):
+            check_name(part)
+    return relpath
+
+
 def entry_out(entry: Entry) -> list:
     return list(entry)
 
 
 def entry_in(plain) -> Entry:
-    return make_entry(tuple(plain))
+    entry = make_entry(tuple(plain))
+    check_name(entry.name)
+    return entry
 
 
 def result_out(result: Result) -> list:

@@ -23,7 +23,7 @@ from ..model.results import COPIED, DISK_FULL, ERROR, Result, failure
 from ..options import Options
 from ..runtime import worker
 from ..transfer.worker import BatchCopier
-from .protocol import ProtocolError
+from .protocol import ProtocolError, check_name, check_relpath
 
 MISMATCH = "mismatch"  # reason of a file whose written bytes did not hash like the bytes read
 
@@ -54,6 +54,7 @@ def _meta(header: dict) -> Meta:
 
 def receive_batch(options: Options, reldir: str, next_frame: Callable) -> list:
     """Write the files that arrive (until ``done``); one Result (as a list) per file that arrived."""
+    check_relpath(reldir)
     dsts = worker.dir_cache(options.token, options.dst)
     try:
         dst_fd = dsts.acquire(reldir)
@@ -68,9 +69,7 @@ def receive_batch(options: Options, reldir: str, next_frame: Callable) -> list:
             kind = header.get("t")
             if kind == "done":
                 break
-            name = header["name"]
-            if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-                raise ProtocolError(f"bad file name {name!r}")
+            name = check_name(header.get("name"))
             relpath = relpath_join(reldir, name)
             if kind == "link":
                 result = copier.write_link(relpath, name, header)

@@ -17,7 +17,7 @@ from ..errors import PcopyError, describe
 from ..runtime import children
 from ..version import __version__
 from . import ops
-from .protocol import PROTO, ProtocolError, encode, read_frame
+from .protocol import PROTO, ProtocolError, check_relpath, encode, read_frame
 from .receive import receive_batch, receiver_options
 from .send import send_batch
 
@@ -60,6 +60,8 @@ class Server:
                 continue
             try:
                 op(self, header)
+            except ProtocolError:
+                raise  # the stream may be out of step: end the session
             except PcopyError as exc:  # the operation could not start (a missing root): its one line
                 self.emit({"ok": False, "error": str(exc)})
                 self.wfile.flush()
@@ -84,25 +86,34 @@ class Server:
         self.answer()
 
     def op_readdir(self, h: dict) -> None:
+        check_relpath(h["reldir"])
         self.answer(**ops.readdir_out(h["root"], h["reldir"]))
 
     def op_mkdirs(self, h: dict) -> None:
+        for reldir in h["reldirs"]:
+            check_relpath(reldir)
         self.answer(errors=ops.mkdirs(h["root"], h["reldirs"]))
 
     def op_delete(self, h: dict) -> None:
+        for item in h["items"]:
+            check_relpath(item[0])
         keep = ops.make_keep(h["root"], h.get("filter"))
         self.answer(found=ops.delete(h["root"], h["items"], keep, bool(h.get("dry"))))
 
     def op_dirmeta(self, h: dict) -> None:
+        for d in h["dirs"]:
+            check_relpath(d[0])
         self.answer(errors=ops.dir_meta(h["root"], h["dirs"], bool(h.get("owner")) and os.geteuid() == 0))
 
     def op_stale(self, h: dict) -> None:
+        check_relpath(h["reldir"])
         self.answer(removed=ops.remove_stale(h["root"], h["reldir"], h["names"]))
 
     def op_cleanup(self, h: dict) -> None:
         self.answer(removed=ops.remove_run_temps(h["root"], h["reldirs"], h["token"]))
 
     def op_digests(self, h: dict) -> None:
+        check_relpath(h["reldir"])
         self.answer(digests=ops.digests(h["root"], h["reldir"], h["names"]))
 
     def op_recv(self, h: dict) -> None:
@@ -116,6 +127,7 @@ class Server:
         self.answer(**serve_hash(self.emit, h))
 
     def op_send(self, h: dict) -> None:
+        check_relpath(h["reldir"])
         results = send_batch(h["root"], h["reldir"], h["files"], self.emit, bool(h.get("follow")))
         self.answer(results=results)
 

@@ -13,7 +13,7 @@ from ..fs import filters
 from ..fs.scan import walk
 from ..model.entries import DIR
 from . import ops
-from .protocol import entry_in, error_in
+from .protocol import ProtocolError, check_relpath, entry_in, error_in
 from .transport import Connection
 
 
@@ -109,12 +109,23 @@ class Remote:
         conn.send({"op": "walk", "root": self.root, "follow": follow, "filter": self.filter_spec})
         while True:
             header, _ = conn.recv()
-            if header.get("t") != "listing":
-                if not header.get("ok"):
-                    raise PcopyError(f"{conn.spec.host}: {header.get('error', 'walk failed')}")
-                return
-            yield (header["reldir"], [entry_in(e) for e in header["entries"]], error_in(header.get("error")),
-                   _entry_errors(header.get("entry_errors") or ()))
+            try:
+                listing = self._listing(header)
+            except ProtocolError as exc:
+                raise PcopyError(f"{conn.spec.host}: {exc}") from None
+            if listing is not None:
+                yield listing
+                continue
+            if not header.get("ok"):
+                raise PcopyError(f"{conn.spec.host}: {header.get('error', 'walk failed')}")
+            return
+
+    @staticmethod
+    def _listing(header: dict) -> Optional[tuple]:
+        if header.get("t") != "listing":
+            return None
+        return (check_relpath(header["reldir"]), [entry_in(e) for e in header["entries"]],
+                error_in(header.get("error")), _entry_errors(header.get("entry_errors") or ()))
 
     def readdir(self, reldir: str) -> tuple:
         return _readdir_in(self.control.call({"op": "readdir", "root": self.root, "reldir": reldir}))

@@ -20,7 +20,7 @@ from ..errors import PcopyError
 from ..model.entries import CHECKSUM, COPY, FILE, LINK, SYMLINK, Batch, Task, relpath_join
 from ..model.results import COPIED, SAME_CONTENT, SKIPPED, Result, failure
 from ..runtime import worker as runtime_worker
-from .protocol import result_in
+from .protocol import ProtocolError, result_in
 from .receive import MISMATCH, receive_batch
 from .send import send_batch
 from .transport import Connection
@@ -85,7 +85,10 @@ class Mover:
         else:
             conn.send({"op": "send", "root": self.src.root, "reldir": reldir, "files": files,
                        "follow": self.follow})
-            written = receive_batch(self.local_options, reldir, _frames(conn))
+            try:
+                written = receive_batch(self.local_options, reldir, _frames(conn))
+            except ProtocolError as exc:  # a hostile or broken remote: named, one line
+                raise PcopyError(f"{conn.spec.host}: {exc}") from None
             sent = conn.answer()["results"]
         return [result_in(r) for r in sent] + [result_in(r) for r in written]
 
