@@ -106,6 +106,7 @@ RSYNC_OPTIONS = {
     "delete_anyway": "with delete: skip the guard against a mistaken DST",
     "rsh": "with a [user@]host:path SRC or DST: the remote shell command (default 'ssh'), as rsync's -e",
     "remote_pcopy": "the pcopy command on the remote (default: pcopy on its PATH, then python3 -m pcopy)",
+    "compress": "with a [user@]host:path SRC or DST: compress file data in transit (zstd, else zlib), rsync's -z",
 }
 
 
@@ -124,12 +125,13 @@ def _run(src, dst, fields: dict, progress, keep_results, on_result, stop_event, 
     if not sources:
         raise UsageError("no SRC given")
     rsh, remote_pcopy = fields.pop("rsh", None), fields.pop("remote_pcopy", None)
+    compress = bool(fields.pop("compress", False))  # no effect on a local run, as rsync's -z
     from .remote import client as remote
 
     if any(map(remote.is_remote, sources + [os.fspath(dst)])):  # host:path: over ssh (pcopy.remote)
         return remote.run(sources, os.fspath(dst), fields, counters=make_progress(progress), keep_results=keep_results,
                           on_result=on_result, stop_event=stop_event, scheduler=scheduler, rsh=rsh,
-                          remote_pcopy=remote_pcopy)
+                          remote_pcopy=remote_pcopy, compress=compress)
     options = _options.build(sources[0], dst, **fields)
     for extra in sources[1:]:
         _options.check_local(extra)

@@ -102,6 +102,16 @@ def test_sync_delete_filters_dry_run(server, tree, tmp_path, direction):
 
 
 @pytest.mark.parametrize("direction", ["push", "pull"])
+def test_compressed_transfer(server, tmp_path, direction):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"text": b"compressible line\n" * 200_000, "random": os.urandom(3 << 20), "empty": b""})
+    args = (src, f"{H}:{dst}") if direction == "push" else (f"{H}:{src}", dst)
+    proc = pcopy(server, "copy", *args, "-z")
+    assert proc.returncode == 0, proc.err
+    assert rsync_diff(server, src, dst) == ""
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
 def test_checksum_finds_same_size_same_time_change(server, tmp_path, direction):
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, {"a": File(b"AAAA", mtime_ns=10**18), "b": File(b"same", mtime_ns=10**18)})
@@ -326,3 +336,32 @@ def test_a_hostile_remote_cannot_name_a_path_outside_dst(server, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"pcopy: error: {H}: bad name from the other end"), proc.stderr
     assert not (tmp_path / "in" / "escape").exists() and not (tmp_path / "escape").exists()
+
+
+def test_send_and_receive_halves_in_memory_with_compression(tmp_path):
+    """The two halves of a batch without ssh: frames compressed with -z, the receiver's digest of what it
+    wrote checked against the sender's, and a tampered frame never published."""
+    from pcopy.remote import protocol
+    from pcopy.remote.receive import MISMATCH, receive_batch, receiver_options
+    from pcopy.remote.send import send_batch
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a": b"text\n" * 100_000, "b": b"", "l": Link("a")})
+    os.makedirs(dst)
+    frames: list = []
+    sent = send_batch(str(src), "", [["a", ">f+++++++++", False], ["b", "", False], ["l", "", True]],
+                      lambda h, p=b"": frames.append((h, p)), codec="zlib")
+    assert sent == []
+    chunks = [(h, p) for h, p in frames if h["t"] == "chunk"]
+    assert chunks and all(h["z"] == "zlib" for h, _ in chunks) and sum(len(p) for _, p in chunks) < 100_000
+    options = receiver_options(str(dst), "t0ken", {})
+    results = receive_batch(options, "", iter(frames).__next__)
+    assert [r[1] for r in results] == ["copied"] * 3
+    assert (dst / "a").read_bytes() == (src / "a").read_bytes() and os.readlink(dst / "l") == "a"
+    tampered = [(h, protocol.compress("zlib", b"evil") if h["t"] == "chunk" else p) for h, p in frames]
+    shutil.rmtree(dst)
+    os.makedirs(dst)
+    results = receive_batch(options._replace(token="t1ken"), "", iter(tampered).__next__)
+    assert results[0][6] == MISMATCH and not (dst / "a").exists() and temp_files(dst) == []
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decompress("zlib", protocol.compress("zlib", b"\0" * (protocol.MAX_PAYLOAD + 1)))

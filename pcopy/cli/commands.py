@@ -53,8 +53,8 @@ def _copy_kwargs(args) -> dict:
 
 
 def _remote_kwargs(args) -> dict:
-    """-e/--rsh and --remote-pcopy, only when given (watch does not take them yet)."""
-    return {k: getattr(args, k) for k in ("rsh", "remote_pcopy") if getattr(args, k, None) is not None}
+    """-e/--rsh, --remote-pcopy and -z, only when given (watch does not take them yet)."""
+    return {k: getattr(args, k) for k in ("rsh", "remote_pcopy", "compress") if getattr(args, k, None) is not None}
 
 
 def _sync_kwargs(args) -> dict:

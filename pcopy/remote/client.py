@@ -39,7 +39,7 @@ def is_remote(path) -> bool:
 
 def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] = None, keep_results: bool = False,
         on_result=None, stop_event: Optional[threading.Event] = None, scheduler=None, rsh: Optional[str] = None,
-        remote_pcopy: Optional[str] = None) -> Report:  # noqa: F821 (Report: see below)
+        remote_pcopy: Optional[str] = None, compress: bool = False) -> Report:  # noqa: F821 (Report: see below)
     """A copy or sync with one remote end (``fields``: api keyword arguments)."""
     if len(sources) != 1:
         raise not_yet(next((s for s in sources + [dst] if is_remote(s)), dst), "several SRCs")
@@ -91,7 +91,7 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
             dst_side.root = local_options.dst
         flow = Flow(options, src_side, dst_side, push, counters or Counters(), on_result, keep_results, stop_event)
         try:
-            return flow.run(data, token, recv, local_options, dst_is_new)
+            return flow.run(data, token, recv, local_options, dst_is_new, compress)
         except BaseException:
             for conn in conns:  # at once: a session streaming the walk would not see its stdin close
                 conn.kill()

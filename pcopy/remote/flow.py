@@ -80,7 +80,8 @@ class Flow:
         self.dst_dirs: set = set()
         self.touched: set = set()  # DST dirs this run wrote into (its temp files are removed on a stop)
 
-    def run(self, conns: list, token: str, spec: dict, local_options: Optional[Options], dst_is_new: bool) -> Report:
+    def run(self, conns: list, token: str, spec: dict, local_options: Optional[Options], dst_is_new: bool,
+            compress: bool = False) -> Report:
         options = self.options
         started = time.monotonic()
         if dst_is_new:
@@ -88,7 +89,7 @@ class Flow:
         else:
             self.dst_dirs.add("")
         mover = Mover(self.push, self.src, self.dst, token, spec, local_options, options.follow_symlinks,
-                      options.dry_run, self.stop)
+                      options.dry_run, self.stop, compress)
         streams = Streams(conns, mover)
         counters = self.consumer.counters
         with SignalGuard(self.stop_event) as guard:

@@ -120,3 +120,52 @@ def error_out(exc: Optional[OSError]) -> Optional[list]:
 
 def error_in(plain) -> Optional[OSError]:
     return None if plain is None else OSError(plain[0], plain[1])
+
+
+# --------------------------------------------------------------------------- -z: chunk compression
+
+def codecs() -> list:
+    """The chunk codecs this end can use, best first (zstd with the optional zstandard package)."""
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        return ["zlib"]
+    return ["zstd", "zlib"]
+
+
+def pick_codec(theirs) -> str:
+    """The best codec both ends have (zlib is always there)."""
+    return next((c for c in codecs() if c in (theirs or ["zlib"])), "zlib")
+
+
+def compress(codec: str, data: bytes) -> bytes:
+    if codec == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=3).compress(data)
+    import zlib
+
+    return zlib.compress(data, 1)
+
+
+def decompress(codec: str, data: bytes) -> bytes:
+    """Bounded: a chunk never grows past MAX_PAYLOAD (a hostile end cannot send a bomb)."""
+    if codec == "zstd":
+        import zstandard
+
+        try:
+            return zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_PAYLOAD)
+        except zstandard.ZstdError as exc:
+            raise ProtocolError(f"bad zstd chunk: {exc}") from None
+    if codec != "zlib":
+        raise ProtocolError(f"unknown codec {codec!r}")
+    import zlib
+
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, MAX_PAYLOAD)
+    except zlib.error as exc:
+        raise ProtocolError(f"bad zlib chunk: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise ProtocolError("compressed chunk too large")
+    return out

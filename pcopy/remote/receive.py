@@ -23,7 +23,7 @@ from ..model.results import COPIED, DISK_FULL, ERROR, Result, failure
 from ..options import Options
 from ..runtime import worker
 from ..transfer.worker import BatchCopier
-from .protocol import ProtocolError, check_name, check_relpath
+from .protocol import ProtocolError, check_name, check_relpath, decompress
 
 MISMATCH = "mismatch"  # reason of a file whose written bytes did not hash like the bytes read
 
@@ -165,6 +165,8 @@ class Receiver(BatchCopier):
                 raise ProtocolError(f"unexpected frame {frame.get('t')!r} inside a file")
             if out < 0 or self.write_error is not None:
                 continue
+            if frame.get("z"):
+                payload = decompress(frame["z"], payload)
             try:
                 view = memoryview(payload)
                 while view:

@@ -14,7 +14,7 @@ from ..errors import describe
 from ..fs.beneath import DirFd
 from ..model.entries import FILE, LINK, SYMLINK, relpath_join
 from ..model.results import ERROR, NOT_REGULAR, SKIPPED, SOURCE_CHANGED, VANISHED, Result, failure
-from .protocol import CHUNK
+from .protocol import CHUNK, compress
 
 
 def _meta(st: os.stat_result) -> dict:
@@ -22,7 +22,8 @@ def _meta(st: os.stat_result) -> dict:
             "mtime": st.st_mtime_ns, "size": st.st_size}
 
 
-def send_batch(root: str, reldir: str, files: list, emit: Callable, follow: bool = False, stop=None) -> list:
+def send_batch(root: str, reldir: str, files: list, emit: Callable, follow: bool = False, stop=None,
+               codec: str = "") -> list:
     """Emit ``files`` ([name, why, is_link] in ``root/reldir``) and a final ``done``; returns the Results
     decided here (a file that vanished or kept changing), as plain lists."""
     out: list = []
@@ -44,7 +45,7 @@ def send_batch(root: str, reldir: str, files: list, emit: Callable, follow: bool
                 if is_link:
                     _send_link(dir_fd, name, why, emit)
                 else:
-                    result = _send_file(dir_fd, name, why, emit, flags, stop)
+                    result = _send_file(dir_fd, name, why, emit, flags, stop, codec)
                     if result is not None:
                         out.append(list(result._replace(relpath=relpath)))
             except FileNotFoundError:
@@ -64,7 +65,7 @@ def _send_link(dir_fd: int, name: str, why: str, emit: Callable) -> None:
     emit(dict(_meta(st), t="link", name=name, why=why, target=target))
 
 
-def _send_file(dir_fd: int, name: str, why: str, emit: Callable, flags: int, stop):
+def _send_file(dir_fd: int, name: str, why: str, emit: Callable, flags: int, stop, codec: str = ""):
     """Send one file (again after a change seen during the read); a Result only when it is not sent."""
     fd = os.open(name, flags, dir_fd=dir_fd)
     try:
@@ -75,7 +76,7 @@ def _send_file(dir_fd: int, name: str, why: str, emit: Callable, flags: int, sto
             emit(dict(_meta(before), t="file", name=name, why=why))
             try:
                 digest = digests.read_through(fd, before.st_size, digests.XXH128, stop,
-                                              lambda piece: _chunks(piece, emit))
+                                              lambda piece: _chunks(piece, emit, codec))
                 digests.check_unchanged(fd, before)
             except digests.SourceChanged:
                 emit({"t": "end", "error": "retry"})
@@ -91,9 +92,14 @@ def _send_file(dir_fd: int, name: str, why: str, emit: Callable, flags: int, sto
                    SOURCE_CHANGED)
 
 
-def _chunks(piece, emit: Callable) -> None:
+def _chunks(piece, emit: Callable, codec: str = "") -> None:
+    """The bytes read, in frames of at most CHUNK; -z: each frame compressed (``codec``)."""
     for start in range(0, len(piece), CHUNK):
-        emit({"t": "chunk"}, bytes(piece[start:start + CHUNK]))
+        data = bytes(piece[start:start + CHUNK])
+        if codec:
+            emit({"t": "chunk", "z": codec}, compress(codec, data))
+        else:
+            emit({"t": "chunk"}, data)
 
 
 LINK_ACTION = LINK

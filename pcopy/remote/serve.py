@@ -17,7 +17,7 @@ from ..errors import PcopyError, describe
 from ..runtime import children
 from ..version import __version__
 from . import ops
-from .protocol import PROTO, ProtocolError, check_relpath, encode, read_frame
+from .protocol import PROTO, ProtocolError, check_relpath, codecs, encode, read_frame
 from .receive import receive_batch, receiver_options
 from .send import send_batch
 
@@ -47,7 +47,7 @@ class Server:
                        "error": f"protocol version mismatch (client {header.get('proto')}, server {PROTO})"})
             self.wfile.flush()
             return 2
-        self.answer(proto=PROTO, version=__version__, pid=os.getpid())
+        self.answer(proto=PROTO, version=__version__, pid=os.getpid(), codecs=codecs())
         while True:
             try:
                 header, _ = self.next_frame()
@@ -128,7 +128,10 @@ class Server:
 
     def op_send(self, h: dict) -> None:
         check_relpath(h["reldir"])
-        results = send_batch(h["root"], h["reldir"], h["files"], self.emit, bool(h.get("follow")))
+        codec = h.get("z") or ""
+        if codec and codec not in codecs():
+            raise ProtocolError(f"unknown codec {codec!r}")
+        results = send_batch(h["root"], h["reldir"], h["files"], self.emit, bool(h.get("follow")), codec=codec)
         self.answer(results=results)
 
 

@@ -20,7 +20,7 @@ from ..errors import PcopyError
 from ..model.entries import CHECKSUM, COPY, FILE, LINK, SYMLINK, Batch, Task, relpath_join
 from ..model.results import COPIED, SAME_CONTENT, SKIPPED, Result, failure
 from ..runtime import worker as runtime_worker
-from .protocol import ProtocolError, result_in
+from .protocol import ProtocolError, pick_codec, result_in
 from .receive import MISMATCH, receive_batch
 from .send import send_batch
 from .transport import Connection
@@ -32,7 +32,7 @@ class Mover:
     """What one stream does with a batch; ``push``: SRC is here and DST there, else the other way."""
 
     def __init__(self, push: bool, src, dst, token: str, spec: dict, local_options, follow: bool,
-                 dry_run: bool, stop: threading.Event) -> None:
+                 dry_run: bool, stop: threading.Event, compress: bool = False) -> None:
         self.push = push
         self.src, self.dst = src, dst
         self.token, self.spec = token, spec
@@ -40,6 +40,7 @@ class Mover:
         self.follow = follow
         self.dry_run = dry_run
         self.stop = stop
+        self.compress = compress  # -z: chunks compressed with the best codec both ends have
 
     def run(self, conn: Connection, batch: Batch) -> list:
         results: list = []
@@ -80,11 +81,12 @@ class Mover:
         if self.push:
             conn.send({"op": "recv", "root": self.dst.root, "token": self.token, "reldir": reldir,
                        "opts": self.spec})
-            sent = send_batch(self.src.root, reldir, files, conn.send, self.follow, self.stop)
+            codec = pick_codec(conn.codecs) if self.compress else ""
+            sent = send_batch(self.src.root, reldir, files, conn.send, self.follow, self.stop, codec)
             written = conn.answer()["results"]
         else:
             conn.send({"op": "send", "root": self.src.root, "reldir": reldir, "files": files,
-                       "follow": self.follow})
+                       "follow": self.follow, "z": pick_codec(conn.codecs) if self.compress else ""})
             try:
                 written = receive_batch(self.local_options, reldir, _frames(conn))
             except ProtocolError as exc:  # a hostile or broken remote: named, one line

@@ -76,6 +76,7 @@ class Connection:
         self._drain = threading.Thread(target=self._read_stderr, name="pcopy-ssh-stderr", daemon=True)
         self._drain.start()
         self.closed = False
+        self.codecs: list = ["zlib"]  # the remote's -z codecs (from the handshake)
 
     def _read_stderr(self) -> None:
         for line in iter(self.proc.stderr.readline, b""):  # type: ignore[union-attr]
@@ -139,6 +140,7 @@ class Connection:
                              f"{__version__} speaks {PROTO}; install the same pcopy on both machines")
         if not header.get("ok"):
             raise PcopyError(f"{self.spec.host}: {header.get('error', 'handshake refused')}")
+        self.codecs = header.get("codecs") or ["zlib"]
         return header
 
     def close(self, timeout: float = 2.0) -> None:
