@@ -19,7 +19,7 @@ from .flow import Flow
 from .receive import receiver_options
 from .sides import Local, Remote
 
-DEFAULT_STREAMS = 4  # ssh sessions moving data (plus one for control and one for the DST walk)
+MAX_DEFAULT_STREAMS = 4  # ssh sessions moving data by default: one per CPU, at most this many (plus control, walk)
 NOT_YET = ("link_dest", "manifest", "transform", "partial", "backup", "files_from", "one_file_system",
            "prune_empty_dirs", "chmod", "chown", "exclude_if_present", "sparse")
 OPTION_NAMES = {"link_dest": "--link-dest", "manifest": "--manifest", "transform": "--transform",
@@ -58,7 +58,7 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
         if getattr(options, name) != default:
             raise not_yet(arg, OPTION_NAMES[name])
     push = dst_spec is not None
-    streams = options.jobs or DEFAULT_STREAMS
+    streams = options.jobs or min(MAX_DEFAULT_STREAMS, os.cpu_count() or 1)
     filter_spec = {"filters": list(options.filters)} if options.filters else None
     options = options._replace(hard_links=False, xattrs=False, acls=False, token=os.urandom(4).hex(),
                                modify_window_ns=max(options.modify_window_ns, 0))
