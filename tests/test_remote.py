@@ -94,8 +94,11 @@ def test_sync_delete_filters_dry_run(server, tree, tmp_path, direction):
     assert ">f.st...... hello.txt" in dry.out + dry.err
     assert "nothing was changed" in dry.err
     assert sorted(os.listdir(dst)) == before
-    proc = pcopy(server, "sync", *args, "--delete", "--exclude", "*.log", "-v")
+    log = tmp_path / "run.log"
+    proc = pcopy(server, "sync", *args, "--delete", "--exclude", "*.log", "-v", "--log-file", log)
     assert proc.returncode == 0, proc.err
+    assert f" {H}:" in log.read_text().splitlines()[0]  # the header keeps host:path as given
+    assert "*deleting   extra.txt" in log.read_text()
     assert not (dst / "extra.txt").exists() and not (dst / "olddir").exists()
     assert (dst / "keep.log").read_bytes() == b"excluded: stays"
     assert rsync_diff(server, tree, dst, "--delete", "--exclude", "*.log") == ""

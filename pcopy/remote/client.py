@@ -12,6 +12,7 @@ from typing import Optional, Union
 
 from .. import options as _options
 from ..errors import PcopyError, UsageError
+from ..model.results import Report
 from ..options import Options
 from ..runtime.progress import Counters
 from . import transport
@@ -39,7 +40,7 @@ def is_remote(path) -> bool:
 
 def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] = None, keep_results: bool = False,
         on_result=None, stop_event: Optional[threading.Event] = None, scheduler=None, rsh: Optional[str] = None,
-        remote_pcopy: Optional[str] = None, compress: bool = False) -> Report:  # noqa: F821 (Report: see below)
+        remote_pcopy: Optional[str] = None, compress: bool = False) -> Report:
     """A copy or sync with one remote end (``fields``: api keyword arguments)."""
     if len(sources) != 1:
         raise not_yet(next((s for s in sources + [dst] if is_remote(s)), dst), "several SRCs")
@@ -145,5 +146,3 @@ def _cleanup(dst, reldirs: set, token: str) -> None:
         except OSError:
             pass
 
-
-from ..model.results import Report  # noqa: E402

@@ -21,7 +21,7 @@ from typing import Optional
 from ..errors import PcopyError, describe
 from ..fs import temps
 from ..model.batching import batches
-from ..model.entries import ATTRS, CHECKSUM, COPY, DIR, FILE, LINK, Task, relpath_join
+from ..model.entries import ATTRS, CHECKSUM, COPY, DIR, FILE, LINK, relpath_join
 from ..model.results import CREATED, DELETED, FAILED, REPLACED, Report, Result, failure
 from ..options import Options
 from ..runtime.progress import Counters
@@ -260,5 +260,3 @@ class Flow:
             if error:
                 self.consumer.add(failure(relpath or ".", DIR, f"cannot set directory metadata: {error}"))
 
-
-TASK = Task

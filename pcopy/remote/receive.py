@@ -10,7 +10,6 @@ client (pull).
 from __future__ import annotations
 
 import os
-import stat
 from typing import Callable, NamedTuple
 
 from ..content import digest as digests
@@ -199,6 +198,3 @@ class Receiver(BatchCopier):
         if self.throttle is not None:
             self.throttle(size)
 
-
-def is_mode_dir(mode: int) -> bool:
-    return stat.S_ISDIR(mode)

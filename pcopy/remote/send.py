@@ -12,7 +12,7 @@ from typing import Callable
 from ..content import digest as digests
 from ..errors import describe
 from ..fs.beneath import DirFd
-from ..model.entries import FILE, LINK, SYMLINK, relpath_join
+from ..model.entries import FILE, SYMLINK, relpath_join
 from ..model.results import ERROR, NOT_REGULAR, SKIPPED, SOURCE_CHANGED, VANISHED, Result, failure
 from .protocol import CHUNK, compress
 
@@ -101,5 +101,3 @@ def _chunks(piece, emit: Callable, codec: str = "") -> None:
         else:
             emit({"t": "chunk"}, data)
 
-
-LINK_ACTION = LINK

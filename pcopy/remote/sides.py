@@ -11,7 +11,6 @@ from typing import Callable, Iterator, Optional
 from ..errors import PcopyError
 from ..fs import filters
 from ..fs.scan import walk
-from ..model.entries import DIR
 from . import ops
 from .protocol import ProtocolError, check_relpath, entry_in, error_in
 from .transport import Connection
@@ -154,5 +153,3 @@ class Remote:
     def close(self) -> None:
         """The client closes the sessions it opened."""
 
-
-DIR_KIND = DIR
