@@ -368,3 +368,19 @@ def test_send_and_receive_halves_in_memory_with_compression(tmp_path):
     assert results[0][6] == MISMATCH and not (dst / "a").exists() and temp_files(dst) == []
     with pytest.raises(protocol.ProtocolError):
         protocol.decompress("zlib", protocol.compress("zlib", b"\0" * (protocol.MAX_PAYLOAD + 1)))
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_sigkill_of_the_client_leaves_no_process_on_either_end(server, tmp_path, direction):
+    from conftest import descendants, still_running
+
+    src, dst, proc = _slow_run(server, tmp_path, direction)
+    below = descendants(proc.pid)
+    assert below and sshd.serve_pids()
+    proc.kill()
+    proc.wait(timeout=10)
+    assert wait_for(lambda: not still_running(below) and not sshd.serve_pids(), 3), (still_running(below),
+                                                                                      sshd.serve_pids())
+    rerun = pcopy(server, "copy", *_args(direction, src, dst))
+    assert rerun.returncode == 0, rerun.err
+    assert rsync_diff(server, src, dst) == "" and temp_files(dst) == []
