@@ -127,8 +127,17 @@ def stop(sshd: Sshd) -> None:
             sshd.proc.wait()
 
 
-def serve_pids() -> list:
-    """Pids of ``pcopy serve`` processes on this machine (the remote end is this machine)."""
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def serve_pids(sshd: "Sshd") -> list:
+    """Pids of ``pcopy serve`` processes started through this sshd (the remote end is this machine;
+    other runs' serve processes are not counted)."""
     pids = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -138,6 +147,11 @@ def serve_pids() -> list:
                 argv = fh.read().split(b"\0")
         except OSError:
             continue
-        if b"serve" in argv and any(a.endswith(b"pcopy") for a in argv):
+        if b"serve" not in argv or not any(a.endswith(b"pcopy") for a in argv):
+            continue
+        pid = int(name)
+        while pid > 1 and pid != sshd.proc.pid:
+            pid = _ppid(pid)
+        if pid == sshd.proc.pid:
             pids.append(int(name))
     return pids

@@ -233,7 +233,7 @@ def test_killed_transport_fails_with_one_line_then_rerun_completes(server, tmp_p
     lines = err.decode().strip().splitlines()
     assert proc.returncode == 1, err
     assert len(lines) == 1 and lines[0].startswith(f"pcopy: error: {H}: connection lost"), err
-    assert wait_for(lambda: not sshd.serve_pids(), 5)
+    assert wait_for(lambda: not sshd.serve_pids(server), 5)
     rerun = pcopy(server, "copy", *_args(direction, src, dst))
     assert rerun.returncode == 0, rerun.err
     assert rsync_diff(server, src, dst) == ""
@@ -243,13 +243,13 @@ def test_killed_transport_fails_with_one_line_then_rerun_completes(server, tmp_p
 @pytest.mark.parametrize("direction", ["push", "pull"])
 def test_ctrl_c_stops_both_ends(server, tmp_path, direction):
     src, dst, proc = _slow_run(server, tmp_path, direction)
-    assert sshd.serve_pids()
+    assert sshd.serve_pids(server)
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 130, err
     assert time.monotonic() - started < 2.5
-    assert wait_for(lambda: not sshd.serve_pids(), 2), sshd.serve_pids()
+    assert wait_for(lambda: not sshd.serve_pids(server), 2), sshd.serve_pids(server)
     assert temp_files(dst) == []  # each receiver removed the file it was writing
     rerun = pcopy(server, "copy", *_args(direction, src, dst))
     assert rerun.returncode == 0 and rsync_diff(server, src, dst) == ""
@@ -376,11 +376,11 @@ def test_sigkill_of_the_client_leaves_no_process_on_either_end(server, tmp_path,
 
     src, dst, proc = _slow_run(server, tmp_path, direction)
     below = descendants(proc.pid)
-    assert below and sshd.serve_pids()
+    assert below and sshd.serve_pids(server)
     proc.kill()
     proc.wait(timeout=10)
-    assert wait_for(lambda: not still_running(below) and not sshd.serve_pids(), 3), (still_running(below),
-                                                                                      sshd.serve_pids())
+    assert wait_for(lambda: not still_running(below) and not sshd.serve_pids(server), 3), (still_running(below),
+                                                                                      sshd.serve_pids(server))
     rerun = pcopy(server, "copy", *_args(direction, src, dst))
     assert rerun.returncode == 0, rerun.err
     assert rsync_diff(server, src, dst) == "" and temp_files(dst) == []

@@ -77,6 +77,7 @@ class Connection:
         self._drain.start()
         self.closed = False
         self.codecs: list = ["zlib"]  # the remote's -z codecs (from the handshake)
+        self.ready = False  # the handshake is done
 
     def _read_stderr(self) -> None:
         for line in iter(self.proc.stderr.readline, b""):  # type: ignore[union-attr]
@@ -125,6 +126,8 @@ class Connection:
         if code == 255:
             return PcopyError(f"{self.spec.host}: ssh failed: {said or 'connection closed'}")
         why = said or (f"ssh exited with {code}" if code is not None and code >= 0 else "ssh was killed")
+        if not self.ready:
+            return PcopyError(f"{self.spec.host}: cannot start pcopy there: {why}")
         return PcopyError(f"{self.spec.host}: connection lost: {why}")
 
     # ----------------------------------------------------------------- life
@@ -141,6 +144,7 @@ class Connection:
         if not header.get("ok"):
             raise PcopyError(f"{self.spec.host}: {header.get('error', 'handshake refused')}")
         self.codecs = header.get("codecs") or ["zlib"]
+        self.ready = True
         return header
 
     def close(self, timeout: float = 2.0) -> None:
