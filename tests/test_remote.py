@@ -384,3 +384,25 @@ def test_sigkill_of_the_client_leaves_no_process_on_either_end(server, tmp_path,
     rerun = pcopy(server, "copy", *_args(direction, src, dst))
     assert rerun.returncode == 0, rerun.err
     assert rsync_diff(server, src, dst) == "" and temp_files(dst) == []
+
+
+def test_delete_limits_and_selection_options_over_ssh(server, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"new": b"n", "old": File(b"src version", mtime_ns=10**18), "skip.tmp": b"t"})
+    make_tree(dst, {"x1": b"1", "old": File(b"newer in dst", mtime_ns=2 * 10**18), "skip.tmp": b"d"})
+    proc = pcopy(server, "sync", src, f"{H}:{dst}", "--delete-excluded", "--exclude", "*.tmp", "-u", "-v")
+    assert proc.returncode == 0, proc.err
+    assert sorted(os.listdir(dst)) == ["new", "old"]  # x1 and the excluded skip.tmp deleted
+    assert (dst / "old").read_bytes() == b"newer in dst"  # -u: newer in DST is kept
+    make_tree(dst, {"x2": b"2", "x3": b"3"})
+    refused = pcopy(server, "sync", src, f"{H}:{dst}", "--delete", "--max-delete", "1")
+    assert refused.returncode == 1 and "refusing to delete 2 entries" in refused.err, refused.err
+    assert (dst / "x2").exists() and (dst / "x3").exists()
+
+
+def test_a_tilde_is_expanded_on_the_remote(server):
+    name = "pcopy-test-no-such-dir-" + os.urandom(4).hex()
+    proc = subprocess.run(pcopy_cmd("hash", f"{H}:~/{name}", *server.args()), capture_output=True, text=True,
+                          env=env(), timeout=60)
+    assert proc.returncode == 1
+    assert f"{os.path.expanduser('~' + server.user)}/{name}: cannot read root" in proc.stderr, proc.stderr

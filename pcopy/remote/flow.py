@@ -96,7 +96,7 @@ class Flow:
             counters.start()
             try:
                 with guard.interruptible():  # a signal ends even a read from a session at once
-                    dst_stream = self.dst.listings(False) if not dst_is_new else None
+                    dst_stream = self.dst.listings(False, filtered=False) if not dst_is_new else None
                     listings = DstListings(self.dst, dst_stream)
                     for message in self.src.listings(options.follow_symlinks):
                         for batch in self._plan(message, listings):

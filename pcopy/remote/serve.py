@@ -53,6 +53,9 @@ class Server:
                 header, _ = self.next_frame()
             except EOFError:
                 return 0
+            for key in ("root", "path"):  # host:~/dir and host:~user/dir, as a remote shell would expand them
+                if isinstance(header.get(key), str) and header[key].startswith("~"):
+                    header[key] = os.path.expanduser(header[key])
             op = OPS.get(header.get("op", ""))
             if op is None:
                 self.emit({"ok": False, "error": f"unknown operation {header.get('op')!r}"})

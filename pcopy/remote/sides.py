@@ -42,9 +42,10 @@ class Local:
         if error:
             raise PcopyError(error)
 
-    def listings(self, follow: bool) -> Iterator[tuple]:
-        """(reldir, entries, error, entry_errors) for every directory, in walk order."""
-        for listing in walk(self.root, follow, keep=self.keep):
+    def listings(self, follow: bool, filtered: bool = True) -> Iterator[tuple]:
+        """(reldir, entries, error, entry_errors) for every directory, in walk order (``filtered``: what the
+        filters keep; a DST walk is not, so that the run decides what --delete-excluded may delete)."""
+        for listing in walk(self.root, follow, keep=self.keep if filtered else None):
             yield listing.reldir, listing.entries, listing.error, listing.entry_errors
 
     def readdir(self, reldir: str) -> tuple:
@@ -103,9 +104,10 @@ class Remote:
     def make_root(self) -> None:
         self.control.call({"op": "mkroot", "path": self.root})
 
-    def listings(self, follow: bool) -> Iterator[tuple]:
+    def listings(self, follow: bool, filtered: bool = True) -> Iterator[tuple]:
         conn = self.walker = self.open_walker()
-        conn.send({"op": "walk", "root": self.root, "follow": follow, "filter": self.filter_spec})
+        conn.send({"op": "walk", "root": self.root, "follow": follow,
+                   "filter": self.filter_spec if filtered else None})
         while True:
             header, _ = conn.recv()
             try:
