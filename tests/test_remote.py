@@ -406,3 +406,20 @@ def test_a_tilde_is_expanded_on_the_remote(server):
                           env=env(), timeout=60)
     assert proc.returncode == 1
     assert f"{os.path.expanduser('~' + server.user)}/{name}: cannot read root" in proc.stderr, proc.stderr
+
+
+def test_a_full_remote_destination_stops_the_run_cleanly(server, tmp_path):
+    from fault_helpers import tmpfs
+
+    src, mnt = tmp_path / "src", tmp_path / "small"
+    make_tree(src, {f"d{d}/f{i}": os.urandom(100 << 10) for d in range(3) for i in range(20)})  # 6 MiB
+    with tmpfs(mnt, "2m"):
+        proc = pcopy(server, "copy", src, f"{H}:{mnt}/dst", "-j", "1")
+        assert proc.returncode == 3, proc.err
+        assert "the destination is full: pcopy stopped handing out work" in proc.err
+        assert "no space left on device" in proc.err
+        assert temp_files(mnt) == []
+        for path, _, files in os.walk(mnt / "dst"):  # every final name holds a complete file
+            for name in files:
+                rel = os.path.relpath(os.path.join(path, name), mnt / "dst")
+                assert (mnt / "dst" / rel).read_bytes() == (src / rel).read_bytes()

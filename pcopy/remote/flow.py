@@ -22,7 +22,7 @@ from ..errors import PcopyError, describe
 from ..fs import temps
 from ..model.batching import batches
 from ..model.entries import ATTRS, CHECKSUM, COPY, DIR, FILE, LINK, relpath_join
-from ..model.results import CREATED, DELETED, FAILED, REPLACED, Report, Result, failure
+from ..model.results import CREATED, DELETED, DISK_FULL, FAILED, REPLACED, Report, Result, failure
 from ..options import Options
 from ..runtime.progress import Counters
 from ..runtime.signals import SignalGuard
@@ -79,6 +79,7 @@ class Flow:
         self.broken: dict = {}  # SRC reldir -> why DST has nothing usable there
         self.dst_dirs: set = set()
         self.touched: set = set()  # DST dirs this run wrote into (its temp files are removed on a stop)
+        self.disk_full = False  # DST ran out of space: the rest is not attempted
 
     def run(self, conns: list, token: str, spec: dict, local_options: Optional[Options], dst_is_new: bool,
             compress: bool = False) -> Report:
@@ -99,8 +100,11 @@ class Flow:
                     dst_stream = self.dst.listings(False, filtered=False) if not dst_is_new else None
                     listings = DstListings(self.dst, dst_stream)
                     for message in self.src.listings(options.follow_symlinks):
+                        if self.disk_full:
+                            break
                         for batch in self._plan(message, listings):
-                            streams.put(batch, self._take, guard.check)
+                            if not self.disk_full:
+                                streams.put(batch, self._take, guard.check)
                     counters.walk_done = True
                     streams.drain(self._take, wait=True, check=guard.check)
                     self._delete()
@@ -229,6 +233,12 @@ class Flow:
     def _take(self, batch, results) -> None:
         if results is None:
             results = failed(batch, "not attempted")
+        if not self.disk_full and any(r.reason == DISK_FULL for r in results):
+            self.disk_full = True  # as locally: stop handing out work (transfer.run)
+            self.report.stopped_early = True
+            self.report.warnings.append(
+                "the destination is full: pcopy stopped handing out work (files in flight were finished or "
+                "failed, the rest was not attempted); free some space and run again to complete")
         self.consumer.add_many(results)
 
     def _delete(self) -> None:
