@@ -342,30 +342,35 @@ def test_a_hostile_remote_cannot_name_a_path_outside_dst(server, tmp_path):
 
 
 def test_send_and_receive_halves_in_memory_with_compression(tmp_path):
-    """The two halves of a batch without ssh: frames compressed with -z, the receiver's digest of what it
-    wrote checked against the sender's, and a tampered frame never published."""
+    """The two halves of a batch without ssh: a big file in compressed chunks, small ones whole in one
+    frame each, the receiver's digest of what it wrote checked against the sender's, and tampered
+    frames never published."""
     from pcopy.remote import protocol
     from pcopy.remote.receive import MISMATCH, receive_batch, receiver_options
     from pcopy.remote.send import send_batch
 
     src, dst = tmp_path / "src", tmp_path / "dst"
-    make_tree(src, {"a": b"text\n" * 100_000, "b": b"", "l": Link("a")})
+    make_tree(src, {"a": b"text\n" * 300_000, "b": b"", "c": b"small", "l": Link("a")})
     os.makedirs(dst)
     frames: list = []
-    sent = send_batch(str(src), "", [["a", ">f+++++++++", False], ["b", "", False], ["l", "", True]],
-                      lambda h, p=b"": frames.append((h, p)), codec="zlib")
-    assert sent == []
+    files = [["a", ">f+++++++++", False], ["b", "", False], ["c", "", False], ["l", "", True]]
+    assert send_batch(str(src), "", files, lambda h, p=b"": frames.append((h, p)), codec="zlib") == []
     chunks = [(h, p) for h, p in frames if h["t"] == "chunk"]
-    assert chunks and all(h["z"] == "zlib" for h, _ in chunks) and sum(len(p) for _, p in chunks) < 100_000
+    assert chunks and all(h["z"] == "zlib" for h, _ in chunks) and sum(len(p) for _, p in chunks) < 300_000
+    assert [h["name"] for h, _ in frames if h.get("whole")] == ["b", "c"]
     options = receiver_options(str(dst), "t0ken", {})
     results = receive_batch(options, "", iter(frames).__next__)
-    assert [r[1] for r in results] == ["copied"] * 3
-    assert (dst / "a").read_bytes() == (src / "a").read_bytes() and os.readlink(dst / "l") == "a"
-    tampered = [(h, protocol.compress("zlib", b"evil") if h["t"] == "chunk" else p) for h, p in frames]
+    assert [r[1] for r in results] == ["copied"] * 4
+    for name in "abc":
+        assert (dst / name).read_bytes() == (src / name).read_bytes()
+    assert os.readlink(dst / "l") == "a"
+    evil = protocol.compress("zlib", b"evil")
+    tampered = [(h, evil if h["t"] == "chunk" or h.get("whole") else p) for h, p in frames]
     shutil.rmtree(dst)
     os.makedirs(dst)
     results = receive_batch(options._replace(token="t1ken"), "", iter(tampered).__next__)
-    assert results[0][6] == MISMATCH and not (dst / "a").exists() and temp_files(dst) == []
+    assert [r[6] for r in results[:3]] == [MISMATCH] * 3
+    assert sorted(os.listdir(dst)) == ["l"] and temp_files(dst) == []
     with pytest.raises(protocol.ProtocolError):
         protocol.decompress("zlib", protocol.compress("zlib", b"\0" * (protocol.MAX_PAYLOAD + 1)))
 

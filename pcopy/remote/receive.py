@@ -64,7 +64,7 @@ def receive_batch(options: Options, reldir: str, next_frame: Callable) -> list:
         copier.reldir = reldir
         results: list = []
         while True:
-            header, _ = next_frame()
+            header, payload = next_frame()
             kind = header.get("t")
             if kind == "done":
                 break
@@ -73,7 +73,7 @@ def receive_batch(options: Options, reldir: str, next_frame: Callable) -> list:
             if kind == "link":
                 result = copier.write_link(relpath, name, header)
             elif kind == "file":
-                result = copier.write_file(relpath, name, header, next_frame)
+                result = copier.write_file(relpath, name, header, next_frame, payload)
             else:
                 raise ProtocolError(f"unexpected frame {kind!r}")
             if result is not None:
@@ -103,7 +103,7 @@ def _drain(reldir: str, next_frame: Callable, message: str, exc: BaseException) 
 class Receiver(BatchCopier):
     """BatchCopier whose source is the stream: the write half of ``copy_file`` and ``copy_symlink``."""
 
-    def write_file(self, relpath: str, name: str, header: dict, next_frame: Callable):
+    def write_file(self, relpath: str, name: str, header: dict, next_frame: Callable, payload: bytes = b""):
         """One file's frames into a temp file, published when complete and its digest matches."""
         meta = _meta(header)
         tmp = self.new_temp()
@@ -115,7 +115,11 @@ class Receiver(BatchCopier):
             error = dst_error(exc)
         hasher = digests.XXH128.new()
         try:
-            frame = self._take_chunks(out, hasher, next_frame)
+            if header.get("whole"):  # a small file in one frame: its bytes came with the header
+                frame = {"t": "end", "digest": header.get("digest"), "error": None}
+                self._write(out, hasher, header, payload)
+            else:
+                frame = self._take_chunks(out, hasher, next_frame)
         except BaseException:  # the session ended mid-file: no temp file is left behind
             if out >= 0:
                 os.close(out)
@@ -162,18 +166,22 @@ class Receiver(BatchCopier):
                 return frame
             if frame.get("t") != "chunk":
                 raise ProtocolError(f"unexpected frame {frame.get('t')!r} inside a file")
-            if out < 0 or self.write_error is not None:
-                continue
-            if frame.get("z"):
-                payload = decompress(frame["z"], payload)
-            try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(out, view):]
-                hasher.update(payload)
-                self.throttle_bytes(len(payload))
-            except OSError as exc:
-                self.write_error = dst_error(exc)
+            self._write(out, hasher, frame, payload)
+
+    def _write(self, out: int, hasher, frame: dict, payload: bytes) -> None:
+        """Write one frame's bytes (decompressed with -z) and hash what was written."""
+        if out < 0 or self.write_error is not None:
+            return
+        if frame.get("z"):
+            payload = decompress(frame["z"], payload)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(out, view):]
+            hasher.update(payload)
+            self.throttle_bytes(len(payload))
+        except OSError as exc:
+            self.write_error = dst_error(exc)
 
     def write_link(self, relpath: str, name: str, header: dict):
         meta = _meta(header)
