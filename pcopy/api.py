@@ -105,6 +105,9 @@ RSYNC_OPTIONS = {
     "chown": "'USER:GROUP' for every DST entry",
     "delete_anyway": "with delete: skip the guard against a mistaken DST",
     "track_renames": "with delete: rename DST files instead of copy + delete ('modtime' or True, 'hash')",
+    "rsh": "with a [user@]host:path SRC or DST: the remote shell command (default 'ssh'), as rsync's -e",
+    "remote_pcopy": "the pcopy command on the remote (default: pcopy on its PATH, then python3 -m pcopy)",
+    "compress": "with a [user@]host:path SRC or DST: compress file data in transit (zstd, else zlib), rsync's -z",
 }
 
 
@@ -122,6 +125,14 @@ def _run(src, dst, fields: dict, progress, keep_results, on_result, stop_event, 
     sources = [os.fspath(s) for s in src] if isinstance(src, (list, tuple)) else [os.fspath(src)]
     if not sources:
         raise UsageError("no SRC given")
+    rsh, remote_pcopy = fields.pop("rsh", None), fields.pop("remote_pcopy", None)
+    compress = bool(fields.pop("compress", False))  # no effect on a local run, as rsync's -z
+    from .remote import client as remote
+
+    if any(map(remote.is_remote, sources + [os.fspath(dst)])):  # host:path: over ssh (pcopy.remote)
+        return remote.run(sources, os.fspath(dst), fields, counters=make_progress(progress), keep_results=keep_results,
+                          on_result=on_result, stop_event=stop_event, scheduler=scheduler, rsh=rsh,
+                          remote_pcopy=remote_pcopy, compress=compress)
     options = _options.build(sources[0], dst, **fields)
     for extra in sources[1:]:
         _options.check_local(extra)
@@ -192,6 +203,7 @@ def map_files(fn, root, *, jobs: Optional[int] = None, backend: str = "process",
     """
     from .mapping import run
 
+    _options.check_local(os.fspath(root))  # host:path: remote map is not built
     return run.map_files(fn, root, jobs=jobs, backend=backend, exclude=exclude, counters=make_progress(progress))
 
 
@@ -206,6 +218,7 @@ def hash_tree(root, output=None, *, algo: str = "xxh128", jobs: Optional[int] = 
     are in byte order of the relative path. ``cache``: True (default
     location), False, or the path of a cache file.
     """
+    _options.check_local(os.fspath(root))  # host:path: remote hashing is not built yet
     from .integrity import tree
 
     _options.check_run(jobs, backend)
@@ -257,6 +270,9 @@ def verify(src, dst=None, *, manifest=None, jobs: Optional[int] = None, backend:
     4 when differences were found, 3 when some files could not be checked.
     ``manifest`` may be a path, ``"-"`` (stdin) or a binary file object.
     """
+    for path in (src, dst):  # host:path: remote verify is not built yet
+        if path is not None:
+            _options.check_local(os.fspath(path))
     _options.check_run(jobs, backend)
     common = dict(jobs=jobs, backend=backend, cache=cache, counters=make_progress(progress),
                   on_difference=on_difference, on_warning=on_warning)

@@ -216,13 +216,15 @@ def test_several_sources_sync_delete_matches_rsync(tmp_path):
 
 @pytest.mark.parametrize("spelling", ["host:photos", "user@host:photos", "host:/abs/photos"])
 @pytest.mark.parametrize("side", ["SRC", "DST"])
-def test_remote_paths_are_refused(tmp_path, spelling, side):
+def test_remote_paths_name_another_machine(tmp_path, spelling, side):
+    """host:path goes to the remote shell (here one that cannot connect: ``-e false``), never to a local
+    name; one line naming the host, nothing written here. (Transfers: tests/test_remote.py.)"""
     local = build(tmp_path / "local", {"a": f(b"a", 1)})
     paths = [spelling, tmp_path / "out"] if side == "SRC" else [local, spelling]
     for command in ("copy", "sync"):
-        pc = pcopy_run(command, *paths, cwd=tmp_path)
-        assert pc.returncode == 2, pc.stderr
-        assert "./" in pc.stderr and len(error_lines(pc.stderr)) == 1, pc.stderr
+        pc = pcopy_run(command, *paths, "-e", "false", cwd=tmp_path)
+        assert pc.returncode == 1, pc.stderr
+        assert len(error_lines(pc.stderr)) == 1 and "pcopy: error: host: " in pc.stderr, pc.stderr
     assert sorted(os.listdir(tmp_path)) == ["local"]
 
 

@@ -44,12 +44,17 @@ def _say(line: str) -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # the remote end of a host:path run (pcopy.remote), not a user command
+        from ..remote.serve import main as serve
+
+        return serve()
     from .commands import COMMANDS
     from .parser import build_parser
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: the --log-file header quotes it
+    args.argv = list(argv)  # as given: the --log-file header quotes it
     try:
         return COMMANDS[args.command](args)
     except Interrupted as exc:

@@ -48,7 +48,13 @@ def _copy_kwargs(args) -> dict:
                 exclude_if_present=tuple(args.exclude_if_present), files_from=args.files_from,
                 recursive=args.recursive, backup=args.backup or args.backup_dir is not None,
                 backup_dir=args.backup_dir, suffix=args.suffix, partial=args.partial or args.partial_progress,
-                bwlimit=args.bwlimit or 0, xattrs=args.xattrs, acls=args.acls, chmod=args.chmod, chown=args.chown)
+                bwlimit=args.bwlimit or 0, xattrs=args.xattrs, acls=args.acls, chmod=args.chmod, chown=args.chown,
+                **_remote_kwargs(args))
+
+
+def _remote_kwargs(args) -> dict:
+    """-e/--rsh, --remote-pcopy and -z, only when given (watch does not take them yet)."""
+    return {k: getattr(args, k) for k in ("rsh", "remote_pcopy", "compress") if getattr(args, k, None) is not None}
 
 
 def _sync_kwargs(args) -> dict:
@@ -154,9 +160,16 @@ def run_hash(args) -> int:
     if to_stdout and args.json:
         raise UsageError("--json needs -o FILE (the manifest itself goes to stdout)")
     stdout = Stdout() if to_stdout else None
-    report = api.hash_tree(args.root, stdout if stdout is not None else args.output, algo=args.algo,
-                           jobs=args.jobs, backend=args.backend, cache=args.cache, progress=_progress(args),
-                           on_difference=_print_difference, on_warning=_print_warning)
+    from ..remote import hashing
+
+    if hashing.is_remote(args.root):  # host:ROOT: hashed on that machine, only the lines travel
+        report = hashing.hash_to(args.root, stdout, args.output, algo=args.algo, jobs=args.jobs, cache=args.cache,
+                                 rsh=args.rsh, remote_pcopy=args.remote_pcopy, on_difference=_print_difference,
+                                 on_warning=_print_warning)
+    else:
+        report = api.hash_tree(args.root, stdout if stdout is not None else args.output, algo=args.algo,
+                               jobs=args.jobs, backend=args.backend, cache=args.cache, progress=_progress(args),
+                               on_difference=_print_difference, on_warning=_print_warning)
     if stdout is not None:
         stdout.flush()
     if not args.quiet:

@@ -41,7 +41,7 @@ from ..model.results import (
     Result,
 )
 from ..version import __version__
-from .output import out
+from .output import absolute, out
 
 ACTIONS = {COPIED: "copy", LINKED: "link", DELETED: "delete", CREATED: "mkdir", UPDATED: "update", MOVED: "rename",
            SKIPPED: "skip", CANCELLED: "skip", FAILED: "error"}
@@ -91,7 +91,7 @@ class JsonLog:
 
     def start(self, args) -> None:
         self._write({"time": now(), "action": "start", "command": args.command,
-                     "src": os.path.abspath(args.src), "dst": os.path.abspath(args.dst),
+                     "src": absolute(args.src), "dst": absolute(args.dst),
                      "argv": list(getattr(args, "argv", None) or ()), "pid": os.getpid(), "version": __version__})
 
     def _write(self, obj: dict) -> None:

@@ -126,3 +126,12 @@ def itemized(result: Result) -> Optional[str]:
     if status == SKIPPED and result.reason not in _QUIET_SKIPS:
         return f"skipping {printable(result.relpath)}: {result.message}"  # specials, vanished files
     return None
+
+
+def absolute(path: str) -> str:
+    """A path as logs show it: made absolute, except a ``[user@]host:path`` (another machine's)."""
+    import os
+
+    from ..remote.transport import parse
+
+    return path if parse(path) is not None else os.path.abspath(path)

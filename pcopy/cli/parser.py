@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     hash_cmd.add_argument("--algo", choices=HASH_ALGORITHMS, default="xxh128",
                           help="xxh128 (default, for xxhsum -c) or sha256 (for sha256sum -c)")
     _integrity_options(hash_cmd)
+    hash_cmd.add_argument("-e", "--rsh", metavar="CMD", help="remote shell for a [user@]host:ROOT (default: ssh)")
+    hash_cmd.add_argument("--remote-pcopy", metavar="CMD",
+                          help="the pcopy to run on the remote (default: pcopy on its PATH, then python3 -m pcopy)")
 
     verify = commands.add_parser(
         "verify", help="compare two trees by content, or a tree against a manifest",

@@ -18,7 +18,7 @@ from ..fs.outputs import OutputFile
 from ..model.results import FAILED, INTERRUPTED, Report, Result
 from ..version import __version__
 from .jsonlog import JsonLog
-from .output import itemized, printable, say, summary
+from .output import absolute, itemized, printable, say, summary
 
 
 class Reporter:
@@ -84,7 +84,7 @@ class Reporter:
 
 def header(args) -> str:
     """``2026-12-01 16:36:16 pcopy sync /abs/src /abs/dst --delete --exclude '*.tmp' (pid N, pcopy V)``."""
-    words = ["pcopy", args.command, os.path.abspath(args.src), os.path.abspath(args.dst)]
+    words = ["pcopy", args.command, absolute(args.src), absolute(args.dst)]
     argv = getattr(args, "argv", None)
     if argv is not None:
         words += options_given(list(argv), args.command)

@@ -1,0 +1,1 @@
+"""Remote trees over SSH: ``pcopy copy|sync SRC [user@]host:DST`` and ``[user@]host:SRC DST``."""

@@ -1,0 +1,272 @@
+"""A copy or sync with one end on another machine.
+
+    SRC end ──listings──► march (walk order) ─► plan.plan_directory ─► batches ─► Streams (N ssh sessions)
+    DST end ──listings──┘     │ mkdir / replace / stale temps on the DST end      │ sender reads + hashes,
+                              ▼                                                   │ receiver writes + hashes
+                    remembered: deletions, directory metadata                     ▼
+                                                                        Consumer (report, -v, logs)
+    finish: --delete (skipped after failures, refused past --max-delete), directory modes and times.
+
+The planner, the consumer, the walker, the sender's read loop and the receiver's write path are
+the local copy's own; only where each runs differs. ``push``: SRC is here, DST remote.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Optional
+
+from ..errors import PcopyError, describe
+from ..fs import temps
+from ..model.batching import batches
+from ..model.entries import ATTRS, CHECKSUM, COPY, DIR, FILE, LINK, relpath_join
+from ..model.results import CREATED, DELETED, DISK_FULL, FAILED, REPLACED, Report, Result, failure
+from ..options import Options
+from ..runtime.progress import Counters
+from ..runtime.signals import SignalGuard
+from ..transfer.consumer import Consumer
+from ..transfer.plan import DELETING, NEW_DIR, plan_directory
+from .streams import Mover, Streams, failed
+
+
+def _parts(reldir: str) -> list:
+    return reldir.split(os.sep) if reldir else []
+
+
+class DstListings:
+    """DST listings in SRC's walk order: from the DST end's walk when it streams one (the march's
+    lockstep rule: both walks go depth first, names sorted), else read one directory at a time."""
+
+    def __init__(self, dst, stream) -> None:
+        self.dst = dst
+        self.stream = stream
+        self.ahead = None
+
+    def get(self, reldir: str) -> tuple:
+        want = _parts(reldir)
+        while self.stream is not None:
+            message = self.ahead
+            self.ahead = None
+            if message is None:
+                message = next(self.stream, None)
+                if message is None:
+                    self.stream = None
+                    break
+            if message[0] == reldir:
+                _, entries, error, errors = message
+                if error is not None:
+                    return None, error, errors
+                return {e.name: e for e in entries}, None, errors
+            if _parts(message[0]) > want:
+                self.ahead = message
+                break
+        return self.dst.readdir(reldir)
+
+
+class Flow:
+    def __init__(self, options: Options, src, dst, push: bool, counters: Counters, on_result,
+                 keep_results: bool, stop_event: Optional[threading.Event]) -> None:
+        self.options = options
+        self.src, self.dst, self.push = src, dst, push
+        self.report = Report(results=[] if keep_results else None, dry_run=options.dry_run)
+        self.consumer = Consumer(self.report, counters, None, on_result)
+        self.stop_event = stop_event
+        self.stop = threading.Event()
+        self.dirs: list = []  # [reldir, mode, uid, gid, atime, mtime] for the end, parents first
+        self.deletions: list = []  # [relpath, is_dir]
+        self.broken: dict = {}  # SRC reldir -> why DST has nothing usable there
+        self.dst_dirs: set = set()
+        self.touched: set = set()  # DST dirs this run wrote into (its temp files are removed on a stop)
+        self.disk_full = False  # DST ran out of space: the rest is not attempted
+
+    def run(self, conns: list, token: str, spec: dict, local_options: Optional[Options], dst_is_new: bool,
+            compress: bool = False) -> Report:
+        options = self.options
+        started = time.monotonic()
+        if dst_is_new:
+            self.report.created["dir"] += 1
+        else:
+            self.dst_dirs.add("")
+        mover = Mover(self.push, self.src, self.dst, token, spec, local_options, options.follow_symlinks,
+                      options.dry_run, self.stop, compress)
+        streams = Streams(conns, mover)
+        counters = self.consumer.counters
+        with SignalGuard(self.stop_event) as guard:
+            counters.start()
+            try:
+                with guard.interruptible():  # a signal ends even a read from a session at once
+                    dst_stream = self.dst.listings(False, filtered=False) if not dst_is_new else None
+                    listings = DstListings(self.dst, dst_stream)
+                    for message in self.src.listings(options.follow_symlinks):
+                        if self.disk_full:
+                            break
+                        for batch in self._plan(message, listings):
+                            if not self.disk_full:
+                                streams.put(batch, self._take, guard.check)
+                    counters.walk_done = True
+                    streams.drain(self._take, wait=True, check=guard.check)
+                    self._delete()
+                    if not options.dry_run:
+                        self._finish_dirs()
+            except BaseException:
+                self.stop.set()
+                for conn in conns:
+                    conn.kill()
+                raise
+            finally:
+                streams.close()
+                counters.close()
+        self.report.seconds = time.monotonic() - started
+        return self.report
+
+    # ----------------------------------------------------------------- planning
+
+    def _plan(self, message: tuple, listings: DstListings):
+        options, consumer = self.options, self.consumer
+        reldir, entries, error, entry_errors = message
+        if error is not None:
+            consumer.add(failure(reldir or ".", DIR, f"cannot read directory: {describe(error)}"))
+            return
+        if entry_errors:
+            consumer.add_many([failure(relpath_join(reldir, n), FILE, f"source: cannot stat: {describe(e)}")
+                               for n, e in entry_errors])
+        if any(reldir == b or reldir.startswith(b + os.sep) for b in self.broken):
+            parent = next(b for b in self.broken if reldir == b or reldir.startswith(b + os.sep))
+            consumer.add_many([failure(relpath_join(reldir, e.name), e.kind, self.broken[parent]) for e in entries])
+            return
+        existing: dict = {}
+        if reldir in self.dst_dirs:
+            found, dst_error, dst_errors = listings.get(reldir)
+            if dst_error is not None:
+                why = f"destination directory: cannot read: {describe(dst_error)}"
+                consumer.add(failure(reldir or ".", DIR, why))
+                self.broken[reldir] = why
+                return
+            existing = found or {}
+            if dst_errors:
+                consumer.add_many([failure(relpath_join(reldir, n), FILE, f"destination: cannot stat: {describe(e)}")
+                                   for n, e in dst_errors], source=False)
+            keep = self.dst.keep if not options.delete_excluded else None
+            if keep is not None:
+                existing = {n: e for n, e in existing.items() if keep(relpath_join(reldir, n), e.kind == DIR)}
+            stale = [n for n in existing if temps.is_temp_name(n)]
+            if stale:
+                if not options.dry_run:
+                    removed = self.dst.remove_stale(reldir, stale)
+                    if removed:
+                        self.report.warnings.append(f"removed {removed} temporary files left by an interrupted run")
+                existing = {n: e for n, e in existing.items() if n not in stale}
+        consumer.report.look_at(entries)
+        if not reldir:
+            consumer.report.listed["dir"] += 1
+            self._remember_dir("", self._root_entry())
+        plan = plan_directory(reldir, entries, existing, options, (), None, consumer.wants_each)
+        consumer.counters.discovered(
+            len(plan.tasks) + sum(1 for r in plan.results if r.kind != DIR) + plan.unchanged,
+            sum(t.size for t in plan.tasks if t.size > 0))
+        if plan.results:
+            consumer.add_many(plan.results)
+            for result in plan.results:
+                if result.status == FAILED and result.kind == DIR:
+                    self.broken[result.relpath] = f"destination directory: {result.message}"
+        if plan.unchanged:
+            consumer.add_unchanged(plan.unchanged)
+        tasks = plan.tasks
+        if plan.replace:
+            tasks = self._replace(reldir, plan.replace, tasks)
+        self._make_dirs(reldir, plan.subdirs, existing)
+        if options.delete or options.delete_excluded:
+            self.deletions.extend([relpath_join(reldir, e.name), e.kind == DIR] for e in plan.deletions)
+        tasks = [t._replace(action=COPY) if t.action == ATTRS else t for t in tasks]  # see README: not in place
+        tasks = [t for t in tasks if t.action in (COPY, LINK, CHECKSUM)]
+        if tasks:
+            self.touched.add(reldir)
+        yield from batches(reldir, tasks, options.batch_files, options.batch_bytes)
+
+    def _root_entry(self):
+        return self.src.root_stat  # from the preflight: a session may be busy streaming the walk now
+
+    def _remember_dir(self, relpath: str, entry) -> None:
+        if entry is not None:
+            self.dirs.append([relpath, entry[5], entry[9], entry[10], entry[4], entry[3]])
+
+    def _replace(self, reldir: str, names: list, tasks: list) -> list:
+        items: list = [[relpath_join(reldir, n), True] for n in names]
+        if self.options.dry_run:
+            self.consumer.add_many([Result(p, DELETED, FILE, 0, None, DELETING, REPLACED) for p, _ in items])
+            return tasks
+        stuck = set()
+        for item in items:
+            errors = [f for f in self.dst.delete([item], False, False) if f[2]]
+            if errors:
+                self.consumer.add(failure(item[0], errors[-1][1], f"cannot replace: {errors[-1][2]}"))
+                stuck.add(item[0].rpartition(os.sep)[2])
+        return [t for t in tasks if t.name not in stuck]
+
+    def _make_dirs(self, reldir: str, subdirs: list, existing: dict) -> None:
+        made = []
+        for entry, why in subdirs:
+            relpath = relpath_join(reldir, entry.name)
+            old = existing.get(entry.name)
+            if old is not None and old.kind == DIR:
+                self.dst_dirs.add(relpath)
+            self._remember_dir(relpath, entry)
+            if self.options.dry_run:
+                if why:
+                    self.consumer.add(Result(relpath, CREATED, DIR, 0, None, why))
+                continue
+            if old is None or old.kind != DIR:
+                made.append(relpath)
+        if made:
+            for relpath, error in zip(made, self.dst.mkdirs(made), strict=True):
+                if error:
+                    message = f"cannot create directory: {error}"
+                    self.consumer.add(failure(relpath, DIR, message))
+                    self.broken[relpath] = f"destination directory: {message}"
+                else:
+                    self.consumer.add(Result(relpath, CREATED, DIR, 0, None, NEW_DIR))
+
+    # ----------------------------------------------------------------- results and the end
+
+    def _take(self, batch, results) -> None:
+        if results is None:
+            results = failed(batch, "not attempted")
+        if not self.disk_full and any(r.reason == DISK_FULL for r in results):
+            self.disk_full = True  # as locally: stop handing out work (transfer.run)
+            self.report.stopped_early = True
+            self.report.warnings.append(
+                "the destination is full: pcopy stopped handing out work (files in flight were finished or "
+                "failed, the rest was not attempted); free some space and run again to complete")
+        self.consumer.add_many(results)
+
+    def _delete(self) -> None:
+        options, report = self.options, self.report
+        if not self.deletions:
+            return
+        found = self.dst.delete(self.deletions, True, not options.delete_excluded)
+        count = sum(1 for f in found if not f[1].startswith("unreadable"))
+        if options.max_delete is not None and count > options.max_delete:
+            raise PcopyError(f"{self.dst.label}: refusing to delete {count} entries "
+                             f"(more than --max-delete {options.max_delete}); nothing was deleted")
+        if report.failed and not options.dry_run:
+            report.warnings.append(f"{report.failed} failures: deletions skipped so nothing more is lost")
+            return
+        if not options.dry_run:
+            found = self.dst.delete(self.deletions, False, not options.delete_excluded)
+        for relpath, kind, error in found:
+            if error and error.startswith("not deleted"):
+                report.warnings.append(f"{relpath}: {error}")
+            elif error:
+                self.consumer.add(failure(relpath, kind, f"cannot delete: {error}"), source=False)
+            else:
+                self.consumer.add(Result(relpath, DELETED, kind, 0, None, DELETING), source=False)
+
+    def _finish_dirs(self) -> None:
+        dirs = [d for d in self.dirs if d[0] not in self.broken]
+        dirs.sort(key=lambda d: -len(_parts(d[0])))
+        for (relpath, *_), error in zip(dirs, self.dst.dir_meta(dirs, self.options.owner), strict=True):
+            if error:
+                self.consumer.add(failure(relpath or ".", DIR, f"cannot set directory metadata: {error}"))
+

@@ -1,0 +1,191 @@
+"""The operations one side does on its own tree, as plain data: what ``pcopy serve`` runs for the
+client, and what the client runs on its local side. Everything beneath the root goes through
+``fs.beneath`` (``O_NOFOLLOW`` per component), so a symlink planted in the tree never redirects
+a write, a deletion or a metadata change outside it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Callable, Iterator, Optional
+
+from ..errors import describe
+from ..fs import beneath, filters, temps
+from ..fs.march import read_beneath
+from ..fs.scan import walk
+from ..model.entries import DIR, entry_from_stat, relpath_join
+from .protocol import entry_out, error_out
+
+
+def make_keep(root: str, spec: Optional[dict]) -> Optional[Callable]:
+    """The filter a walk applies: ``spec`` = {"filters": [...], "markers": [...]} (the client's options)."""
+    if not spec:
+        return None
+    keep = filters.make_filter(tuple(spec.get("filters") or ()))
+    return filters.restrict(keep, root, tuple(spec.get("markers") or ()))
+
+
+def listing_out(listing) -> dict:
+    return {"reldir": listing.reldir, "entries": [entry_out(e) for e in listing.entries],
+            "error": error_out(listing.error),
+            "entry_errors": [[name, exc.errno, exc.strerror] for name, exc in listing.entry_errors]}
+
+
+def walk_out(root: str, follow: bool, keep: Optional[Callable]) -> Iterator[dict]:
+    """Every directory of ``root`` (fs.scan's order: depth first, names sorted) as a message."""
+    for listing in walk(root, follow, keep=keep):
+        yield listing_out(listing)
+
+
+def readdir_out(root: str, reldir: str) -> dict:
+    """One directory read beneath ``root``: {"entries": [...]|None, "error": ...}."""
+    entries, error, errors = read_beneath(root, reldir)
+    return {"entries": None if entries is None else [entry_out(e) for e in entries.values()],
+            "error": error_out(error), "entry_errors": [[n, e.errno, e.strerror] for n, e in errors]}
+
+
+def root_info(path: str) -> dict:
+    """What ``path`` is: {"kind": "dir"|"file"|"other"|None, "real": realpath}."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return {"kind": None, "real": os.path.realpath(path)}
+    except OSError as exc:
+        return {"kind": "error", "error": describe(exc)}
+    kind = DIR if stat.S_ISDIR(st.st_mode) else ("file" if stat.S_ISREG(st.st_mode) else "other")
+    return {"kind": kind, "real": os.path.realpath(path), "stat": entry_out(entry_from_stat("", st))}
+
+
+def make_root(path: str) -> Optional[str]:
+    try:
+        os.makedirs(path, 0o777)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            return f"{path}: destination exists and is not a directory"
+    except OSError as exc:
+        return f"{path}: cannot create destination: {describe(exc)}"
+    return None
+
+
+def mkdirs(root: str, reldirs: list) -> list:
+    """mkdir each (parents first) beneath root; None or the error text for each."""
+    out: list = []
+    for reldir in reldirs:
+        try:
+            beneath.make_dir_beneath(root, reldir, 0o700)
+            out.append(None)
+        except OSError as exc:
+            out.append(describe(exc))
+    return out
+
+
+def delete(root: str, items: list, keep: Optional[Callable] = None, dry: bool = False) -> list:
+    """Delete each [relpath, is_dir] beneath root, a directory with what it holds that ``keep`` keeps
+    (children first; never through a link). Returns [relpath, kind, error or None] per entry found."""
+    out: list = []
+    for relpath, is_dir in items:
+        if not relpath or relpath.startswith("/") or ".." in relpath.split(os.sep):
+            out.append([relpath, "file", "refused: not a path beneath the root"])
+            continue
+        if is_dir and not _is_dir_beneath(root, relpath):
+            is_dir = False  # a link (or file) where a directory was: removed itself, never followed
+        found = [(relpath, DIR if is_dir else "file")]
+        if is_dir:
+            for listing in walk(root, keep=keep, start=relpath):
+                if listing.error is not None:
+                    found.append((listing.reldir, "unreadable:" + describe(listing.error)))
+                    continue
+                found.extend((relpath_join(listing.reldir, e.name), e.kind) for e in listing.entries)
+        kept: set = set()
+        for path, kind in reversed(found):
+            if kind.startswith("unreadable:"):
+                out.append([path, DIR, f"cannot read directory: {kind[11:]}"])
+                _keep_parents(path, kept, True)
+                continue
+            if kind == DIR and path in kept:
+                continue
+            error = None
+            if not dry:
+                try:
+                    beneath.remove_beneath(root, path, kind == DIR)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    error = "not deleted: it holds excluded files" if exc.errno == errno.ENOTEMPTY else describe(exc)
+                    _keep_parents(path, kept)
+            out.append([path, kind, error])
+    return out
+
+
+def _is_dir_beneath(root: str, relpath: str) -> bool:
+    parent, _, name = relpath.rpartition(os.sep)
+    try:
+        with beneath.DirFd(root, parent) as fd:
+            return stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _keep_parents(relpath: str, kept: set, include_self: bool = False) -> None:
+    if include_self:
+        kept.add(relpath)
+    while os.sep in relpath:
+        relpath = relpath.rpartition(os.sep)[0]
+        kept.add(relpath)
+
+
+def dir_meta(root: str, dirs: list, owner: bool) -> list:
+    """Set mode (and owner as root) and times of each [reldir, mode, uid, gid, atime_ns, mtime_ns]."""
+    out: list = []
+    for reldir, mode, uid, gid, atime, mtime in dirs:
+        try:
+            with beneath.DirFd(root, reldir) as fd:
+                if owner:
+                    os.fchown(fd, uid, gid)
+                os.fchmod(fd, stat.S_IMODE(mode))
+                os.utime(fd, ns=(atime, mtime))
+            out.append(None)
+        except OSError as exc:
+            out.append(describe(exc))
+    return out
+
+
+def remove_stale(root: str, reldir: str, names: list) -> int:
+    """Remove the temp files of dead writers among ``names`` (checked here: never trust the list)."""
+    removed = 0
+    try:
+        handle = beneath.DirFd(root, reldir)
+    except OSError:
+        return 0
+    with handle as fd:
+        for name in names:
+            if temps.is_temp_name(name) and temps.is_stale_temp(name):
+                beneath.unlink_quietly(name, fd)
+                removed += 1
+    return removed
+
+
+def remove_run_temps(root: str, reldirs: list, token: str) -> int:
+    return temps.remove_temp_files(root, reldirs, token)
+
+
+def digests(root: str, reldir: str, names: list) -> list:
+    """xxh128 of each file (``-c``), hashed here: only digests travel. None where it cannot be read."""
+    from ..content import digest
+
+    out: list = []
+    try:
+        handle = beneath.DirFd(root, reldir)
+    except OSError:
+        return [None] * len(names)
+    with handle as fd:
+        for name in names:
+            try:
+                out.append(digest.digest_at(fd, name, digest.XXH128).digest)
+            except (OSError, digest.SourceChanged, digest.NotRegular):
+                out.append(None)
+    return out
+
+

@@ -1,0 +1,176 @@
+"""``pcopy serve``: the remote end of an ssh session. It speaks only the protocol (``protocol``) on
+stdin/stdout and runs only the operations in ``OPS``, each on paths beneath the root it was given.
+
+It dies with its ssh session: stdin at EOF or stdout closed ends it, and the kernel kills it when
+its parent (sshd's session process) goes (``PR_SET_PDEATHSIG``), so Ctrl-C or a killed client
+leaves no remote process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+from ..errors import PcopyError, describe
+from ..runtime import children
+from ..version import __version__
+from . import ops
+from .protocol import PROTO, ProtocolError, check_relpath, codecs, encode, read_frame
+from .receive import receive_batch, receiver_options
+from .send import send_batch
+
+
+class Server:
+    def __init__(self, rfile, wfile) -> None:
+        self.rfile, self.wfile = rfile, wfile
+        self.lock = threading.Lock()
+
+    def emit(self, header: dict, payload: bytes = b"") -> None:
+        self.wfile.write(encode(header, payload))
+
+    def next_frame(self) -> tuple:
+        return read_frame(self.rfile)
+
+    def answer(self, **fields) -> None:
+        self.emit(dict(fields, ok=True))
+        self.wfile.flush()
+
+    def run(self) -> int:
+        header, _ = self.next_frame()
+        if header.get("op") != "hello":
+            self.emit({"ok": False, "proto": PROTO, "version": __version__, "error": "expected hello"})
+            return 2
+        if header.get("proto") != PROTO:
+            self.emit({"ok": False, "proto": PROTO, "version": __version__,
+                       "error": f"protocol version mismatch (client {header.get('proto')}, server {PROTO})"})
+            self.wfile.flush()
+            return 2
+        self.answer(proto=PROTO, version=__version__, pid=os.getpid(), codecs=codecs())
+        while True:
+            try:
+                header, _ = self.next_frame()
+            except EOFError:
+                return 0
+            for key in ("root", "path"):  # host:~/dir and host:~user/dir, as a remote shell would expand them
+                if isinstance(header.get(key), str) and header[key].startswith("~"):
+                    header[key] = os.path.expanduser(header[key])
+            op = OPS.get(header.get("op", ""))
+            if op is None:
+                self.emit({"ok": False, "error": f"unknown operation {header.get('op')!r}"})
+                self.wfile.flush()
+                continue
+            try:
+                op(self, header)
+            except ProtocolError:
+                raise  # the stream may be out of step: end the session
+            except PcopyError as exc:  # the operation could not start (a missing root): its one line
+                self.emit({"ok": False, "error": str(exc)})
+                self.wfile.flush()
+
+    # ----------------------------------------------------------------- operations
+
+    def op_stat(self, h: dict) -> None:
+        self.answer(**ops.root_info(h["path"]))
+
+    def op_mkroot(self, h: dict) -> None:
+        error = ops.make_root(h["path"])
+        if error:
+            self.emit({"ok": False, "error": error})
+            self.wfile.flush()
+        else:
+            self.answer()
+
+    def op_walk(self, h: dict) -> None:
+        keep = ops.make_keep(h["root"], h.get("filter"))
+        for message in ops.walk_out(h["root"], bool(h.get("follow")), keep):
+            self.emit(dict(message, t="listing"))
+        self.answer()
+
+    def op_readdir(self, h: dict) -> None:
+        check_relpath(h["reldir"])
+        self.answer(**ops.readdir_out(h["root"], h["reldir"]))
+
+    def op_mkdirs(self, h: dict) -> None:
+        for reldir in h["reldirs"]:
+            check_relpath(reldir)
+        self.answer(errors=ops.mkdirs(h["root"], h["reldirs"]))
+
+    def op_delete(self, h: dict) -> None:
+        for item in h["items"]:
+            check_relpath(item[0])
+        keep = ops.make_keep(h["root"], h.get("filter"))
+        self.answer(found=ops.delete(h["root"], h["items"], keep, bool(h.get("dry"))))
+
+    def op_dirmeta(self, h: dict) -> None:
+        for d in h["dirs"]:
+            check_relpath(d[0])
+        self.answer(errors=ops.dir_meta(h["root"], h["dirs"], bool(h.get("owner")) and os.geteuid() == 0))
+
+    def op_stale(self, h: dict) -> None:
+        check_relpath(h["reldir"])
+        self.answer(removed=ops.remove_stale(h["root"], h["reldir"], h["names"]))
+
+    def op_cleanup(self, h: dict) -> None:
+        self.answer(removed=ops.remove_run_temps(h["root"], h["reldirs"], h["token"]))
+
+    def op_digests(self, h: dict) -> None:
+        check_relpath(h["reldir"])
+        self.answer(digests=ops.digests(h["root"], h["reldir"], h["names"]))
+
+    def op_recv(self, h: dict) -> None:
+        options = receiver_options(h["root"], h["token"], h.get("opts") or {})
+        results = receive_batch(options, h["reldir"], self.next_frame)
+        self.answer(results=results)
+
+    def op_hash(self, h: dict) -> None:
+        from .hashing import serve_hash
+
+        self.answer(**serve_hash(self.emit, h))
+
+    def op_send(self, h: dict) -> None:
+        check_relpath(h["reldir"])
+        codec = h.get("z") or ""
+        if codec and codec not in codecs():
+            raise ProtocolError(f"unknown codec {codec!r}")
+        results = send_batch(h["root"], h["reldir"], h["files"], self.emit, bool(h.get("follow")), codec=codec)
+        self.answer(results=results)
+
+
+OPS = {name[3:]: getattr(Server, name) for name in dir(Server) if name.startswith("op_")}
+
+
+def _stop(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _term_with_parent() -> None:
+    """SIGTERM (not SIGKILL, as for workers: the temp file being written must go) when sshd's session
+    process, our parent, exits."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(children._PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def main() -> int:
+    """Entry point of ``pcopy serve``."""
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(signum, _stop)  # unwinds: a file being received loses its temp name on the way out
+    _term_with_parent()
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the client went away: end now, quietly
+    rfile, wfile = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write into the protocol stream
+    try:
+        return Server(rfile, wfile).run()
+    except (EOFError, BrokenPipeError):
+        return 0
+    except ProtocolError as exc:
+        sys.stderr.write(f"pcopy serve: {exc}\n")
+        return 2
+    except OSError as exc:
+        sys.stderr.write(f"pcopy serve: {describe(exc)}\n")
+        return 1

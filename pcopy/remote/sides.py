@@ -1,0 +1,157 @@
+"""The two ends of a remote run behind one interface: ``Local`` calls ``ops`` directly, ``Remote``
+asks ``pcopy serve`` over its control connection (and walks over a connection of its own, so the
+walk streams while the control connection makes directories). The flow (``flow``) does not care
+which end is which.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional
+
+from ..errors import PcopyError
+from ..fs import filters
+from ..fs.scan import walk
+from . import ops
+from .protocol import ProtocolError, check_relpath, entry_in, error_in
+from .transport import Connection
+
+
+def _entry_errors(plain) -> tuple:
+    return tuple((name, OSError(code, text)) for name, code, text in plain)
+
+
+class Local:
+    """This machine's end."""
+
+    remote = False
+    root_stat = None  # the root's Entry fields, set by info()
+
+    def __init__(self, root: str, label: str, filter_spec: Optional[dict]) -> None:
+        self.root = root
+        self.label = label
+        self.filter_spec = filter_spec
+        self.keep = ops.make_keep(root, filter_spec)
+
+    def info(self) -> dict:
+        info = ops.root_info(self.root)
+        self.root_stat = info.get("stat")
+        return info
+
+    def make_root(self) -> None:
+        error = ops.make_root(self.root)
+        if error:
+            raise PcopyError(error)
+
+    def listings(self, follow: bool, filtered: bool = True) -> Iterator[tuple]:
+        """(reldir, entries, error, entry_errors) for every directory, in walk order (``filtered``: what the
+        filters keep; a DST walk is not, so that the run decides what --delete-excluded may delete)."""
+        for listing in walk(self.root, follow, keep=self.keep if filtered else None):
+            yield listing.reldir, listing.entries, listing.error, listing.entry_errors
+
+    def readdir(self, reldir: str) -> tuple:
+        message = ops.readdir_out(self.root, reldir)
+        return _readdir_in(message)
+
+    def mkdirs(self, reldirs: list) -> list:
+        return ops.mkdirs(self.root, reldirs)
+
+    def delete(self, items: list, dry: bool, protect: bool) -> list:
+        return ops.delete(self.root, items, self.keep if protect else None, dry)
+
+    def dir_meta(self, dirs: list, owner: bool) -> list:
+        return ops.dir_meta(self.root, dirs, owner)
+
+    def remove_stale(self, reldir: str, names: list) -> int:
+        return ops.remove_stale(self.root, reldir, names)
+
+    def cleanup(self, reldirs: list, token: str) -> int:
+        return ops.remove_run_temps(self.root, reldirs, token)
+
+    def digests(self, reldir: str, names: list, conn: Optional[Connection] = None) -> list:
+        return ops.digests(self.root, reldir, names)
+
+    def close(self) -> None:
+        pass
+
+
+def _readdir_in(message: dict) -> tuple:
+    entries = message.get("entries")
+    return (None if entries is None else {e[0]: e for e in map(entry_in, entries)},
+            error_in(message.get("error")), _entry_errors(message.get("entry_errors") or ()))
+
+
+class Remote:
+    """The other machine's end: ``control`` for operations, ``walker`` (opened when needed) for the walk."""
+
+    remote = True
+    root_stat = None
+
+    def __init__(self, root: str, label: str, filter_spec: Optional[dict], control: Connection,
+                 open_walker: Callable[[], Connection]) -> None:
+        self.root = root
+        self.label = label
+        self.filter_spec = filter_spec
+        self.control = control
+        self.open_walker = open_walker
+        self.walker: Optional[Connection] = None
+        self.keep = filters.make_filter(tuple((filter_spec or {}).get("filters") or ()))
+
+    def info(self) -> dict:
+        info = self.control.call({"op": "stat", "path": self.root})
+        self.root_stat = info.get("stat")
+        return info
+
+    def make_root(self) -> None:
+        self.control.call({"op": "mkroot", "path": self.root})
+
+    def listings(self, follow: bool, filtered: bool = True) -> Iterator[tuple]:
+        conn = self.walker = self.open_walker()
+        conn.send({"op": "walk", "root": self.root, "follow": follow,
+                   "filter": self.filter_spec if filtered else None})
+        while True:
+            header, _ = conn.recv()
+            try:
+                listing = self._listing(header)
+            except ProtocolError as exc:
+                raise PcopyError(f"{conn.spec.host}: {exc}") from None
+            if listing is not None:
+                yield listing
+                continue
+            if not header.get("ok"):
+                raise PcopyError(f"{conn.spec.host}: {header.get('error', 'walk failed')}")
+            return
+
+    @staticmethod
+    def _listing(header: dict) -> Optional[tuple]:
+        if header.get("t") != "listing":
+            return None
+        return (check_relpath(header["reldir"]), [entry_in(e) for e in header["entries"]],
+                error_in(header.get("error")), _entry_errors(header.get("entry_errors") or ()))
+
+    def readdir(self, reldir: str) -> tuple:
+        return _readdir_in(self.control.call({"op": "readdir", "root": self.root, "reldir": reldir}))
+
+    def mkdirs(self, reldirs: list) -> list:
+        return self.control.call({"op": "mkdirs", "root": self.root, "reldirs": reldirs})["errors"]
+
+    def delete(self, items: list, dry: bool, protect: bool) -> list:
+        return self.control.call({"op": "delete", "root": self.root, "items": items, "dry": dry,
+                                  "filter": self.filter_spec if protect else None})["found"]
+
+    def dir_meta(self, dirs: list, owner: bool) -> list:
+        return self.control.call({"op": "dirmeta", "root": self.root, "dirs": dirs, "owner": owner})["errors"]
+
+    def remove_stale(self, reldir: str, names: list) -> int:
+        return self.control.call({"op": "stale", "root": self.root, "reldir": reldir, "names": names})["removed"]
+
+    def cleanup(self, reldirs: list, token: str) -> int:
+        return self.control.call({"op": "cleanup", "root": self.root, "reldirs": reldirs,
+                                  "token": token})["removed"]
+
+    def digests(self, reldir: str, names: list, conn: Optional[Connection] = None) -> list:
+        conn = conn or self.control
+        return conn.call({"op": "digests", "root": self.root, "reldir": reldir, "names": names})["digests"]
+
+    def close(self) -> None:
+        """The client closes the sessions it opened."""
+
