@@ -136,29 +136,51 @@ def test_an_exception_is_raised_after_the_started_parts_finished(monkeypatch, fr
 
 
 def test_a_slow_storage_bundle_is_copied_on_several_threads(tmp_path, monkeypatch, fresh_gauge):
-    """The real copy path in this process: every source open waits 3 ms (a network filesystem's
-    round trip) and the worker's thread count rises; every file arrives, results in task order."""
+    """The real copy path in this process: every source open waits 10 ms (a network filesystem's
+    round trip). The first bundle's probe part shows it, the thread count rises, and the next
+    bundle runs on several threads; every file arrives, results in task order."""
     src, dst = tmp_path / "src", tmp_path / "dst"
-    names = [f"f{i:03d}" for i in range(120)]
-    make_tree(src, {f"d/{n}": n.encode() * 50 for n in names})
-    (dst / "d").mkdir(parents=True)
+    names = [f"f{i:03d}" for i in range(48)]
+    make_tree(src, {f"{d}/{n}": n.encode() * 50 for d in ("d1", "d2") for n in names})
+    (dst / "d1").mkdir(parents=True)
+    (dst / "d2").mkdir()
     real_open = os.open
     threads = set()
 
     def slow_open(path, flags, *args, dir_fd=None, **kwargs):
         if dir_fd is not None and isinstance(path, str) and path.startswith("f") and not flags & os.O_WRONLY:
             threads.add(threading.get_ident())
-            time.sleep(0.003)  # waits without CPU, as a remote read does
+            time.sleep(0.01)  # waits without CPU, as a remote read does
         return real_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
 
     monkeypatch.setattr(os, "open", slow_open)
     options = Options(src=str(src), dst=str(dst), token="inner1", inner_threads=inner.LIMIT)
-    bundle = Bundle((Batch("d", tuple(Task(entries.COPY, n, 150) for n in names)),))
-    (results,) = transfer_worker.run_bundle(options, bundle)
-    assert [r.relpath for r in results] == [f"d/{n}" for n in names]
-    assert all(r.status == "copied" for r in results), [r for r in results if r.status != "copied"][:3]
-    assert all((dst / "d" / n).read_bytes() == n.encode() * 50 for n in names)
+    for d in ("d1", "d2"):
+        (results,) = transfer_worker.run_bundle(options, Bundle((Batch(d, tuple(Task(entries.COPY, n, 150)
+                                                                                  for n in names)),)))
+        assert [r.relpath for r in results] == [f"{d}/{n}" for n in names]
+        assert all(r.status == "copied" for r in results), [r for r in results if r.status != "copied"][:3]
+        assert all((dst / d / n).read_bytes() == n.encode() * 50 for n in names)
     assert fresh_gauge.threads > 1 and len(threads) > 1
+
+
+def test_a_bundle_done_within_one_window_makes_the_next_one_run_its_batches_whole(monkeypatch, fresh_gauge):
+    clocks = Clocks(busy=1.0)
+    _use(monkeypatch, clocks)
+    inner.run_parts([1], lambda n: n, limit=16)  # no time passed: fast storage
+    assert fresh_gauge.quick
+    batch = Batch("d", tuple(Task(entries.COPY, f"f{i}", 1) for i in range(150)))
+    assert [len(p.tasks) for _, p in transfer_worker._parts(Bundle((batch, batch)), -1)] == [150, 150]
+    inner.run_parts([1, 2, 3], lambda n: (clocks.advance(), clocks.advance(), clocks.advance(), n)[-1], limit=16)
+    assert not fresh_gauge.quick  # that one took longer than a window
+
+
+def test_one_thread_runs_big_parts_after_a_probe():
+    """On one thread a part costs a batch's set-up: a probe of INNER_PART files, then big parts."""
+    batch = Batch("d", tuple(Task(entries.COPY, f"f{i}", 1) for i in range(150)))
+    parts = transfer_worker._parts(Bundle((batch, Batch("e", ()), batch)), 0)
+    assert [len(p.tasks) for _, p in parts] == [8, 64, 64, 14, 64, 64, 22]
+    assert [len(p.tasks) for _, p in transfer_worker._parts(Bundle((batch,)), 8)] == [8] * 18 + [6]
 
 
 @pytest.mark.parametrize("kwargs, adapts", [

@@ -36,6 +36,7 @@ class Gauge:
 
     def __init__(self) -> None:
         self.threads = 1
+        self.quick = False  # the last item ran on one thread within one window: fast storage
 
     def observe(self, busy: float, limit: int) -> None:
         if busy < GROW_BELOW and self.threads < limit:
@@ -78,8 +79,9 @@ def run_parts(parts: Sequence, fn: Callable, limit: int) -> list:
     ``fn`` must not raise for a part's own failure (it returns it); anything it raises
     is raised here once every started part has finished.
     """
-    if limit <= 1 or len(parts) <= 1:
+    if limit <= 1 or not parts:
         return [fn(part) for part in parts]
+    started = _wall()
     stop = worker.stop_flag()
     results: list = [None] * len(parts)
     done: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
@@ -108,6 +110,7 @@ def run_parts(parts: Sequence, fn: Callable, limit: int) -> list:
         window.tick(limit)
     if raised is not None:
         raise raised
+    _gauge.quick = _gauge.threads == 1 and _wall() - started < WINDOW
     return results
 
 

@@ -63,26 +63,45 @@ STOP_CHECK_EVERY = 16  # files between two checks of the stop flag
 
 
 INNER_PART = 8  # files per part when a worker runs its bundle on several threads (``runtime.inner``)
+ONE_THREAD_PART = 64  # files per part while it runs on one
 
 
 def run_bundle(options: Options, bundle) -> list:
     """A ``model.batching.Bundle``: one list of Results per batch, in order. A batch that raises
     (a bug, never a file's failure) fails its own files, not the other directories' of the bundle.
-    With ``options.inner_threads`` above 1 the batches run in parts of ``INNER_PART`` files on as
-    many threads as the storage keeps busy (``runtime.inner``). A ``transfer.pieces.Piece`` (a part of a
+    With ``options.inner_threads`` above 1 the batches run in parts (``_parts``) on as many threads
+    as the storage keeps busy (``runtime.inner``). A ``transfer.pieces.Piece`` (a part of a
     big file split across workers) is one batch's work."""
     if isinstance(bundle, Piece):
         return [run_batch(options, bundle.batch, functools.partial(run_piece, piece=bundle))]
     if options.inner_threads <= 1:
         return [_safe_batch(options, batch) for batch in bundle]
-    parts = [(n, Batch(batch.reldir, batch.tasks[i:i + INNER_PART]))
-             for n, batch in enumerate(bundle) for i in range(0, len(batch.tasks), INNER_PART)]
+    gauge = inner.gauge()
+    parts = _parts(bundle, INNER_PART if gauge.threads > 1 else -1 if gauge.quick else 0)
     done = inner.run_parts([part for _, part in parts], functools.partial(_safe_batch, options),
                            options.inner_threads)
     out: list = [[] for _ in bundle]
     for (n, _), results in zip(parts, done, strict=True):
         out[n].extend(results)
     return out
+
+
+def _parts(bundle, size: int) -> list:
+    """``(batch number, part)``: parts of ``size`` files. One thread so far (``size`` 0): a part costs
+    a batch's set-up, so a first probe part of INNER_PART files (slow storage shows in the first
+    window), then parts of ONE_THREAD_PART. The last bundle went by within one window (``size``
+    -1: fast storage): the batches whole, as without threads (the bundle's time is still measured)."""
+    if size < 0:
+        return [(n, b) for n, b in enumerate(bundle) if b.tasks]
+    parts: list = []
+    for n, b in enumerate(bundle):
+        if not b.tasks:
+            continue
+        first = size or (INNER_PART if not parts else ONE_THREAD_PART)
+        parts.append((n, Batch(b.reldir, b.tasks[:first])))
+        step = size or ONE_THREAD_PART
+        parts += [(n, Batch(b.reldir, b.tasks[i:i + step])) for i in range(first, len(b.tasks), step)]
+    return parts
 
 
 def _safe_batch(options: Options, batch: Batch) -> list:
@@ -153,7 +172,8 @@ class BatchCopier(InPlaceTasks):
             self.transform = transforms.for_options(options)
         self.backups = Backups(options.backup_dir, options.suffix, options.token) if options.backup else None
         self.meta = AttrCopier(options.xattrs, options.acls, options.token, dst_fd, options.dst_unstored)
-        self.throttle = throttle.for_run(options.token, options.bwlimit, options.jobs or default_jobs())
+        self.throttle = (throttle.for_run(options.token, options.bwlimit, options.jobs or default_jobs())
+                         if options.bwlimit else None)
 
     def attrs(self, st: os.stat_result, is_dir: bool = False) -> tuple:
         """(mode, uid, gid) DST gets for a source with this stat (--chmod/--chown applied)."""
