@@ -92,6 +92,16 @@ def relpath_join(reldir: str, name: str) -> str:
     return name if not reldir else reldir + os.sep + name
 
 
+def keep_parents(relpath: str, kept: set, include_self: bool = False) -> None:
+    """Add the directories above ``relpath`` (and it, with ``include_self``) to ``kept``: a deletion
+    that failed or a kept entry keeps every directory above it."""
+    if include_self:
+        kept.add(relpath)
+    while os.sep in relpath:
+        relpath = relpath.rpartition(os.sep)[0]
+        kept.add(relpath)
+
+
 def kind_of(mode: int) -> str:
     if stat.S_ISREG(mode):
         return FILE

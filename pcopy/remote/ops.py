@@ -15,7 +15,7 @@ from ..errors import describe
 from ..fs import beneath, filters, temps
 from ..fs.march import read_beneath
 from ..fs.scan import walk
-from ..model.entries import DIR, entry_from_stat, relpath_join
+from ..model.entries import DIR, entry_from_stat, keep_parents, relpath_join
 from .protocol import entry_out, error_out
 
 
@@ -102,7 +102,7 @@ def delete(root: str, items: list, keep: Optional[Callable] = None, dry: bool = 
         for path, kind in reversed(found):
             if kind.startswith("unreadable:"):
                 out.append([path, DIR, f"cannot read directory: {kind[11:]}"])
-                _keep_parents(path, kept, True)
+                keep_parents(path, kept, True)
                 continue
             if kind == DIR and path in kept:
                 continue
@@ -114,7 +114,7 @@ def delete(root: str, items: list, keep: Optional[Callable] = None, dry: bool = 
                     pass
                 except OSError as exc:
                     error = "not deleted: it holds excluded files" if exc.errno == errno.ENOTEMPTY else describe(exc)
-                    _keep_parents(path, kept)
+                    keep_parents(path, kept)
             out.append([path, kind, error])
     return out
 
@@ -126,14 +126,6 @@ def _is_dir_beneath(root: str, relpath: str) -> bool:
             return stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
     except OSError:
         return False
-
-
-def _keep_parents(relpath: str, kept: set, include_self: bool = False) -> None:
-    if include_self:
-        kept.add(relpath)
-    while os.sep in relpath:
-        relpath = relpath.rpartition(os.sep)[0]
-        kept.add(relpath)
 
 
 def dir_meta(root: str, dirs: list, owner: bool) -> list:

@@ -21,7 +21,7 @@ from typing import Optional
 from ..errors import describe
 from ..fs import beneath
 from ..fs.temps import temp_name
-from ..model.entries import COPY, DIR, FILE, Batch, Task, relpath_join
+from ..model.entries import COPY, DIR, FILE, Batch, Task, keep_parents, relpath_join
 from ..model.results import DELETED, LINK_IN_PLACE, LINKED, SKIPPED, Result, failure
 from . import dirmeta
 from .plan import DELETING
@@ -96,7 +96,7 @@ def delete_extraneous(run: Run) -> Optional[str]:
         run.check()
         if kind.startswith("unreadable:"):
             consumer.add(failure(relpath, DIR, f"cannot delete: cannot read directory: {kind[11:]}"))
-            _keep_parents(relpath, kept, include_self=True)
+            keep_parents(relpath, kept, include_self=True)
             continue
         if kind == DIR and relpath in kept:
             continue
@@ -112,18 +112,10 @@ def delete_extraneous(run: Run) -> Optional[str]:
                     report.warnings.append(f"{relpath}: not deleted: it holds excluded files")
                 else:
                     consumer.add(failure(relpath, kind, f"cannot delete: {describe(exc)}"), source=False)
-                _keep_parents(relpath, kept)
+                keep_parents(relpath, kept)
                 continue
         consumer.add(Result(relpath, DELETED, kind, 0, None, DELETING))
     return None
-
-
-def _keep_parents(relpath: str, kept: set, include_self: bool = False) -> None:
-    if include_self:
-        kept.add(relpath)
-    while os.sep in relpath:
-        relpath = relpath.rpartition(os.sep)[0]
-        kept.add(relpath)
 
 
 def finish_dirs(run: Run, pool=None) -> None:
