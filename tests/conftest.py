@@ -415,3 +415,15 @@ def fail_stat_of_entry(monkeypatch, name: str, exc_factory) -> None:
     """Make os.scandir yield ``name`` with a stat() that raises ``exc_factory()``."""
     real = os.scandir
     monkeypatch.setattr(os, "scandir", lambda path=".": _ScandirWrapper(real(path), name, exc_factory))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A private sshd on 127.0.0.1 for one test module (tests/sshd_helpers.py), stopped by its pid."""
+    import sshd_helpers
+
+    handle = sshd_helpers.start(str(tmp_path_factory.mktemp("sshd")))
+    try:
+        yield handle
+    finally:
+        sshd_helpers.stop(handle)

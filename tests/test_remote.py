@@ -18,43 +18,10 @@ import pytest
 import sshd_helpers as sshd
 from conftest import Dir, File, Link, make_tree, sample_spec, temp_files
 from fault_helpers import env, pcopy_cmd
+from remote_helpers import pcopy, rsync_diff, wait_for
 
 pytestmark = pytest.mark.skipif(sshd.missing() is not None, reason=sshd.missing() or "")
 H = sshd.HOST
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    handle = sshd.start(str(tmp_path_factory.mktemp("sshd")))
-    try:
-        yield handle
-    finally:
-        sshd.stop(handle)
-
-
-def pcopy(server, *args, timeout: float = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run(pcopy_cmd(*args, *server.args()), capture_output=True, timeout=timeout, env=env(),
-                          cwd="/")
-    proc.out = proc.stdout.decode("utf-8", "surrogateescape")  # type: ignore[attr-defined]
-    proc.err = proc.stderr.decode("utf-8", "surrogateescape")  # type: ignore[attr-defined]
-    return proc
-
-
-def rsync_diff(server, src, dst, *extra) -> str:
-    """What ``rsync -anic`` (through the same sshd) would still change: empty when DST is SRC's copy."""
-    proc = subprocess.run(["rsync", "-e", server.rsh, "-anic", *extra, f"{src}/", f"{H}:{dst}/"],
-                          capture_output=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.decode("utf-8", "surrogateescape")
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.fixture
