@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Union
 
 from .. import options as _options
@@ -20,7 +19,7 @@ from .flow import Flow
 from .receive import receiver_options
 from .sides import Local, Remote
 
-MAX_DEFAULT_STREAMS = 4  # ssh sessions moving data by default: one per CPU, at most this many (plus control, walk)
+MAX_DEFAULT_STREAMS = 4  # ssh sessions moving data by default: one per CPU, at most this many (plus control)
 NOT_YET = ("link_dest", "manifest", "transform", "partial", "backup", "files_from", "one_file_system",
            "prune_empty_dirs", "chmod", "chown", "exclude_if_present", "sparse", "track_renames")
 OPTION_NAMES = {"link_dest": "--link-dest", "manifest": "--manifest", "transform": "--transform",
@@ -64,14 +63,17 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
     filter_spec = {"filters": list(options.filters)} if options.filters else None
     options = options._replace(hard_links=False, xattrs=False, acls=False, token=os.urandom(4).hex(),
                                modify_window_ns=max(options.modify_window_ns, 0))
-    # all sessions at once (each costs an ssh handshake and an interpreter start): control, the
-    # remote walk when DST is remote (a pull walks on control), then the data streams
-    conns = _connect(spec, rsh, remote_pcopy, streams + (2 if push else 1))
-    control, data = conns[0], conns[2:] if push else conns[1:]
-    walker = conns[1] if push else control
+    # one session to start with: control, which also streams the remote walk (``pcopy serve`` walks
+    # in a thread); the data sessions start when batches wait for them (streams.Streams)
+    sessions = transport.Sessions(spec, rsh, remote_pcopy)
+    try:
+        control = sessions.open()
+    except BaseException:
+        sessions.kill()
+        raise
 
     def open_walker() -> transport.Connection:
-        return walker
+        return control
 
     remote_root = spec.path
     src_side: Union[Local, Remote]
@@ -93,31 +95,13 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
             dst_side.root = local_options.dst
         flow = Flow(options, src_side, dst_side, push, counters or Counters(), on_result, keep_results, stop_event)
         try:
-            return flow.run(data, token, recv, local_options, dst_is_new, compress)
+            return flow.run(sessions, streams, token, recv, local_options, dst_is_new, compress)
         except BaseException:
-            for conn in conns:  # at once: a session streaming the walk would not see its stdin close
-                conn.kill()
+            sessions.kill()  # at once: a session streaming the walk would not see its stdin close
             _cleanup(dst_side, flow.touched, token)
             raise
     finally:
-        transport.close_all(conns)
-
-
-def _connect(spec: transport.Spec, rsh: Optional[str], remote_pcopy: Optional[str], count: int) -> list:
-    """``count`` sessions opened at once; the first failure (its one line) is what the user sees."""
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        futures = [pool.submit(transport.connect, spec, rsh, remote_pcopy) for _ in range(count)]
-    conns, error = [], None
-    for future in futures:
-        try:
-            conns.append(future.result())
-        except BaseException as exc:
-            error = error or exc
-    if error is not None:
-        for conn in conns:
-            conn.kill()
-        raise error
-    return conns
+        sessions.close()
 
 
 def _preflight(src, dst, options: Options) -> bool:

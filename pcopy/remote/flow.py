@@ -81,8 +81,9 @@ class Flow:
         self.touched: set = set()  # DST dirs this run wrote into (its temp files are removed on a stop)
         self.disk_full = False  # DST ran out of space: the rest is not attempted
 
-    def run(self, conns: list, token: str, spec: dict, local_options: Optional[Options], dst_is_new: bool,
-            compress: bool = False) -> Report:
+    def run(self, sessions, streams_max: int, token: str, spec: dict, local_options: Optional[Options],
+            dst_is_new: bool, compress: bool = False) -> Report:
+        """``sessions`` (transport.Sessions) opens the data sessions as the streams need them."""
         options = self.options
         started = time.monotonic()
         if dst_is_new:
@@ -91,7 +92,7 @@ class Flow:
             self.dst_dirs.add("")
         mover = Mover(self.push, self.src, self.dst, token, spec, local_options, options.follow_symlinks,
                       options.dry_run, self.stop, compress)
-        streams = Streams(conns, mover)
+        streams = Streams(sessions.open, streams_max, mover)
         counters = self.consumer.counters
         with SignalGuard(self.stop_event) as guard:
             counters.start()
@@ -112,8 +113,7 @@ class Flow:
                         self._finish_dirs()
             except BaseException:
                 self.stop.set()
-                for conn in conns:
-                    conn.kill()
+                sessions.kill()
                 raise
             finally:
                 streams.close()

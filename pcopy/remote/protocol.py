@@ -11,6 +11,9 @@ must never run anything the client sends, only the operations ``serve`` knows.
     {"op": ..., ...} [frames]     ──────►    one operation at a time
                                   ◄──────    its frames, then {"ok": true|false, ...}
 
+A ``walk`` streams its ``{"t": "listing"}`` frames and a final ``{"t": "walked"}`` from a thread of
+its own, between the answers of the operations that follow it on the same session.
+
 File data (``send``/``recv``): per file a ``{"t": "file"|"link", ...}`` header, ``chunk``
 frames holding the bytes, and ``end`` with the sender's digest of the bytes it read; a batch
 ends with ``{"t": "done"}``.
@@ -26,7 +29,7 @@ from ..errors import PcopyError
 from ..model.entries import Entry, make_entry
 from ..model.results import Result
 
-PROTO = 1  # bump on any incompatible change: both ends refuse another number
+PROTO = 2  # bump on any incompatible change: both ends refuse another number
 HEAD = struct.Struct(">II")
 MAX_HEADER = 64 << 20
 MAX_PAYLOAD = 64 << 20

@@ -28,14 +28,20 @@ class Server:
         self.lock = threading.Lock()
 
     def emit(self, header: dict, payload: bytes = b"") -> None:
-        self.wfile.write(encode(header, payload))
+        frame = encode(header, payload)
+        with self.lock:  # a walk's thread writes its frames between the other operations'
+            self.wfile.write(frame)
 
     def next_frame(self) -> tuple:
         return read_frame(self.rfile)
 
     def answer(self, **fields) -> None:
         self.emit(dict(fields, ok=True))
-        self.wfile.flush()
+        self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            self.wfile.flush()
 
     def run(self) -> int:
         header, _ = self.next_frame()
@@ -45,7 +51,7 @@ class Server:
         if header.get("proto") != PROTO:
             self.emit({"ok": False, "proto": PROTO, "version": __version__,
                        "error": f"protocol version mismatch (client {header.get('proto')}, server {PROTO})"})
-            self.wfile.flush()
+            self.flush()
             return 2
         self.answer(proto=PROTO, version=__version__, pid=os.getpid(), codecs=codecs())
         while True:
@@ -59,7 +65,7 @@ class Server:
             op = OPS.get(header.get("op", ""))
             if op is None:
                 self.emit({"ok": False, "error": f"unknown operation {header.get('op')!r}"})
-                self.wfile.flush()
+                self.flush()
                 continue
             try:
                 op(self, header)
@@ -67,7 +73,7 @@ class Server:
                 raise  # the stream may be out of step: end the session
             except PcopyError as exc:  # the operation could not start (a missing root): its one line
                 self.emit({"ok": False, "error": str(exc)})
-                self.wfile.flush()
+                self.flush()
 
     # ----------------------------------------------------------------- operations
 
@@ -78,15 +84,31 @@ class Server:
         error = ops.make_root(h["path"])
         if error:
             self.emit({"ok": False, "error": error})
-            self.wfile.flush()
+            self.flush()
         else:
             self.answer()
 
     def op_walk(self, h: dict) -> None:
-        keep = ops.make_keep(h["root"], h.get("filter"))
-        for message in ops.walk_out(h["root"], bool(h.get("follow")), keep):
-            self.emit(dict(message, t="listing"))
-        self.answer()
+        """Streams in a thread of its own, so the same session keeps answering other operations (a
+        push makes directories while it reads the DST walk): one session less to start."""
+        threading.Thread(target=self._walk, args=(h,), name="pcopy-serve-walk", daemon=True).start()
+
+    def _walk(self, h: dict) -> None:
+        try:
+            keep = ops.make_keep(h["root"], h.get("filter"))
+            for message in ops.walk_out(h["root"], bool(h.get("follow")), keep):
+                self.emit(dict(message, t="listing"))
+                self.flush()
+            end: dict = {"t": "walked", "ok": True}
+        except (ValueError, BrokenPipeError):
+            return  # the client went away
+        except (PcopyError, OSError) as exc:
+            end = {"t": "walked", "ok": False, "error": str(exc) if isinstance(exc, PcopyError) else describe(exc)}
+        try:
+            self.emit(end)
+            self.flush()
+        except (OSError, ValueError):
+            pass
 
     def op_readdir(self, h: dict) -> None:
         check_relpath(h["reldir"])

@@ -81,7 +81,8 @@ def _readdir_in(message: dict) -> tuple:
 
 
 class Remote:
-    """The other machine's end: ``control`` for operations, ``walker`` (opened when needed) for the walk."""
+    """The other machine's end: ``control`` for operations, ``walker`` for the walk (the same session
+    by default: ``pcopy serve`` streams a walk beside other operations)."""
 
     remote = True
     root_stat = None
@@ -109,7 +110,7 @@ class Remote:
         conn.send({"op": "walk", "root": self.root, "follow": follow,
                    "filter": self.filter_spec if filtered else None})
         while True:
-            header, _ = conn.recv()
+            header = conn.recv_walk()  # the walk streams beside the control session's other answers
             try:
                 listing = self._listing(header)
             except ProtocolError as exc:

@@ -105,21 +105,36 @@ def _frames(conn: Connection) -> Callable:
 
 
 class Streams:
-    """N threads, one Connection each, a bounded queue of batches in and a queue of results out."""
+    """Up to ``count`` threads, each moving batches over a session of its own; a bounded queue of
+    batches in and a queue of results out.
 
-    def __init__(self, conns: list, mover: Mover) -> None:
-        self.conns = conns
+    Sessions start when they are needed, not up front: each costs an ssh handshake, a remote login
+    shell and an interpreter start (about 0.3 s of CPU on each end here), which would dominate a
+    no-op sync or a small run. The first thread starts with the first batch, one more whenever
+    batches queue up behind the running ones, and a thread opens its session with its first batch
+    that needs one (a dry run without -c needs none).
+    """
+
+    def __init__(self, open_session: Callable[[], Connection], count: int, mover: Mover) -> None:
+        self.open_session = open_session
+        self.count = max(1, count)
         self.mover = mover
-        self.todo: queue.Queue = queue.Queue(maxsize=2 * len(conns))
+        self.todo: queue.Queue = queue.Queue(maxsize=2 * self.count)
         self.done: queue.Queue = queue.Queue()
         self.error: Optional[BaseException] = None
         self.in_flight = 0
-        self.threads = [threading.Thread(target=self._serve, args=(c,), name=f"pcopy-stream-{i}", daemon=True)
-                        for i, c in enumerate(conns)]
-        for thread in self.threads:
-            thread.start()
+        self.threads: list = []
 
-    def _serve(self, conn: Connection) -> None:
+    def _add(self) -> None:
+        thread = threading.Thread(target=self._serve, name=f"pcopy-stream-{len(self.threads)}", daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def _needs_session(self, batch: Batch) -> bool:
+        return not self.mover.dry_run or any(t.action == CHECKSUM for t in batch.tasks)
+
+    def _serve(self) -> None:
+        conn: Optional[Connection] = None
         try:
             while True:
                 batch = self.todo.get()
@@ -129,7 +144,9 @@ class Streams:
                     self.done.put((batch, None))
                     continue
                 try:
-                    results = self.mover.run(conn, batch)
+                    if conn is None and self._needs_session(batch):
+                        conn = self.open_session()
+                    results = self.mover.run(conn, batch)  # type: ignore[arg-type]
                 except BaseException as exc:
                     if self.error is None:
                         self.error = exc
@@ -140,10 +157,15 @@ class Streams:
             runtime_worker.drop_dir_caches()
 
     def put(self, batch: Batch, take: Callable, check: Callable) -> None:
-        """Queue a batch, taking finished results while the queue is full."""
+        """Queue a batch, taking finished results while the queue is full; start one more stream when
+        batches wait behind the running ones."""
+        if not self.threads:
+            self._add()
         while True:
             check()
             self.drain(take)
+            if len(self.threads) < self.count and self.todo.qsize() >= len(self.threads):
+                self._add()
             try:
                 self.todo.put(batch, timeout=0.05)
                 self.in_flight += 1

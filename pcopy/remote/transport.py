@@ -14,12 +14,14 @@ import re
 import shlex
 import subprocess
 import threading
+from collections import deque
 from typing import NamedTuple, Optional
 
 from ..errors import PcopyError
 from .protocol import PROTO, ProtocolError, encode, read_frame
 
 REMOTE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^/\]]+\]|[^/:\[\]]+):(?P<path>.*)$", re.S)
+WALK_FRAMES = ("listing", "walked")  # a walk's frames: they interleave with the answers of other operations
 DEFAULT_SERVE = ("if command -v pcopy >/dev/null 2>&1; then exec pcopy serve; "
                  "else exec python3 -m pcopy serve; fi")
 
@@ -60,7 +62,12 @@ def command(spec: Spec, rsh: Optional[str], remote_pcopy: Optional[str]) -> list
 
 
 class Connection:
-    """A request/answer channel over one ssh process; ``lost`` makes the one-line error naming the host."""
+    """A request/answer channel over one ssh process; ``lost`` makes the one-line error naming the host.
+
+    A walk streams beside the other operations (``pcopy serve`` walks in a thread of its own), so the
+    control session is the walk's session too: its frames are told apart by type and wait in
+    ``walk_frames`` while an answer is awaited (and the other way round in ``frames``).
+    """
 
     def __init__(self, spec: Spec, rsh: Optional[str], remote_pcopy: Optional[str]) -> None:
         self.spec = spec
@@ -76,8 +83,11 @@ class Connection:
         self._drain = threading.Thread(target=self._read_stderr, name="pcopy-ssh-stderr", daemon=True)
         self._drain.start()
         self.closed = False
+        self.frames: deque = deque()  # frames of operations, read while waiting for a walk's
+        self.walk_frames: deque = deque()  # a walk's frames, read while waiting for an answer
         self.codecs: list = ["zlib"]  # the remote's -z codecs (from the handshake)
         self.ready = False  # the handshake is done
+        self.joins_run = False  # a later session of a run that has started: losing it is a lost connection
 
     def _read_stderr(self) -> None:
         for line in iter(self.proc.stderr.readline, b""):  # type: ignore[union-attr]
@@ -92,13 +102,33 @@ class Connection:
         except (OSError, ValueError):
             raise self.lost() from None
 
-    def recv(self) -> tuple:
+    def _read(self) -> tuple:
         try:
             return read_frame(self.rfile)
         except (EOFError, OSError, ValueError):
             raise self.lost() from None
         except ProtocolError as exc:
             raise PcopyError(f"{self.spec.host}: {exc}") from None
+
+    def recv(self) -> tuple:
+        """The next frame of the operation in progress (a walk's frames are set aside)."""
+        if self.frames:
+            return self.frames.popleft()
+        while True:
+            header, payload = self._read()
+            if header.get("t") not in WALK_FRAMES:
+                return header, payload
+            self.walk_frames.append(header)
+
+    def recv_walk(self) -> dict:
+        """The next frame of the walk in progress (other frames are set aside for ``recv``)."""
+        if self.walk_frames:
+            return self.walk_frames.popleft()
+        while True:
+            header, payload = self._read()
+            if header.get("t") in WALK_FRAMES:
+                return header
+            self.frames.append((header, payload))
 
     def answer(self) -> dict:
         """The final frame of an operation; a refused operation raises its one-line error."""
@@ -126,7 +156,7 @@ class Connection:
         if code == 255:
             return PcopyError(f"{self.spec.host}: ssh failed: {said or 'connection closed'}")
         why = said or (f"ssh exited with {code}" if code is not None and code >= 0 else "ssh was killed")
-        if not self.ready:
+        if not self.ready and not self.joins_run:
             return PcopyError(f"{self.spec.host}: cannot start pcopy there: {why}")
         return PcopyError(f"{self.spec.host}: connection lost: {why}")
 
@@ -176,6 +206,46 @@ class Connection:
             self.proc.wait(timeout=2.0)
         except subprocess.TimeoutExpired:
             pass
+
+
+class Sessions:
+    """Every ssh session of a run, opened when it is needed (a no-op sync needs only its control
+    session; data sessions start when batches wait for them) and killed or closed together."""
+
+    def __init__(self, spec: Spec, rsh: Optional[str], remote_pcopy: Optional[str]) -> None:
+        self.spec, self.rsh, self.remote_pcopy = spec, rsh, remote_pcopy
+        self.lock = threading.Lock()
+        self.conns: list = []
+        self.ended = False  # killed or closed: a session still opening is killed at once
+
+    def open(self) -> Connection:
+        """A new session, its handshake done (its one-line error when it fails)."""
+        conn = Connection(self.spec, self.rsh, self.remote_pcopy)
+        with self.lock:
+            conn.joins_run = any(c.ready for c in self.conns)
+            self.conns.append(conn)
+            ended = self.ended
+        if ended:
+            conn.kill()
+            raise PcopyError(f"{self.spec.host}: the run was stopped")
+        try:
+            conn.handshake()
+        except BaseException:
+            conn.kill()
+            raise
+        return conn
+
+    def _end(self) -> list:
+        with self.lock:
+            self.ended = True
+            return list(self.conns)
+
+    def kill(self) -> None:
+        for conn in self._end():
+            conn.kill()
+
+    def close(self, timeout: float = 2.0) -> None:
+        close_all(self._end(), timeout)
 
 
 def close_all(conns: list, timeout: float = 2.0) -> None:
