@@ -34,6 +34,8 @@ HEAD = struct.Struct(">II")
 MAX_HEADER = 64 << 20
 MAX_PAYLOAD = 64 << 20
 CHUNK = 1 << 20
+BUFFER = 256 << 10  # both ends write and read frames in blocks of about this size, not one syscall (and
+# one ssh packet) per frame: a small file's frame is a few KiB
 
 
 class ProtocolError(PcopyError):

@@ -8,6 +8,7 @@ leaves no remote process behind.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
@@ -17,9 +18,7 @@ from ..errors import PcopyError, describe
 from ..runtime import children
 from ..version import __version__
 from . import ops
-from .protocol import PROTO, ProtocolError, check_relpath, codecs, encode, read_frame
-from .receive import receive_batch, receiver_options
-from .send import send_batch
+from .protocol import BUFFER, PROTO, ProtocolError, check_relpath, codecs, encode, read_frame
 
 
 class Server:
@@ -142,6 +141,8 @@ class Server:
         self.answer(digests=ops.digests(h["root"], h["reldir"], h["names"]))
 
     def op_recv(self, h: dict) -> None:
+        from .receive import receive_batch, receiver_options  # imported here: a walk's session never needs it
+
         options = receiver_options(h["root"], h["token"], h.get("opts") or {})
         results = receive_batch(options, h["reldir"], self.next_frame)
         self.answer(results=results)
@@ -156,6 +157,8 @@ class Server:
         codec = h.get("z") or ""
         if codec and codec not in codecs():
             raise ProtocolError(f"unknown codec {codec!r}")
+        from .send import send_batch
+
         results = send_batch(h["root"], h["reldir"], h["files"], self.emit, bool(h.get("follow")), codec=codec)
         self.answer(results=results)
 
@@ -184,7 +187,9 @@ def main() -> int:
         signal.signal(signum, _stop)  # unwinds: a file being received loses its temp name on the way out
     _term_with_parent()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the client went away: end now, quietly
-    rfile, wfile = sys.stdin.buffer, sys.stdout.buffer
+    # frames in blocks of BUFFER, not a syscall (and an ssh packet) per small file
+    rfile = io.BufferedReader(sys.stdin.buffer.raw, BUFFER)  # type: ignore[union-attr]
+    wfile = io.BufferedWriter(sys.stdout.buffer.raw, BUFFER)  # type: ignore[union-attr]
     sys.stdout = sys.stderr  # nothing else may write into the protocol stream
     try:
         return Server(rfile, wfile).run()

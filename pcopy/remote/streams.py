@@ -52,13 +52,35 @@ class Mover:
             results.extend(Result(relpath_join(batch.reldir, t.name), COPIED, SYMLINK if t.action == LINK else FILE,
                                   max(t.size, 0), None, t.why) for t in tasks)
             return results
+        if tasks:
+            results.extend(self._settle(conn, batch.reldir, tasks, self._move(conn, batch.reldir, tasks)))
+        return results
+
+    def overlaps(self, batch: Batch) -> bool:
+        """Whether the batch can be sent before the previous batch's answer is read (``begin`` / ``end``):
+        anything but a dry run and -c's digest calls, which wait for their own answers."""
+        return not self.dry_run and not any(t.action == CHECKSUM for t in batch.tasks)
+
+    def begin(self, conn: Connection, batch: Batch) -> tuple:
+        """Send the batch (push: its files; pull: the request) without waiting for its answer."""
+        return batch, self._start(conn, batch.reldir, list(batch.tasks))
+
+    def end(self, conn: Connection, begun: tuple) -> list:
+        """The answer of a batch ``begin`` sent: its Results (mismatched files sent once more)."""
+        batch, sent = begun
+        tasks = list(batch.tasks)
+        return self._settle(conn, batch.reldir, tasks, self._finish(conn, batch.reldir, sent))
+
+    def _settle(self, conn: Connection, reldir: str, tasks: list, moved: list) -> list:
+        """``moved``'s Results; a file whose digests differed is sent again (RESEND times), then reported."""
+        results: list = []
         for attempt in range(RESEND + 1):
-            if not tasks:
-                break
-            moved = self._move(conn, batch.reldir, tasks)
             again = {r.relpath for r in moved if r.reason == MISMATCH} if attempt < RESEND else set()
             results.extend(r for r in moved if r.relpath not in again)
-            tasks = [t for t in tasks if relpath_join(batch.reldir, t.name) in again]
+            tasks = [t for t in tasks if relpath_join(reldir, t.name) in again]
+            if not tasks:
+                break
+            moved = self._move(conn, reldir, tasks)
         return results
 
     def _compare(self, conn: Connection, reldir: str, checks: list, results: list) -> list:
@@ -77,22 +99,31 @@ class Mover:
         return copy
 
     def _move(self, conn: Connection, reldir: str, tasks: list) -> list:
+        return self._finish(conn, reldir, self._start(conn, reldir, tasks))
+
+    def _start(self, conn: Connection, reldir: str, tasks: list) -> Optional[list]:
+        """Send a batch: push, its files (the Results decided here come back); pull, the request."""
         files = [[t.name, t.why, t.action == LINK] for t in tasks]
         if self.push:
             conn.send({"op": "recv", "root": self.dst.root, "token": self.token, "reldir": reldir,
                        "opts": self.spec})
             codec = pick_codec(conn.codecs) if self.compress else ""
-            sent = send_batch(self.src.root, reldir, files, conn.send, self.follow, self.stop, codec)
+            return send_batch(self.src.root, reldir, files, conn.send, self.follow, self.stop, codec)
+        conn.send({"op": "send", "root": self.src.root, "reldir": reldir, "files": files,
+                   "follow": self.follow, "z": pick_codec(conn.codecs) if self.compress else ""})
+        return None
+
+    def _finish(self, conn: Connection, reldir: str, sent: Optional[list]) -> list:
+        """Read a sent batch's answer (pull: receive its files first)."""
+        if self.push:
             written = conn.answer()["results"]
         else:
-            conn.send({"op": "send", "root": self.src.root, "reldir": reldir, "files": files,
-                       "follow": self.follow, "z": pick_codec(conn.codecs) if self.compress else ""})
             try:
                 written = receive_batch(self.local_options, reldir, _frames(conn))
             except ProtocolError as exc:  # a hostile or broken remote: named, one line
                 raise PcopyError(f"{conn.spec.host}: {exc}") from None
             sent = conn.answer()["results"]
-        return [result_in(r) for r in sent] + [result_in(r) for r in written]
+        return [result_in(r) for r in sent or ()] + [result_in(r) for r in written]
 
 
 def _frames(conn: Connection) -> Callable:
@@ -134,27 +165,65 @@ class Streams:
         return not self.mover.dry_run or any(t.action == CHECKSUM for t in batch.tasks)
 
     def _serve(self) -> None:
+        """Batches are pipelined: the next batch is sent before the previous one's answer is read, so a
+        round trip per batch is not waited for while work is queued (the 1 ms-latency row)."""
         conn: Optional[Connection] = None
+        begun: Optional[tuple] = None  # a batch sent whose answer is not read yet
         try:
             while True:
-                batch = self.todo.get()
+                if begun is None:
+                    batch = self.todo.get()
+                else:
+                    try:
+                        batch = self.todo.get_nowait()
+                    except queue.Empty:
+                        self._end(conn, begun)
+                        begun = None
+                        continue
                 if batch is None:
+                    self._end(conn, begun)
                     return
                 if self.error is not None or self.mover.stop.is_set():
+                    self._end(conn, begun, failed=True)
+                    begun = None
                     self.done.put((batch, None))
                     continue
                 try:
                     if conn is None and self._needs_session(batch):
                         conn = self.open_session()
-                    results = self.mover.run(conn, batch)  # type: ignore[arg-type]
+                    if not self.mover.overlaps(batch):
+                        self._end(conn, begun)
+                        begun = None
+                        self.done.put((batch, self.mover.run(conn, batch)))  # type: ignore[arg-type]
+                        continue
+                    started = self.mover.begin(conn, batch)  # type: ignore[arg-type]
                 except BaseException as exc:
-                    if self.error is None:
-                        self.error = exc
-                    self.mover.stop.set()
-                    results = None
-                self.done.put((batch, results))
+                    self._failed(exc)
+                    self._end(conn, begun, failed=True)
+                    begun = None
+                    self.done.put((batch, None))
+                    continue
+                self._end(conn, begun)
+                begun = started
         finally:
             runtime_worker.drop_dir_caches()
+
+    def _end(self, conn: Optional[Connection], begun: Optional[tuple], failed: bool = False) -> None:
+        """Read the answer of the batch in ``begun`` (if any) and hand its Results on (None when it failed)."""
+        if begun is None:
+            return
+        results = None
+        if not failed and self.error is None:
+            try:
+                results = self.mover.end(conn, begun)  # type: ignore[arg-type]
+            except BaseException as exc:
+                self._failed(exc)
+        self.done.put((begun[0], results))
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self.mover.stop.set()
 
     def put(self, batch: Batch, take: Callable, check: Callable) -> None:
         """Queue a batch, taking finished results while the queue is full; start one more stream when

@@ -9,6 +9,7 @@ handshake; nothing is read or written on either side before both agree on ``PROT
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shlex
@@ -18,7 +19,7 @@ from collections import deque
 from typing import NamedTuple, Optional
 
 from ..errors import PcopyError
-from .protocol import PROTO, ProtocolError, encode, read_frame
+from .protocol import BUFFER, PROTO, ProtocolError, encode, read_frame
 
 REMOTE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^/\]]+\]|[^/:\[\]]+):(?P<path>.*)$", re.S)
 WALK_FRAMES = ("listing", "walked")  # a walk's frames: they interleave with the answers of other operations
@@ -77,8 +78,10 @@ class Connection:
                                          stderr=subprocess.PIPE, start_new_session=True, bufsize=0)
         except OSError as exc:
             raise PcopyError(f"{self.argv[0]}: cannot run the ssh client: {exc.strerror}") from None
-        self.rfile = self.proc.stdout
+        self.rfile = io.BufferedReader(self.proc.stdout, BUFFER)  # type: ignore[arg-type,type-var]
         self.wfile = self.proc.stdin
+        self.out: list = []  # frames not written yet (written before any read, and when BUFFER is full)
+        self.out_size = 0
         self.stderr_lines: list = []
         self._drain = threading.Thread(target=self._read_stderr, name="pcopy-ssh-stderr", daemon=True)
         self._drain.start()
@@ -97,12 +100,25 @@ class Connection:
     # ----------------------------------------------------------------- frames
 
     def send(self, header: dict, payload: bytes = b"") -> None:
+        frame = encode(header, payload)
+        self.out.append(frame)
+        self.out_size += len(frame)
+        if self.out_size >= BUFFER:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.out:
+            return
+        data = memoryview(self.out[0] if len(self.out) == 1 else b"".join(self.out))
+        self.out, self.out_size = [], 0
         try:
-            self.wfile.write(encode(header, payload))  # type: ignore[union-attr]
+            while data:
+                data = data[self.wfile.write(data):]  # type: ignore[union-attr]
         except (OSError, ValueError):
             raise self.lost() from None
 
     def _read(self) -> tuple:
+        self.flush()  # whatever is read next may be the answer to what is still unwritten
         try:
             return read_frame(self.rfile)
         except (EOFError, OSError, ValueError):
@@ -183,8 +199,9 @@ class Connection:
             return
         self.closed = True
         try:
+            self.flush()
             self.wfile.close()  # type: ignore[union-attr]
-        except OSError:
+        except (OSError, PcopyError):
             pass
         try:
             self.proc.wait(timeout=timeout)
