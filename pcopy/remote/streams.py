@@ -25,6 +25,7 @@ from .receive import MISMATCH, receive_batch
 from .send import send_batch
 from .transport import Connection
 
+STAGGER = 0.2  # seconds after a session came up before another one is opened for the same backlog
 RESEND = 1  # a file whose digests differed after the transfer is sent once more, then reported
 
 
@@ -140,10 +141,11 @@ class Streams:
     batches in and a queue of results out.
 
     Sessions start when they are needed, not up front: each costs an ssh handshake, a remote login
-    shell and an interpreter start (about 0.3 s of CPU on each end here), which would dominate a
-    no-op sync or a small run. The first thread starts with the first batch, one more whenever
-    batches queue up behind the running ones, and a thread opens its session with its first batch
-    that needs one (a dry run without -c needs none).
+    shell and an interpreter start (about 0.1 s of CPU here and 0.2 s on the remote), which would
+    dominate a no-op sync or a small run. The first thread starts with the first batch; one more
+    when batches still queue up behind the running ones STAGGER after the last session came up (so
+    a run that one session clears quickly never pays for a second); a thread opens its session with
+    its first batch that needs one (a dry run without -c needs none).
     """
 
     def __init__(self, open_session: Callable[[], Connection], count: int, mover: Mover) -> None:
@@ -155,8 +157,13 @@ class Streams:
         self.error: Optional[BaseException] = None
         self.in_flight = 0
         self.threads: list = []
+        self.lock = threading.Lock()
+        self.opening = 0  # threads started whose session is not up yet (or not needed yet)
+        self.came_up = 0.0  # when the last one was ready (time.monotonic)
 
     def _add(self) -> None:
+        with self.lock:
+            self.opening += 1
         thread = threading.Thread(target=self._serve, name=f"pcopy-stream-{len(self.threads)}", daemon=True)
         self.threads.append(thread)
         thread.start()
@@ -169,6 +176,7 @@ class Streams:
         round trip per batch is not waited for while work is queued (the 1 ms-latency row)."""
         conn: Optional[Connection] = None
         begun: Optional[tuple] = None  # a batch sent whose answer is not read yet
+        first = True
         try:
             while True:
                 if begun is None:
@@ -190,7 +198,11 @@ class Streams:
                     continue
                 try:
                     if conn is None and self._needs_session(batch):
-                        conn = self.open_session()
+                        conn = self._open(first)
+                        first = False
+                    elif first:
+                        first = False
+                        self._opened()  # this stream needs no session (yet): it does not hold the next one back
                     if not self.mover.overlaps(batch):
                         self._end(conn, begun)
                         begun = None
@@ -207,6 +219,17 @@ class Streams:
                 begun = started
         finally:
             runtime_worker.drop_dir_caches()
+
+    def _open(self, counted: bool) -> Connection:
+        try:
+            return self.open_session()
+        finally:
+            self._opened(counted)
+
+    def _opened(self, counted: bool = True) -> None:
+        with self.lock:
+            self.opening -= counted
+            self.came_up = time.monotonic()
 
     def _end(self, conn: Optional[Connection], begun: Optional[tuple], failed: bool = False) -> None:
         """Read the answer of the batch in ``begun`` (if any) and hand its Results on (None when it failed)."""
@@ -233,7 +256,8 @@ class Streams:
         while True:
             check()
             self.drain(take)
-            if len(self.threads) < self.count and self.todo.qsize() >= len(self.threads):
+            if (len(self.threads) < self.count and self.todo.qsize() >= len(self.threads) and not self.opening
+                    and time.monotonic() - self.came_up >= STAGGER):
                 self._add()
             try:
                 self.todo.put(batch, timeout=0.05)

@@ -18,7 +18,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
-ROOT = "/dev/shm/pcopy-bench"  # tmpfs: the program's own cost
+ROOT = os.environ.get("PCOPY_BENCH_ROOT", "/dev/shm/pcopy-bench")  # tmpfs: the program's own cost (another
+# directory for a second benchmark on the same machine: each run clears its ROOT at the end)
 DISK_ROOT = "/var/tmp/pcopy-bench"  # the ordinary disk (ext4 here): the cold-cache row
 PCOPY = [sys.executable, "-m", "pcopy"]
 BASELINE: list[str] = []  # another pcopy (``--baseline PYTHON``), timed in the same run for before/after ratios

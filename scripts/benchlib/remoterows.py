@@ -4,7 +4,7 @@ packet delayed 1 ms each way by ``delayproxy.py`` as ssh's ProxyCommand (no tc n
 
 Trees: 20,000 files of 0.5-8 KiB, 4 x 256 MiB, and a no-op sync of the small tree. Every copy is
 checked off the clock (rsync -anic against SRC; scp keeps no symlinks or owners, so its copies are
-not checked).
+not checked). With ``--baseline PYTHON`` that pcopy runs too, on both ends (``--remote-pcopy``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 from typing import Iterator
 
 from . import sshfs, trees
-from .common import PCOPY, QUIET, ROOT, Row, checker, clear, count_tree, time_table
+from .common import BASELINE, PCOPY, QUIET, ROOT, Row, checker, clear, count_tree, time_table
 
 HOST = "pcopy-bench"
 SSH_CONFIG = """\
@@ -82,6 +82,9 @@ def _tools(config: str, noop: bool) -> dict:
         table["scp -r"] = ["scp", "-O", "-q", "-r", "-p", "-F", config, "{src}", f"{HOST}:{{dst}}"]
     table["pcopy (ssh)"] = [*PCOPY, verb[0], *verb[1:], "{src}", f"{HOST}:{{dst}}", *QUIET, "-e", rsh,
                             "--remote-pcopy", remote]
+    if BASELINE:  # --baseline: the other pcopy on both ends (its own serve), in the same rounds
+        table["baseline pcopy (ssh)"] = [*BASELINE, verb[0], *verb[1:], "{src}", f"{HOST}:{{dst}}", *QUIET, "-e", rsh,
+                                         "--remote-pcopy", shlex.join(BASELINE)]
     return table
 
 
