@@ -188,8 +188,9 @@ def main() -> int:
     _term_with_parent()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the client went away: end now, quietly
     # frames in blocks of BUFFER, not a syscall (and an ssh packet) per small file
-    rfile = io.BufferedReader(sys.stdin.buffer.raw, BUFFER)  # type: ignore[union-attr]
-    wfile = io.BufferedWriter(sys.stdout.buffer.raw, BUFFER)  # type: ignore[union-attr]
+    # (on the fds themselves: with PYTHONUNBUFFERED sys.stdout.buffer is already raw)
+    rfile = io.BufferedReader(io.FileIO(sys.stdin.fileno(), "rb", closefd=False), BUFFER)
+    wfile = io.BufferedWriter(io.FileIO(sys.stdout.fileno(), "wb", closefd=False), BUFFER)
     sys.stdout = sys.stderr  # nothing else may write into the protocol stream
     try:
         return Server(rfile, wfile).run()

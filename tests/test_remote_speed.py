@@ -1,0 +1,149 @@
+"""What keeps remote runs fast (pcopy.remote.streams, transport, serve): sessions opened only when
+needed, a walk streaming beside the control session's other operations, batches pipelined on a
+stream. Through the real sshd of the ``server`` fixture, or a real ``pcopy serve`` started by a local
+stand-in for ssh; no timings."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import threading
+
+import pytest
+import sshd_helpers as sshd
+from conftest import make_tree
+from fault_helpers import env, pcopy_cmd
+from remote_helpers import rsync_diff
+
+from pcopy.model.entries import COPY, Batch, Task
+from pcopy.remote import streams, transport
+
+H = sshd.HOST
+remote = pytest.mark.skipif(sshd.missing() is not None, reason=sshd.missing() or "")
+
+
+def _counted(server, log) -> list:
+    """``-e`` and a ``--remote-pcopy`` that notes every session it starts in ``log``."""
+    return ["-e", server.rsh, "--remote-pcopy", f"echo started >> {shlex.quote(str(log))}; {server.remote_pcopy}"]
+
+
+def _sessions(log) -> int:
+    with open(log) as fh:
+        return fh.read().count("started")
+
+
+@remote
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_a_small_copy_opens_two_sessions_and_a_no_op_sync_one(server, tmp_path, direction):
+    src, dst, log = tmp_path / "src", tmp_path / "dst", tmp_path / "sessions.log"
+    make_tree(src, {"a": b"a" * 100, "d/b": b"b", "d/e/c": b"c" * 5000})
+    args = [str(src), f"{H}:{dst}"] if direction == "push" else [f"{H}:{src}", str(dst)]
+
+    def run(*argv) -> int:
+        log.write_text("")
+        proc = subprocess.run(pcopy_cmd(*argv, *args, "-j", "4", *_counted(server, log)), capture_output=True,
+                              env=env(), cwd="/", timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return _sessions(log)
+
+    assert run("copy") == 2  # control (which walks too) and one data session: -j 4 is a limit, not a start
+    assert rsync_diff(server, src, dst) == ""
+    assert run("sync", "--delete") == 1  # nothing to move: the control session alone
+    assert run("sync", "--delete", "-n") == 1
+
+
+def _local_rsh(tmp_path) -> str:
+    """A stand-in for ssh that runs the remote command here, without a host: ``RSH host CMD``."""
+    script = tmp_path / "rsh.py"
+    script.write_text("import os, sys\nos.execvp('sh', ['sh', '-c', sys.argv[2]])\n")
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}"
+
+
+def test_a_walk_streams_beside_the_answers_of_other_operations(tmp_path):
+    """One session walks and answers: the walk's frames are set aside while an answer is awaited."""
+    root = tmp_path / "tree"
+    make_tree(root, {f"d{i:03d}/f": b"x" for i in range(300)})
+    conn = transport.connect(transport.Spec(None, "local", str(root)), _local_rsh(tmp_path),
+                             f"{shlex.quote(sys.executable)} -m pcopy")
+    try:
+        conn.send({"op": "walk", "root": str(root), "follow": False})
+        answers = [conn.call({"op": "stat", "path": str(root / f"d{i:03d}")})["kind"] for i in range(0, 300, 30)]
+        assert answers == ["dir"] * 10
+        reldirs = []
+        while True:
+            frame = conn.recv_walk()
+            if frame["t"] == "walked":
+                assert frame["ok"]
+                break
+            reldirs.append(frame["reldir"])
+        assert reldirs == [""] + [f"d{i:03d}" for i in range(300)]  # every listing, in walk order
+        assert conn.call({"op": "stat", "path": str(root / "nope")})["kind"] is None
+    finally:
+        conn.close()
+
+
+class _Recording:
+    """A Mover that records what a stream asks of it."""
+
+    dry_run = False
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.events: list = []
+
+    def overlaps(self, batch) -> bool:
+        return True
+
+    def begin(self, conn, batch):
+        self.events.append(("begin", batch.reldir))
+        return batch, None
+
+    def end(self, conn, begun):
+        self.events.append(("end", begun[0].reldir))
+        return []
+
+
+def test_a_stream_sends_its_next_batch_before_it_reads_the_previous_answer():
+    mover = _Recording()
+    release = threading.Event()
+
+    def open_session():
+        release.wait(10)  # the three batches are queued before the stream moves any
+        return object()
+
+    pipe = streams.Streams(open_session, 1, mover)  # type: ignore[arg-type]
+    taken: list = []
+    try:
+        for name in ("a", "b", "c"):
+            pipe.put(Batch(name, (Task(COPY, "f", 1, ""),)), lambda b, r: taken.append(b.reldir), lambda: None)
+        release.set()
+        pipe.drain(lambda b, r: taken.append(b.reldir), wait=True)
+    finally:
+        pipe.close()
+    assert mover.events == [("begin", "a"), ("begin", "b"), ("end", "a"), ("begin", "c"), ("end", "b"),
+                            ("end", "c")]
+    assert taken == ["a", "b", "c"] and len(pipe.threads) == 1
+
+
+def test_streams_open_no_session_for_a_dry_run():
+    class DryRun(_Recording):
+        dry_run = True
+
+        def overlaps(self, batch) -> bool:
+            return False
+
+        def run(self, conn, batch):
+            assert conn is None
+            return []
+
+    opened: list = []
+    pipe = streams.Streams(lambda: opened.append(1), 2, DryRun())  # type: ignore[arg-type]
+    try:
+        for name in "abcdef":
+            pipe.put(Batch(name, (Task(COPY, "f", 1, ""),)), lambda b, r: None, lambda: None)
+        pipe.drain(lambda b, r: None, wait=True)
+    finally:
+        pipe.close()
+    assert opened == []
+
