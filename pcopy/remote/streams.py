@@ -26,6 +26,7 @@ from .send import send_batch
 from .transport import Connection
 
 STAGGER = 0.2  # seconds after a session came up before another one is opened for the same backlog
+BIG_BACKLOG = 64 << 20  # bytes waiting in the queue that are worth another session at once (no stagger)
 RESEND = 1  # a file whose digests differed after the transfer is sent once more, then reported
 
 
@@ -144,8 +145,9 @@ class Streams:
     shell and an interpreter start (about 0.1 s of CPU here and 0.2 s on the remote), which would
     dominate a no-op sync or a small run. The first thread starts with the first batch; one more
     when batches still queue up behind the running ones STAGGER after the last session came up (so
-    a run that one session clears quickly never pays for a second); a thread opens its session with
-    its first batch that needs one (a dry run without -c needs none).
+    a run that one session clears quickly never pays for a second), or at once when BIG_BACKLOG bytes
+    wait; a thread opens its session with its first batch that needs one (a dry run without -c needs
+    none).
     """
 
     def __init__(self, open_session: Callable[[], Connection], count: int, mover: Mover) -> None:
@@ -158,6 +160,7 @@ class Streams:
         self.in_flight = 0
         self.threads: list = []
         self.lock = threading.Lock()
+        self.waiting_bytes = 0  # of the batches in the queue
         self.opening = 0  # threads started whose session is not up yet (or not needed yet)
         self.came_up = 0.0  # when the last one was ready (time.monotonic)
 
@@ -191,6 +194,8 @@ class Streams:
                 if batch is None:
                     self._end(conn, begun)
                     return
+                with self.lock:
+                    self.waiting_bytes -= _size(batch)
                 if self.error is not None or self.mover.stop.is_set():
                     self._end(conn, begun, failed=True)
                     begun = None
@@ -256,15 +261,24 @@ class Streams:
         while True:
             check()
             self.drain(take)
-            if (len(self.threads) < self.count and self.todo.qsize() >= len(self.threads) and not self.opening
-                    and time.monotonic() - self.came_up >= STAGGER):
-                self._add()
+            self._grow()
             try:
+                with self.lock:
+                    self.waiting_bytes += _size(batch)
                 self.todo.put(batch, timeout=0.05)
                 self.in_flight += 1
                 return
             except queue.Full:
+                with self.lock:
+                    self.waiting_bytes -= _size(batch)
                 continue
+
+    def _grow(self) -> None:
+        """One more stream when batches wait behind every running one and no session is opening."""
+        if len(self.threads) >= self.count or self.todo.qsize() < len(self.threads):
+            return
+        if self.waiting_bytes >= BIG_BACKLOG or (not self.opening and time.monotonic() - self.came_up >= STAGGER):
+            self._add()
 
     def drain(self, take: Callable, wait: bool = False, check: Optional[Callable] = None) -> None:
         while self.in_flight:
@@ -275,6 +289,7 @@ class Streams:
                     return
                 if check is not None:
                     check()
+                self._grow()  # the walk is done but batches still wait: the last big files
                 continue
             self.in_flight -= 1
             if self.error is not None and results is None:
@@ -292,6 +307,10 @@ class Streams:
         deadline = time.monotonic() + 1.0  # bounded: a thread stuck on a cut session is a daemon
         for thread in self.threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _size(batch: Batch) -> int:
+    return sum(max(t.size, 0) for t in batch.tasks)
 
 
 def failed(batch: Batch, message: str) -> list:
