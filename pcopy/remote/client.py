@@ -19,7 +19,7 @@ from .flow import Flow
 from .receive import receiver_options
 from .sides import Local, Remote
 
-MAX_DEFAULT_STREAMS = 4  # ssh sessions moving data by default: one per CPU, at most this many (plus control)
+MAX_DEFAULT_STREAMS = 4  # streams (ssh sessions, control included) moving data by default: one per CPU, at most 4
 NOT_YET = ("link_dest", "manifest", "transform", "partial", "backup", "files_from", "one_file_system",
            "prune_empty_dirs", "chmod", "chown", "exclude_if_present", "sparse", "track_renames")
 OPTION_NAMES = {"link_dest": "--link-dest", "manifest": "--manifest", "transform": "--transform",
@@ -64,7 +64,8 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
     options = options._replace(hard_links=False, xattrs=False, acls=False, token=os.urandom(4).hex(),
                                modify_window_ns=max(options.modify_window_ns, 0))
     # one session to start with: control, which also streams the remote walk (``pcopy serve`` walks
-    # in a thread); the data sessions start when batches wait for them (streams.Streams)
+    # in a thread) and carries the first data stream; the other streams' sessions start when
+    # batches wait for them (streams.Streams): -j N is N streams over N sessions
     sessions = transport.Sessions(spec, rsh, remote_pcopy)
     try:
         control = sessions.open()
@@ -95,7 +96,7 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
             dst_side.root = local_options.dst
         flow = Flow(options, src_side, dst_side, push, counters or Counters(), on_result, keep_results, stop_event)
         try:
-            return flow.run(sessions, streams, token, recv, local_options, dst_is_new, compress)
+            return flow.run(sessions, streams, token, recv, local_options, dst_is_new, compress, control)
         except BaseException:
             sessions.kill()  # at once: a session streaming the walk would not see its stdin close
             _cleanup(dst_side, flow.touched, token)

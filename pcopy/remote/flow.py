@@ -82,8 +82,9 @@ class Flow:
         self.disk_full = False  # DST ran out of space: the rest is not attempted
 
     def run(self, sessions, streams_max: int, token: str, spec: dict, local_options: Optional[Options],
-            dst_is_new: bool, compress: bool = False) -> Report:
-        """``sessions`` (transport.Sessions) opens the data sessions as the streams need them."""
+            dst_is_new: bool, compress: bool = False, shared=None) -> Report:
+        """``sessions`` (transport.Sessions) opens the data sessions as the streams need them; the first
+        stream moves its batches over ``shared`` (the control session) when given."""
         options = self.options
         started = time.monotonic()
         if dst_is_new:
@@ -92,7 +93,7 @@ class Flow:
             self.dst_dirs.add("")
         mover = Mover(self.push, self.src, self.dst, token, spec, local_options, options.follow_symlinks,
                       options.dry_run, self.stop, compress)
-        streams = Streams(sessions.open, streams_max, mover)
+        streams = Streams(sessions.open, streams_max, mover, shared)
         counters = self.consumer.counters
         with SignalGuard(self.stop_event) as guard:
             counters.start()

@@ -107,8 +107,10 @@ class Remote:
 
     def listings(self, follow: bool, filtered: bool = True) -> Iterator[tuple]:
         conn = self.walker = self.open_walker()
-        conn.send({"op": "walk", "root": self.root, "follow": follow,
-                   "filter": self.filter_spec if filtered else None})
+        with conn.op_lock:  # a data stream may share the session: its frames and ours do not mix
+            conn.send({"op": "walk", "root": self.root, "follow": follow,
+                       "filter": self.filter_spec if filtered else None})
+            conn.flush()
         while True:
             header = conn.recv_walk()  # the walk streams beside the control session's other answers
             try:

@@ -150,8 +150,10 @@ class Streams:
     none).
     """
 
-    def __init__(self, open_session: Callable[[], Connection], count: int, mover: Mover) -> None:
+    def __init__(self, open_session: Callable[[], Connection], count: int, mover: Mover,
+                 shared: Optional[Connection] = None) -> None:
         self.open_session = open_session
+        self.shared = shared  # the control session: the first stream's, from the first batch on
         self.count = max(1, count)
         self.mover = mover
         self.todo: queue.Queue = queue.Queue(maxsize=2 * self.count)
@@ -167,17 +169,23 @@ class Streams:
     def _add(self) -> None:
         with self.lock:
             self.opening += 1
-        thread = threading.Thread(target=self._serve, name=f"pcopy-stream-{len(self.threads)}", daemon=True)
+        conn = self.shared if not self.threads else None
+        thread = threading.Thread(target=self._serve, args=(conn,), name=f"pcopy-stream-{len(self.threads)}",
+                                  daemon=True)
         self.threads.append(thread)
         thread.start()
 
     def _needs_session(self, batch: Batch) -> bool:
         return not self.mover.dry_run or any(t.action == CHECKSUM for t in batch.tasks)
 
-    def _serve(self) -> None:
-        """Batches are pipelined: the next batch is sent before the previous one's answer is read, so a
-        round trip per batch is not waited for while work is queued (the 1 ms-latency row)."""
-        conn: Optional[Connection] = None
+    def _serve(self, conn: Optional[Connection]) -> None:
+        """Batches are pipelined on a session of the stream's own: the next batch is sent before the
+        previous one's answer is read, so a round trip per batch is not waited for while work is
+        queued (the 1 ms-latency row). On the shared control session a batch is one operation under
+        its ``op_lock``, so the flow's own operations find their turn between batches."""
+        if conn is not None:
+            self._serve_shared(conn)
+            return
         begun: Optional[tuple] = None  # a batch sent whose answer is not read yet
         first = True
         try:
@@ -222,6 +230,26 @@ class Streams:
                     continue
                 self._end(conn, begun)
                 begun = started
+        finally:
+            runtime_worker.drop_dir_caches()
+
+    def _serve_shared(self, conn: Connection) -> None:
+        self._opened()  # up already: the next stream need not wait for this one
+        try:
+            while True:
+                batch = self.todo.get()
+                if batch is None:
+                    return
+                with self.lock:
+                    self.waiting_bytes -= _size(batch)
+                results = None
+                if self.error is None and not self.mover.stop.is_set():
+                    try:
+                        with conn.op_lock:
+                            results = self.mover.run(conn, batch)
+                    except BaseException as exc:
+                        self._failed(exc)
+                self.done.put((batch, results))
         finally:
             runtime_worker.drop_dir_caches()
 

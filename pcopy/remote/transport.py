@@ -67,7 +67,8 @@ class Connection:
 
     A walk streams beside the other operations (``pcopy serve`` walks in a thread of its own), so the
     control session is the walk's session too: its frames are told apart by type and wait in
-    ``walk_frames`` while an answer is awaited (and the other way round in ``frames``).
+    ``walk_frames`` while an answer is awaited (and the other way round in ``frames``). Operations
+    from several threads (the flow's and the first data stream's) take turns under ``op_lock``.
     """
 
     def __init__(self, spec: Spec, rsh: Optional[str], remote_pcopy: Optional[str]) -> None:
@@ -88,6 +89,11 @@ class Connection:
         self.closed = False
         self.frames: deque = deque()  # frames of operations, read while waiting for a walk's
         self.walk_frames: deque = deque()  # a walk's frames, read while waiting for an answer
+        # The control session is shared by the flow's thread (operations, the walk) and a data stream:
+        self.op_lock = threading.RLock()  # held for a whole operation: its request, its frames, its answer
+        self.wlock = threading.Lock()  # for ``out`` and the writes
+        self.turn = threading.Condition()  # one reader at a time (``_next``)
+        self.reading = False
         self.codecs: list = ["zlib"]  # the remote's -z codecs (from the handshake)
         self.ready = False  # the handshake is done
         self.joins_run = False  # a later session of a run that has started: losing it is a lost connection
@@ -101,12 +107,17 @@ class Connection:
 
     def send(self, header: dict, payload: bytes = b"") -> None:
         frame = encode(header, payload)
-        self.out.append(frame)
-        self.out_size += len(frame)
-        if self.out_size >= BUFFER:
-            self.flush()
+        with self.wlock:
+            self.out.append(frame)
+            self.out_size += len(frame)
+            if self.out_size >= BUFFER:
+                self._write_out()
 
     def flush(self) -> None:
+        with self.wlock:
+            self._write_out()
+
+    def _write_out(self) -> None:
         if not self.out:
             return
         data = memoryview(self.out[0] if len(self.out) == 1 else b"".join(self.out))
@@ -126,25 +137,38 @@ class Connection:
         except ProtocolError as exc:
             raise PcopyError(f"{self.spec.host}: {exc}") from None
 
+    def _next(self, walk: bool) -> tuple:
+        """The next frame of the walk (``walk``) or of the operation in progress. One thread reads at a
+        time; the frames it reads for the other wait in ``walk_frames`` or ``frames``."""
+        with self.turn:
+            while True:
+                waiting = self.walk_frames if walk else self.frames
+                if waiting:
+                    return waiting.popleft()
+                if not self.reading:
+                    self.reading = True
+                    break
+                self.turn.wait()
+        try:
+            while True:
+                frame = self._read()
+                if (frame[0].get("t") in WALK_FRAMES) == walk:
+                    return frame
+                with self.turn:
+                    (self.frames if walk else self.walk_frames).append(frame)
+                    self.turn.notify_all()
+        finally:
+            with self.turn:
+                self.reading = False
+                self.turn.notify_all()
+
     def recv(self) -> tuple:
         """The next frame of the operation in progress (a walk's frames are set aside)."""
-        if self.frames:
-            return self.frames.popleft()
-        while True:
-            header, payload = self._read()
-            if header.get("t") not in WALK_FRAMES:
-                return header, payload
-            self.walk_frames.append(header)
+        return self._next(False)
 
     def recv_walk(self) -> dict:
         """The next frame of the walk in progress (other frames are set aside for ``recv``)."""
-        if self.walk_frames:
-            return self.walk_frames.popleft()
-        while True:
-            header, payload = self._read()
-            if header.get("t") in WALK_FRAMES:
-                return header
-            self.frames.append((header, payload))
+        return self._next(True)[0]
 
     def answer(self) -> dict:
         """The final frame of an operation; a refused operation raises its one-line error."""
@@ -154,8 +178,9 @@ class Connection:
         return header
 
     def call(self, header: dict) -> dict:
-        self.send(header)
-        return self.answer()
+        with self.op_lock:
+            self.send(header)
+            return self.answer()
 
     def lost(self) -> PcopyError:
         """The error for a connection that ended: the remote's last words when it had some."""
