@@ -5,6 +5,7 @@ stand-in for ssh; no timings."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -147,3 +148,19 @@ def test_streams_open_no_session_for_a_dry_run():
         pipe.close()
     assert opened == []
 
+
+
+@remote
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_big_files_waiting_open_more_sessions_and_arrive_whole(server, tmp_path, direction):
+    """Over 64 MiB waiting behind the first stream: more sessions at once (up to -j), every byte checked."""
+    src, dst, log = tmp_path / "src", tmp_path / "dst", tmp_path / "sessions.log"
+    make_tree(src, {**{f"big{i}": os.urandom(1 << 20) * 24 for i in range(4)},
+                    **{f"d/f{i}": os.urandom(100) for i in range(50)}})
+    args = [str(src), f"{H}:{dst}"] if direction == "push" else [f"{H}:{src}", str(dst)]
+    log.write_text("")
+    proc = subprocess.run(pcopy_cmd("copy", *args, "-j", "3", *_counted(server, log)), capture_output=True,
+                          env=env(), cwd="/", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert 2 <= _sessions(log) <= 3
+    assert rsync_diff(server, src, dst) == ""
