@@ -138,8 +138,8 @@ def _frames(conn: Connection) -> Callable:
 
 
 class Streams:
-    """Up to ``count`` threads, each moving batches over a session of its own; a bounded queue of
-    batches in and a queue of results out.
+    """Up to ``count`` threads, each moving batches over a session of its own (the first over the
+    control session, ``shared``, when given); a bounded queue of batches in and a queue of results out.
 
     Sessions start when they are needed, not up front: each costs an ssh handshake, a remote login
     shell and an interpreter start (about 0.1 s of CPU here and 0.2 s on the remote), which would
