@@ -164,3 +164,58 @@ def test_big_files_waiting_open_more_sessions_and_arrive_whole(server, tmp_path,
     assert proc.returncode == 0, proc.stderr
     assert 2 <= _sessions(log) <= 3
     assert rsync_diff(server, src, dst) == ""
+
+
+def test_a_posted_operation_is_answered_in_turn_before_the_next_one(tmp_path):
+    root = tmp_path / "dst"
+    root.mkdir()
+    conn = transport.connect(transport.Spec(None, "local", str(root)), _local_rsh(tmp_path),
+                             f"{shlex.quote(sys.executable)} -m pcopy")
+    landed: list = []
+    try:
+        conn.post({"op": "mkdirs", "root": str(root), "reldirs": ["a", "a/b"]}, landed.append)
+        conn.post({"op": "mkdirs", "root": str(root), "reldirs": ["a/b/c", "nope/x"]}, landed.append)
+        assert conn.call({"op": "stat", "path": str(root / "a" / "b" / "c")})["kind"] == "dir"
+        assert [answer["errors"][0] for answer in landed] == [None, None]
+        assert landed[1]["errors"][1] and "No such file" in landed[1]["errors"][1]
+        conn.post({"op": "mkdirs", "root": str(root), "reldirs": ["z"]}, landed.append)
+        conn.settle()
+        assert len(landed) == 3 and (root / "z").is_dir()
+    finally:
+        conn.close()
+
+
+@remote
+def test_a_deep_new_tree_is_pushed_without_waiting_for_its_mkdirs(server, tmp_path):
+    """Directories are made by posted mkdirs; a batch that reaches its directory first makes it itself."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    spec = {}
+    for top in range(4):
+        path = f"t{top}"
+        for depth in range(8):
+            path += f"/d{depth}"
+            spec.update({f"{path}/f{i}": os.urandom(200) for i in range(3)})
+    make_tree(src, {**spec, "t0/empty/deeper/x": b"x", "e1/e2/e3/last": b""})
+    os.unlink(src / "t0" / "empty" / "deeper" / "x")  # an empty directory: made by mkdir alone
+    proc = subprocess.run(pcopy_cmd("copy", src, f"{H}:{dst}", "-j", "3", "-v", *server.args()),
+                          capture_output=True, env=env(), cwd="/", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert rsync_diff(server, src, dst) == ""
+    lines = proc.stderr.decode().splitlines()
+    assert sum(1 for line in lines if line.startswith("cd+++++++++ ")) == 4 + 4 * 8 + 2 + 3  # each dir once
+
+
+def test_a_batch_into_a_directory_not_made_yet_makes_it_only_when_asked(tmp_path):
+    from pcopy.remote.receive import receive_batch, receiver_options
+    from pcopy.remote.send import send_batch
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"x/y/f": b"data", "x/y/g": b"more"})
+    dst.mkdir()
+    frames: list = []
+    send_batch(str(src), "x/y", [["f", "", False], ["g", "", False]], lambda h, p=b"": frames.append((h, p)))
+    refused = receive_batch(receiver_options(str(dst), "t0ken", {}), "x/y", iter(frames).__next__)
+    assert [r[1] for r in refused] == ["failed", "failed"] and not (dst / "x").exists()
+    made = receive_batch(receiver_options(str(dst), "t1ken", {}), "x/y", iter(frames).__next__, True)
+    assert [r[1] for r in made] == ["copied", "copied"]
+    assert (dst / "x" / "y" / "f").read_bytes() == b"data" and (dst / "x" / "y" / "g").read_bytes() == b"more"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from typing import Optional
 
 from ..errors import PcopyError, describe
@@ -80,6 +81,8 @@ class Flow:
         self.dst_dirs: set = set()
         self.touched: set = set()  # DST dirs this run wrote into (its temp files are removed on a stop)
         self.disk_full = False  # DST ran out of space: the rest is not attempted
+        self.making: set = set()  # DST dirs whose mkdir was posted: a batch into one makes it if it comes first
+        self.landed: deque = deque()  # (reldirs, answer) of posted mkdirs, for ``_made``
 
     def run(self, sessions, streams_max: int, token: str, spec: dict, local_options: Optional[Options],
             dst_is_new: bool, compress: bool = False, shared=None) -> Report:
@@ -92,7 +95,7 @@ class Flow:
         else:
             self.dst_dirs.add("")
         mover = Mover(self.push, self.src, self.dst, token, spec, local_options, options.follow_symlinks,
-                      options.dry_run, self.stop, compress)
+                      options.dry_run, self.stop, compress, self.making)
         streams = Streams(sessions.open, streams_max, mover, shared)
         counters = self.consumer.counters
         with SignalGuard(self.stop_event) as guard:
@@ -109,6 +112,8 @@ class Flow:
                                 streams.put(batch, self._take, guard.check)
                     counters.walk_done = True
                     streams.drain(self._take, wait=True, check=guard.check)
+                    self.dst.settle()
+                    self._made()
                     self._delete()
                     if not options.dry_run:
                         self._finish_dirs()
@@ -126,6 +131,7 @@ class Flow:
 
     def _plan(self, message: tuple, listings: DstListings):
         options, consumer = self.options, self.consumer
+        self._made()
         reldir, entries, error, entry_errors = message
         if error is not None:
             consumer.add(failure(reldir or ".", DIR, f"cannot read directory: {describe(error)}"))
@@ -220,8 +226,22 @@ class Flow:
                 continue
             if old is None or old.kind != DIR:
                 made.append(relpath)
+        if made and self.dst.post_mkdirs is not None:  # a remote DST: no round trip per directory
+            self.making.update(made)
+            self.dst.post_mkdirs(made, lambda reldirs, answer: self.landed.append((reldirs, answer)))
+        elif made:
+            self._dirs_made(made, self.dst.mkdirs(made))
+
+    def _made(self) -> None:
+        """The answers of the mkdirs posted so far (``_make_dirs``)."""
+        while self.landed:
+            reldirs, answer = self.landed.popleft()
+            errors = answer.get("errors") if answer.get("ok") else None
+            self._dirs_made(reldirs, errors or [answer.get("error") or "refused by the remote"] * len(reldirs))
+
+    def _dirs_made(self, made: list, errors: list) -> None:
         if made:
-            for relpath, error in zip(made, self.dst.mkdirs(made), strict=True):
+            for relpath, error in zip(made, errors, strict=True):
                 if error:
                     message = f"cannot create directory: {error}"
                     self.consumer.add(failure(relpath, DIR, message))

@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 from ..content import digest as digests
 from ..content.copydata import dst_error
 from ..errors import describe, is_disk_full
-from ..fs.beneath import unlink_quietly
+from ..fs.beneath import make_dir_beneath, unlink_quietly
 from ..fs.temps import TMP_FLAGS
 from ..model.entries import FILE, SYMLINK, relpath_join
 from ..model.results import COPIED, DISK_FULL, ERROR, Result, failure
@@ -51,12 +51,22 @@ def _meta(header: dict) -> Meta:
                 int(header["mtime"]), int(header["size"]))
 
 
-def receive_batch(options: Options, reldir: str, next_frame: Callable) -> list:
-    """Write the files that arrive (until ``done``); one Result (as a list) per file that arrived."""
+def receive_batch(options: Options, reldir: str, next_frame: Callable, make: bool = False) -> list:
+    """Write the files that arrive (until ``done``); one Result (as a list) per file that arrived.
+    ``make``: the client's mkdir of ``reldir`` may not have run yet (it does not wait for it), so a
+    missing directory is made here, beneath the root, as that mkdir would."""
     check_relpath(reldir)
     dsts = worker.dir_cache(options.token, options.dst)
     try:
-        dst_fd = dsts.acquire(reldir)
+        try:
+            dst_fd = dsts.acquire(reldir)
+        except FileNotFoundError:
+            if not make:
+                raise
+            parts = reldir.split("/")
+            for depth in range(1, len(parts) + 1):
+                make_dir_beneath(options.dst, "/".join(parts[:depth]), 0o700)
+            dst_fd = dsts.acquire(reldir)
     except OSError as exc:
         return [list(r) for r in _drain(reldir, next_frame, f"destination directory: {describe(exc)}", exc)]
     try:

@@ -144,7 +144,7 @@ class Server:
         from .receive import receive_batch, receiver_options  # imported here: a walk's session never needs it
 
         options = receiver_options(h["root"], h["token"], h.get("opts") or {})
-        results = receive_batch(options, h["reldir"], self.next_frame)
+        results = receive_batch(options, h["reldir"], self.next_frame, bool(h.get("mkdir")))
         self.answer(results=results)
 
     def op_hash(self, h: dict) -> None:

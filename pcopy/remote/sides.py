@@ -55,6 +55,11 @@ class Local:
     def mkdirs(self, reldirs: list) -> list:
         return ops.mkdirs(self.root, reldirs)
 
+    post_mkdirs = None  # here a mkdir costs no round trip
+
+    def settle(self) -> None:
+        pass
+
     def delete(self, items: list, dry: bool, protect: bool) -> list:
         return ops.delete(self.root, items, self.keep if protect else None, dry)
 
@@ -136,6 +141,15 @@ class Remote:
 
     def mkdirs(self, reldirs: list) -> list:
         return self.control.call({"op": "mkdirs", "root": self.root, "reldirs": reldirs})["errors"]
+
+    def post_mkdirs(self, reldirs: list, landed: Callable[[list, dict], None]) -> None:
+        """mkdirs without a round trip: ``landed(reldirs, answer)`` later (a batch into one of them
+        makes the directory itself if it comes first: streams.Mover)."""
+        self.control.post({"op": "mkdirs", "root": self.root, "reldirs": reldirs},
+                          lambda answer: landed(reldirs, answer))
+
+    def settle(self) -> None:
+        self.control.settle()
 
     def delete(self, items: list, dry: bool, protect: bool) -> list:
         return self.control.call({"op": "delete", "root": self.root, "items": items, "dry": dry,

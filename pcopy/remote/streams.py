@@ -34,7 +34,8 @@ class Mover:
     """What one stream does with a batch; ``push``: SRC is here and DST there, else the other way."""
 
     def __init__(self, push: bool, src, dst, token: str, spec: dict, local_options, follow: bool,
-                 dry_run: bool, stop: threading.Event, compress: bool = False) -> None:
+                 dry_run: bool, stop: threading.Event, compress: bool = False,
+                 making: Optional[set] = None) -> None:
         self.push = push
         self.src, self.dst = src, dst
         self.token, self.spec = token, spec
@@ -43,6 +44,8 @@ class Mover:
         self.dry_run = dry_run
         self.stop = stop
         self.compress = compress  # -z: chunks compressed with the best codec both ends have
+        # DST dirs being made (their mkdir was posted): the receiver makes one that is missing
+        self.making = making if making is not None else set()
 
     def run(self, conn: Connection, batch: Batch) -> list:
         results: list = []
@@ -108,7 +111,7 @@ class Mover:
         files = [[t.name, t.why, t.action == LINK] for t in tasks]
         if self.push:
             conn.send({"op": "recv", "root": self.dst.root, "token": self.token, "reldir": reldir,
-                       "opts": self.spec})
+                       "opts": self.spec, "mkdir": reldir in self.making})
             codec = pick_codec(conn.codecs) if self.compress else ""
             return send_batch(self.src.root, reldir, files, conn.send, self.follow, self.stop, codec)
         conn.send({"op": "send", "root": self.src.root, "reldir": reldir, "files": files,

@@ -16,7 +16,7 @@ import shlex
 import subprocess
 import threading
 from collections import deque
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 from ..errors import PcopyError
 from .protocol import BUFFER, PROTO, ProtocolError, encode, read_frame
@@ -94,6 +94,7 @@ class Connection:
         self.wlock = threading.Lock()  # for ``out`` and the writes
         self.turn = threading.Condition()  # one reader at a time (``_next``)
         self.reading = False
+        self.posted: deque = deque()  # ``landed`` of the operations sent by ``post``, oldest first
         self.codecs: list = ["zlib"]  # the remote's -z codecs (from the handshake)
         self.ready = False  # the handshake is done
         self.joins_run = False  # a later session of a run that has started: losing it is a lost connection
@@ -163,8 +164,35 @@ class Connection:
                 self.turn.notify_all()
 
     def recv(self) -> tuple:
-        """The next frame of the operation in progress (a walk's frames are set aside)."""
-        return self._next(False)
+        """The next frame of the operation in progress (a walk's frames are set aside; the answers of
+        operations posted before it are handed to their ``landed`` first)."""
+        while True:
+            frame = self._next(False)
+            with self.turn:
+                landed = self.posted.popleft() if self.posted else None
+            if landed is None:
+                return frame
+            landed(frame[0])
+
+    def post(self, header: dict, landed: Callable[[dict], None]) -> None:
+        """Send an operation without waiting for its answer: ``landed(answer)`` gets it when the next
+        operation (or ``settle``) reads it, on whichever thread does (a session answers in order)."""
+        with self.op_lock:
+            self.send(header)
+            with self.turn:
+                self.posted.append(landed)
+
+    def settle(self) -> None:
+        """Read the answers of every posted operation."""
+        with self.op_lock:
+            while self.posted:
+                with self.turn:
+                    if not self.posted:
+                        return
+                frame = self._next(False)
+                with self.turn:
+                    landed = self.posted.popleft()
+                landed(frame[0])
 
     def recv_walk(self) -> dict:
         """The next frame of the walk in progress (other frames are set aside for ``recv``)."""
