@@ -1,6 +1,6 @@
 """``pcopy copy|sync SRC [user@]host:DST`` (push) and ``[user@]host:SRC DST`` (pull): check what
-the run asks for, open the ssh sessions (in parallel; each one shakes hands before anything is
-read or written), check SRC and DST, then hand over to ``flow``.
+the run asks for, open the control session (it shakes hands before anything is read or written;
+the other sessions open as the streams need them), check SRC and DST, then hand over to ``flow``.
 """
 
 from __future__ import annotations
