@@ -325,8 +325,9 @@ def close_all(conns: list, timeout: float = 2.0) -> None:
     for conn in conns:
         if not conn.closed:
             try:
+                conn.flush()  # nothing should wait there at the end; if it does, it goes first
                 conn.wfile.close()  # type: ignore[union-attr]
-            except OSError:
+            except (OSError, PcopyError):
                 pass
     deadline = time.monotonic() + timeout
     for conn in conns:
