@@ -39,6 +39,7 @@ LAYERS = [
     ["transfer.inplace", "transfer.consumer", "transfer.dirmeta", "transfer.ranges"],
     ["transfer.worker"],
     ["transfer.run", "remote.receive", "remote.sides"],
+    ["remote.dstonly"],
     ["transfer.finish", "remote.streams"],
     ["transfer.engine", "integrity.report", "mapping.worker", "watcher.events", "watcher.observer",
      "remote.flow"],

@@ -223,8 +223,6 @@ def test_ctrl_c_stops_both_ends(server, tmp_path, direction):
 
 
 @pytest.mark.parametrize("argv", [
-    ["copy", "SRC", f"{H}:/x", "--manifest", "/tmp/m.xxh"],
-    ["sync", "SRC", f"{H}:/x", "--link-dest", "/y"],
     ["sync", "SRC", f"{H}:/x", "--delete", "--track-renames"],
     ["copy", "SRC", "SRC", f"{H}:/x"],
     ["watch", "SRC", f"{H}:/x"],

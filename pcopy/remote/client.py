@@ -6,22 +6,25 @@ read or written), check SRC and DST, then hand over to ``flow``.
 from __future__ import annotations
 
 import os
+import posixpath
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Union
 
 from .. import options as _options
+from ..content.manifest import ManifestWriter
 from ..errors import PcopyError, UsageError
 from ..model.results import Report
 from ..options import Options
 from ..runtime.progress import Counters
+from ..transfer import engine
 from . import transport
 from .flow import Flow
 from .receive import receiver_options
 from .sides import Local, Remote
 
 MAX_DEFAULT_STREAMS = 4  # ssh sessions moving data by default: one per CPU, at most this many (plus control, walk)
-NOT_YET = ("link_dest", "manifest", "transform", "partial", "backup", "files_from", "one_file_system",
+NOT_YET = ("transform", "partial", "backup", "files_from", "one_file_system",
            "prune_empty_dirs", "chmod", "chown", "exclude_if_present", "sparse", "track_renames")
 OPTION_NAMES = {"link_dest": "--link-dest", "manifest": "--manifest", "transform": "--transform",
                 "partial": "--partial", "backup": "--backup", "files_from": "--files-from",
@@ -60,6 +63,8 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
         if getattr(options, name) != default:
             raise not_yet(arg, OPTION_NAMES[name])
     push = dst_spec is not None
+    if push and options.link_dest:  # paths on the DST host, relative to DST there (as rsync's)
+        options = options._replace(link_dest=dst_roots(spec.path, fields.get("link_dest") or ()))
     streams = options.jobs or min(MAX_DEFAULT_STREAMS, os.cpu_count() or 1)
     filter_spec = {"filters": list(options.filters)} if options.filters else None
     options = options._replace(hard_links=False, xattrs=False, acls=False, token=os.urandom(4).hex(),
@@ -82,25 +87,40 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
     else:
         src_side = Remote(remote_root, str(src_spec), filter_spec, control, open_walker)
         dst_side = Local(options.dst, options.dst, filter_spec)
+    manifest = None
     try:
         dst_is_new = _preflight(src_side, dst_side, options)
         if dst_is_new and not options.dry_run:
             dst_side.make_root()
         token = options.token
-        recv = {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": streams}
+        recv = {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": streams,
+                "manifest": options.manifest is not None}
         local_options = None if push else receiver_options(os.path.abspath(options.dst), token, recv)
         if local_options is not None:
             dst_side.root = local_options.dst
-        flow = Flow(options, src_side, dst_side, push, counters or Counters(), on_result, keep_results, stop_event)
+        if options.manifest is not None:  # a local file, written as locally (fs.outputs)
+            manifest = ManifestWriter.to_path(options.manifest, token)
+        hidden = engine.hidden_manifest(options, manifest) if not push else frozenset()
+        flow = Flow(options, src_side, dst_side, push, counters or Counters(), on_result, keep_results, stop_event,
+                    manifest, hidden)
         try:
-            return flow.run(data, token, recv, local_options, dst_is_new, compress)
+            report = flow.run(data, token, recv, local_options, dst_is_new, compress)
         except BaseException:
             for conn in conns:  # at once: a session streaming the walk would not see its stdin close
                 conn.kill()
             _cleanup(dst_side, flow.touched, token)
             raise
+        manifest = None  # the flow closed it (before directory times: it may live in DST)
+        return report
     finally:
+        if manifest is not None:
+            manifest.discard()
         transport.close_all(conns)
+
+
+def dst_roots(dst_path: str, roots) -> tuple:
+    """--link-dest DIRs named for a remote DST: paths there, a relative one relative to DST."""
+    return tuple(posixpath.normpath(posixpath.join(dst_path, os.fspath(d))) for d in roots)
 
 
 def _connect(spec: transport.Spec, rsh: Optional[str], remote_pcopy: Optional[str], count: int) -> list:
@@ -135,6 +155,12 @@ def _preflight(src, dst, options: Options) -> bool:
         raise PcopyError(f"{dst.label}: cannot read destination: {there['error']}")
     if there["kind"] not in (None, "dir"):
         raise PcopyError(f"{dst.label}: destination exists and is not a directory")
+    for root in options.link_dest:
+        if dst.info_at(root)["kind"] != "dir":
+            raise PcopyError(f"{dst.label_of(root)}: --link-dest directory does not exist")
+    if options.manifest is not None:
+        engine.check_manifest_path(options, there["kind"] is None,
+                                   "" if dst.remote else os.path.realpath(options.dst))
     return there["kind"] is None
 
 

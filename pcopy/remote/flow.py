@@ -21,7 +21,7 @@ from typing import Optional
 from ..errors import PcopyError, describe
 from ..fs import temps
 from ..model.batching import batches
-from ..model.entries import ATTRS, CHECKSUM, COPY, DIR, FILE, LINK, relpath_join
+from ..model.entries import ATTRS, CHECKSUM, COPY, DIR, FILE, HASH, LINK, LINKDEST, relpath_join
 from ..model.results import CREATED, DELETED, DISK_FULL, FAILED, REPLACED, Report, Result, failure
 from ..options import Options
 from ..runtime.progress import Counters
@@ -67,11 +67,13 @@ class DstListings:
 
 class Flow:
     def __init__(self, options: Options, src, dst, push: bool, counters: Counters, on_result,
-                 keep_results: bool, stop_event: Optional[threading.Event]) -> None:
+                 keep_results: bool, stop_event: Optional[threading.Event], manifest=None,
+                 hidden: frozenset = frozenset()) -> None:
         self.options = options
         self.src, self.dst, self.push = src, dst, push
         self.report = Report(results=[] if keep_results else None, dry_run=options.dry_run)
-        self.consumer = Consumer(self.report, counters, None, on_result)
+        self.consumer = Consumer(self.report, counters, manifest, on_result)  # manifest: DST's digests
+        self.hidden = hidden  # DST relpaths the run leaves alone (its own manifest in a local DST)
         self.stop_event = stop_event
         self.stop = threading.Event()
         self.dirs: list = []  # [reldir, mode, uid, gid, atime, mtime] for the end, parents first
@@ -108,6 +110,9 @@ class Flow:
                     counters.walk_done = True
                     streams.drain(self._take, wait=True, check=guard.check)
                     self._delete()
+                    if self.consumer.manifest is not None:
+                        self.consumer.manifest.close()  # before directory times: it may live in DST
+                        self.consumer.manifest = None
                     if not options.dry_run:
                         self._finish_dirs()
             except BaseException:
@@ -158,11 +163,15 @@ class Flow:
                     if removed:
                         self.report.warnings.append(f"removed {removed} temporary files left by an interrupted run")
                 existing = {n: e for n, e in existing.items() if n not in stale}
+        if self.hidden:
+            existing = {n: e for n, e in existing.items() if relpath_join(reldir, n) not in self.hidden}
+            entries = [e for e in entries if relpath_join(reldir, e.name) not in self.hidden]
         consumer.report.look_at(entries)
         if not reldir:
             consumer.report.listed["dir"] += 1
             self._remember_dir("", self._root_entry())
-        plan = plan_directory(reldir, entries, existing, options, (), None, consumer.wants_each)
+        link_dest = tuple((root, self.dst.readdir_at(root, reldir)[0] or {}) for root in options.link_dest)
+        plan = plan_directory(reldir, entries, existing, options, link_dest, None, consumer.wants_each)
         consumer.counters.discovered(
             len(plan.tasks) + sum(1 for r in plan.results if r.kind != DIR) + plan.unchanged,
             sum(t.size for t in plan.tasks if t.size > 0))
@@ -180,7 +189,7 @@ class Flow:
         if options.delete or options.delete_excluded:
             self.deletions.extend([relpath_join(reldir, e.name), e.kind == DIR] for e in plan.deletions)
         tasks = [t._replace(action=COPY) if t.action == ATTRS else t for t in tasks]  # see README: not in place
-        tasks = [t for t in tasks if t.action in (COPY, LINK, CHECKSUM)]
+        tasks = [t for t in tasks if t.action in (COPY, LINK, CHECKSUM, HASH, LINKDEST)]
         if tasks:
             self.touched.add(reldir)
         yield from batches(reldir, tasks, options.batch_files, options.batch_bytes)

@@ -124,6 +124,12 @@ class Server:
         results = receive_batch(options, h["reldir"], self.next_frame)
         self.answer(results=results)
 
+    def op_dsttasks(self, h: dict) -> None:
+        from .dstonly import run_dst_tasks, task_in
+
+        tasks = [task_in(t) for t in h["tasks"]]
+        self.answer(results=run_dst_tasks(h["root"], h["token"], h["reldir"], tasks, h.get("opts") or {}))
+
     def op_hash(self, h: dict) -> None:
         from .hashing import serve_hash
 

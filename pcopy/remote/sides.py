@@ -42,6 +42,13 @@ class Local:
         if error:
             raise PcopyError(error)
 
+    def info_at(self, path: str) -> dict:
+        """What another path on this end is (a --link-dest root)."""
+        return ops.root_info(path)
+
+    def label_of(self, path: str) -> str:
+        return path
+
     def listings(self, follow: bool, filtered: bool = True) -> Iterator[tuple]:
         """(reldir, entries, error, entry_errors) for every directory, in walk order (``filtered``: what the
         filters keep; a DST walk is not, so that the run decides what --delete-excluded may delete)."""
@@ -51,6 +58,10 @@ class Local:
     def readdir(self, reldir: str) -> tuple:
         message = ops.readdir_out(self.root, reldir)
         return _readdir_in(message)
+
+    def readdir_at(self, root: str, reldir: str) -> tuple:
+        """A directory of another tree on this end (a --link-dest snapshot)."""
+        return _readdir_in(ops.readdir_out(root, reldir))
 
     def mkdirs(self, reldirs: list) -> list:
         return ops.mkdirs(self.root, reldirs)
@@ -104,6 +115,12 @@ class Remote:
     def make_root(self) -> None:
         self.control.call({"op": "mkroot", "path": self.root})
 
+    def info_at(self, path: str) -> dict:
+        return self.control.call({"op": "stat", "path": path})
+
+    def label_of(self, path: str) -> str:
+        return f"{self.control.spec.login}:{path}"
+
     def listings(self, follow: bool, filtered: bool = True) -> Iterator[tuple]:
         conn = self.walker = self.open_walker()
         conn.send({"op": "walk", "root": self.root, "follow": follow,
@@ -130,6 +147,15 @@ class Remote:
 
     def readdir(self, reldir: str) -> tuple:
         return _readdir_in(self.control.call({"op": "readdir", "root": self.root, "reldir": reldir}))
+
+    def readdir_at(self, root: str, reldir: str) -> tuple:
+        return _readdir_in(self.control.call({"op": "readdir", "root": root, "reldir": reldir}))
+
+    def dst_tasks(self, reldir: str, tasks: list, token: str, spec: dict, conn: Optional[Connection] = None) -> list:
+        """HASH and LINKDEST tasks done there (``dstonly``); a Result (as a list) each."""
+        conn = conn or self.control
+        return conn.call({"op": "dsttasks", "root": self.root, "token": token, "reldir": reldir,
+                          "tasks": [list(t) for t in tasks], "opts": spec})["results"]
 
     def mkdirs(self, reldirs: list) -> list:
         return self.control.call({"op": "mkdirs", "root": self.root, "reldirs": reldirs})["errors"]

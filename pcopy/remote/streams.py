@@ -17,9 +17,10 @@ import time
 from typing import Callable, Optional
 
 from ..errors import PcopyError
-from ..model.entries import CHECKSUM, COPY, FILE, LINK, SYMLINK, Batch, Task, relpath_join
-from ..model.results import COPIED, SAME_CONTENT, SKIPPED, Result, failure
+from ..model.entries import CHECKSUM, COPY, FILE, HASH, LINK, LINKDEST, SYMLINK, Batch, Task, relpath_join
+from ..model.results import COPIED, DEFERRED, LINKED, SAME_CONTENT, SKIPPED, Result, failure
 from ..runtime import worker as runtime_worker
+from .dstonly import run_dst_tasks
 from .protocol import ProtocolError, pick_codec, result_in
 from .receive import MISMATCH, receive_batch
 from .send import send_batch
@@ -49,9 +50,15 @@ class Mover:
         if checks:
             tasks = [t for t in tasks if t.action != CHECKSUM] + self._compare(conn, batch.reldir, checks, results)
         if self.dry_run:
-            results.extend(Result(relpath_join(batch.reldir, t.name), COPIED, SYMLINK if t.action == LINK else FILE,
+            results.extend(Result(relpath_join(batch.reldir, t.name), LINKED, FILE, max(t.size, 0), None, t.why,
+                                  "", t.source) if t.action == LINKDEST else
+                           Result(relpath_join(batch.reldir, t.name), COPIED, SYMLINK if t.action == LINK else FILE,
                                   max(t.size, 0), None, t.why) for t in tasks)
             return results
+        there = [t for t in tasks if t.action in (HASH, LINKDEST)]
+        if there:
+            tasks = [t for t in tasks if t.action not in (HASH, LINKDEST)] + self._at_dst(conn, batch.reldir, there,
+                                                                                       results)
         for attempt in range(RESEND + 1):
             if not tasks:
                 break
@@ -70,10 +77,27 @@ class Mover:
         copy = []
         for task, a, b in zip(checks, ours, theirs, strict=True):
             if a is not None and a == b:
-                results.append(Result(relpath_join(reldir, task.name), SKIPPED, FILE, task.size, None, "",
+                results.append(Result(relpath_join(reldir, task.name), SKIPPED, FILE, task.size, a, "",
                                       SAME_CONTENT))
             else:
                 copy.append(Task(COPY, task.name, task.size, task.why))
+        return copy
+
+    def _at_dst(self, conn: Connection, reldir: str, tasks: list, results: list) -> list:
+        """Hash (for the manifest) or hard-link (--link-dest) on the DST end (``dstonly``); returns the
+        files that must be copied after all (the snapshot's copy went away)."""
+        by_name = {t.name: t for t in tasks}
+        copy = []
+        if self.dst.remote:
+            done = self.dst.dst_tasks(reldir, tasks, self.token, self.spec, conn)
+        else:
+            done = run_dst_tasks(self.dst.root, self.token, reldir, tasks, self.spec)
+        for result in map(result_in, done):
+            if result.status == DEFERRED:
+                task = by_name[result.relpath.rpartition("/")[2]]
+                copy.append(Task(COPY, task.name, task.size, task.why))
+            else:
+                results.append(result)
         return copy
 
     def _move(self, conn: Connection, reldir: str, tasks: list) -> list:

@@ -1,0 +1,146 @@
+"""copy/sync options over SSH (pcopy.remote), each compared with the same run done locally on the same
+tree, through the private sshd of conftest.py (the "remote" is this machine, so its files are checked
+directly) and with ``rsync -anic`` where it applies.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+import sshd_helpers as sshd
+import xxhash
+from conftest import File, make_tree, sample_spec, temp_files
+from fault_helpers import env, pcopy_cmd
+from remote_helpers import pcopy, rsync_diff
+
+pytestmark = pytest.mark.skipif(sshd.missing() is not None, reason=sshd.missing() or "")
+H = sshd.HOST
+DIRECTIONS = ["push", "pull"]
+XXHSUM = shutil.which("xxhsum")
+
+
+def local(*args) -> subprocess.CompletedProcess:
+    proc = subprocess.run(pcopy_cmd(*args), capture_output=True, timeout=120, env=env(), cwd="/")
+    proc.out = proc.stdout.decode("utf-8", "surrogateescape")  # type: ignore[attr-defined]
+    proc.err = proc.stderr.decode("utf-8", "surrogateescape")  # type: ignore[attr-defined]
+    return proc
+
+
+def ends(direction: str, src, dst) -> tuple:
+    return (str(src), f"{H}:{dst}") if direction == "push" else (f"{H}:{src}", str(dst))
+
+
+def items(text: str, root: str = "") -> list:
+    """The itemized lines of a -v run (``>f+++++++++ name``), sorted: what a local run shows too
+    (``root`` shown as ROOT: a --link-dest snapshot's path)."""
+    lines = (line.replace(root, "ROOT") if root else line for line in text.splitlines())
+    return sorted(line for line in lines if line[:2] in (">f", "cL", "cd", "hf", "*d", ".f"))
+
+
+@pytest.fixture
+def tree(tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, sample_spec())
+    make_tree(src, {f"many/f{i:03d}": f"file {i}\n".encode() * i for i in range(50)})
+    make_tree(src, {"big": os.urandom(3 << 20)})
+    return src
+
+
+# --------------------------------------------------------------------------- --manifest
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_manifest_describes_dst_as_written_like_a_local_run(server, tree, tmp_path, direction):
+    dst, manifest = tmp_path / "dst", tmp_path / "remote.xxh"
+    proc = pcopy(server, "copy", *ends(direction, tree, dst), "--manifest", manifest)
+    assert proc.returncode == 0, proc.err
+    ref, ref_manifest = tmp_path / "ref", tmp_path / "local.xxh"
+    assert local("copy", tree, ref, "--manifest", ref_manifest).returncode == 0
+    assert sorted(manifest.read_bytes().splitlines()) == sorted(ref_manifest.read_bytes().splitlines())
+    assert len(manifest.read_bytes().splitlines()) > 50
+    # a rerun (nothing copied) still lists every file, hashed where DST is; one changed file
+    changed = (tree / "hello.txt").read_bytes().swapcase()  # same size and time: the quick check skips it
+    (dst / "hello.txt").write_bytes(changed)
+    os.utime(dst / "hello.txt", ns=(os.stat(tree / "hello.txt").st_atime_ns, os.stat(tree / "hello.txt").st_mtime_ns))
+    again = pcopy(server, "copy", *ends(direction, tree, dst), "--manifest", manifest)
+    assert again.returncode == 0, again.err
+    assert "copied 0 files" in again.err
+    lines = manifest.read_bytes().splitlines()
+    assert len(lines) == len(ref_manifest.read_bytes().splitlines())
+    digest = xxhash.xxh3_128(changed).hexdigest().encode()
+    assert digest + b"  hello.txt" in lines  # what DST holds, not what SRC holds
+    if XXHSUM:
+        # not --strict: the xxhsum here cannot read the escaped line of the name holding a newline
+        check = subprocess.run([XXHSUM, "-c", str(manifest)], cwd=dst, capture_output=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_manifest_inside_a_pulled_dst_is_neither_copied_over_nor_deleted(server, tree, tmp_path):
+    dst = tmp_path / "dst"
+    for _ in range(2):
+        proc = pcopy(server, "sync", f"{H}:{tree}", dst, "--delete", "--manifest", dst / "MANIFEST.xxh")
+        assert proc.returncode == 0, proc.err
+        assert (dst / "MANIFEST.xxh").exists()
+        assert b"MANIFEST" not in (dst / "MANIFEST.xxh").read_bytes()
+    assert os.stat(dst).st_mtime_ns == os.stat(tree).st_mtime_ns  # closed before directory times were set
+
+
+def test_manifest_in_a_missing_directory_is_refused_before_anything_is_written(server, tree, tmp_path):
+    dst = tmp_path / "dst"
+    proc = pcopy(server, "copy", tree, f"{H}:{dst}", "--manifest", tmp_path / "nowhere" / "m.xxh")
+    assert proc.returncode == 1
+    assert "cannot write manifest: its directory does not exist" in proc.err
+    assert not dst.exists()
+
+
+# --------------------------------------------------------------------------- --link-dest
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_link_dest_on_the_dst_host_links_what_agrees_like_a_local_run(server, tmp_path, direction):
+    src = tmp_path / "src"
+    make_tree(src, {"same.txt": b"unchanged", "changes.txt": b"v1", "d/deep.txt": b"deep",
+                    "mode.txt": File(b"m", mode=0o644), "big": os.urandom(2 << 20)})
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    assert pcopy(server, "sync", *ends(direction, src, snaps / "one")).returncode == 0
+    (src / "changes.txt").write_bytes(b"version 2")
+    os.chmod(src / "mode.txt", 0o600)  # same content, other mode: copied, never linked
+    proc = pcopy(server, "sync", *ends(direction, src, snaps / "two"), "--link-dest", "../one", "-v",
+                 "--manifest", tmp_path / "two.xxh")
+    assert proc.returncode == 0, proc.err
+    one, two = snaps / "one", snaps / "two"
+    for name in ("same.txt", "d/deep.txt", "big"):
+        assert os.stat(one / name).st_ino == os.stat(two / name).st_ino, name
+    for name in ("changes.txt", "mode.txt"):
+        assert os.stat(one / name).st_ino != os.stat(two / name).st_ino, name
+    assert (one / "changes.txt").read_bytes() == b"v1" and (two / "changes.txt").read_bytes() == b"version 2"
+    assert rsync_diff(server, src, two) == ""
+    # the same run done locally: same lines, same manifest
+    ref = tmp_path / "ref"
+    shutil.copytree(one, ref / "one", symlinks=True)
+    mine = local("sync", src, ref / "two", "--link-dest", "../one", "-v", "--manifest", tmp_path / "ref.xxh")
+    assert mine.returncode == 0, mine.err
+    assert items(proc.out + proc.err, str(snaps)) == items(mine.out + mine.err, str(ref))
+    assert sorted((tmp_path / "two.xxh").read_bytes().splitlines()) == \
+        sorted((tmp_path / "ref.xxh").read_bytes().splitlines())
+    assert temp_files(two) == []
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_link_dest_dry_run_and_missing_snapshot(server, tmp_path, direction):
+    src, snaps = tmp_path / "src", tmp_path / "snaps"
+    make_tree(src, {"a": b"a", "b": b"b"})
+    snaps.mkdir()
+    assert pcopy(server, "sync", *ends(direction, src, snaps / "one")).returncode == 0
+    dry = pcopy(server, "sync", *ends(direction, src, snaps / "two"), "--link-dest", "../one", "-n", "-v")
+    assert dry.returncode == 0, dry.err
+    assert "hf+++++++++ a" in dry.out + dry.err
+    assert not (snaps / "two").exists()
+    missing = pcopy(server, "sync", *ends(direction, src, snaps / "two"), "--link-dest", "../none")
+    assert missing.returncode == 1
+    assert "--link-dest directory does not exist" in missing.err and len(missing.err.strip().splitlines()) == 1
+    assert not (snaps / "two").exists()
