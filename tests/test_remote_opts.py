@@ -14,7 +14,7 @@ import sshd_helpers as sshd
 import xxhash
 from conftest import File, make_tree, sample_spec, temp_files
 from fault_helpers import env, pcopy_cmd
-from remote_helpers import pcopy, rsync_diff
+from remote_helpers import pcopy, rsync_diff, wait_for
 
 pytestmark = pytest.mark.skipif(sshd.missing() is not None, reason=sshd.missing() or "")
 H = sshd.HOST
@@ -144,3 +144,91 @@ def test_link_dest_dry_run_and_missing_snapshot(server, tmp_path, direction):
     assert missing.returncode == 1
     assert "--link-dest directory does not exist" in missing.err and len(missing.err.strip().splitlines()) == 1
     assert not (snaps / "two").exists()
+
+
+# --------------------------------------------------------------------------- --partial
+
+
+def test_a_kept_prefix_is_not_sent_again_and_a_wrong_one_is_dropped(tmp_path):
+    """The two halves in memory: with a kept copy of 2 MiB only the last MiB travels; a kept copy
+    that is not the source's prefix fails the digest check, is dropped, and a whole send completes."""
+    from pcopy.fs.temps import partial_name
+    from pcopy.remote.receive import MISMATCH, receive_batch, receiver_options
+    from pcopy.remote.send import send_batch
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    data = os.urandom(3 << 20)
+    make_tree(src, {"big": data})
+    os.makedirs(dst)
+    options = receiver_options(str(dst), "t0ken", {"partial": True})
+    for prefix, outcome in ((data[:2 << 20], "copied"), (os.urandom(2 << 20), MISMATCH)):
+        (dst / partial_name("big")).write_bytes(prefix)
+        frames: list = []
+        assert send_batch(str(src), "", [["big", "", False, 2 << 20]], lambda h, p=b"", f=frames: f.append((h, p))) \
+            == []
+        assert sum(len(p) for h, p in frames if h["t"] == "chunk") == 1 << 20
+        results = receive_batch(options, "", iter(frames).__next__)
+        assert outcome in (results[0][1], results[0][6])
+        assert not (dst / partial_name("big")).exists()
+    assert not (dst / "big").exists() or (dst / "big").read_bytes() == data
+    frames = []
+    send_batch(str(src), "", [["big", "", False]], lambda h, p=b"": frames.append((h, p)))
+    assert receive_batch(options, "", iter(frames).__next__)[0][1] == "copied"
+    assert (dst / "big").read_bytes() == data and temp_files(dst) == []
+
+
+def _ssh_children(pid: int) -> list:
+    from conftest import children
+
+    found = []
+    for child, _ in children(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as fh:
+                if fh.read().split(b"\0")[0].endswith(b"ssh"):
+                    found.append(child)
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_partial_resumes_a_big_file_after_the_transport_was_killed(server, tmp_path, direction):
+    from pcopy.fs.temps import partial_name
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"big": os.urandom(24 << 20), "small": b"s"})
+    kept = dst / partial_name("big")
+    cmd = pcopy_cmd("copy", *ends(direction, src, dst), "--partial", "--bwlimit", "4M", *server.args())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd="/")
+    assert wait_for(lambda: kept.exists() and kept.stat().st_size >= 4 << 20, 60), proc.stderr
+    for pid in _ssh_children(proc.pid):
+        os.kill(pid, 9)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and f"{H}: connection lost" in err.decode(), err
+    assert wait_for(lambda: not sshd.serve_pids(server), 5)
+    assert not (dst / "big").exists()
+    held = kept.stat().st_size
+    assert 4 << 20 <= held < 24 << 20
+    assert kept.read_bytes() == (src / "big").read_bytes()[:held]  # what was written, kept
+    rerun = pcopy(server, "copy", *ends(direction, src, dst), "--partial", "-v")
+    assert rerun.returncode == 0, rerun.err
+    assert ">f+++++++++ big" in rerun.out + rerun.err
+    assert rsync_diff(server, src, dst) == ""
+    assert temp_files(dst) == []
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_a_run_without_partial_removes_kept_copies(server, tmp_path, direction):
+    from pcopy.fs.temps import partial_name
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"big": os.urandom(2 << 20)})
+    make_tree(dst, {partial_name("big"): b"x" * (1 << 20), partial_name("other"): b"y"})
+    keep = pcopy(server, "copy", *ends(direction, src, dst), "--partial")
+    assert keep.returncode == 0, keep.err
+    assert (dst / partial_name("other")).exists()  # --partial keeps what it may resume later
+    (dst / "big").unlink()
+    (dst / partial_name("big")).write_bytes(b"x" * (1 << 20))
+    plain = pcopy(server, "sync", *ends(direction, src, dst))
+    assert plain.returncode == 0, plain.err
+    assert rsync_diff(server, src, dst) == "" and temp_files(dst) == []

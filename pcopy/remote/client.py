@@ -24,7 +24,7 @@ from .receive import receiver_options
 from .sides import Local, Remote
 
 MAX_DEFAULT_STREAMS = 4  # ssh sessions moving data by default: one per CPU, at most this many (plus control, walk)
-NOT_YET = ("transform", "partial", "backup", "files_from", "one_file_system",
+NOT_YET = ("transform", "backup", "files_from", "one_file_system",
            "prune_empty_dirs", "chmod", "chown", "exclude_if_present", "sparse", "track_renames")
 OPTION_NAMES = {"link_dest": "--link-dest", "manifest": "--manifest", "transform": "--transform",
                 "partial": "--partial", "backup": "--backup", "files_from": "--files-from",
@@ -94,7 +94,7 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
             dst_side.make_root()
         token = options.token
         recv = {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": streams,
-                "manifest": options.manifest is not None}
+                "manifest": options.manifest is not None, "partial": options.partial}
         local_options = None if push else receiver_options(os.path.abspath(options.dst), token, recv)
         if local_options is not None:
             dst_side.root = local_options.dst

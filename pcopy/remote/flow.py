@@ -159,7 +159,7 @@ class Flow:
             stale = [n for n in existing if temps.is_temp_name(n)]
             if stale:
                 if not options.dry_run:
-                    removed = self.dst.remove_stale(reldir, stale)
+                    removed = self.dst.remove_stale(reldir, stale, not options.partial)
                     if removed:
                         self.report.warnings.append(f"removed {removed} temporary files left by an interrupted run")
                 existing = {n: e for n, e in existing.items() if n not in stale}

@@ -144,8 +144,9 @@ def dir_meta(root: str, dirs: list, owner: bool) -> list:
     return out
 
 
-def remove_stale(root: str, reldir: str, names: list) -> int:
-    """Remove the temp files of dead writers among ``names`` (checked here: never trust the list)."""
+def remove_stale(root: str, reldir: str, names: list, partials: bool = False) -> int:
+    """Remove the temp files of dead writers among ``names`` (checked here: never trust the list), and
+    with ``partials`` the kept copies of a --partial run (a run without --partial would never use them)."""
     removed = 0
     try:
         handle = beneath.DirFd(root, reldir)
@@ -153,7 +154,7 @@ def remove_stale(root: str, reldir: str, names: list) -> int:
         return 0
     with handle as fd:
         for name in names:
-            if temps.is_temp_name(name) and temps.is_stale_temp(name):
+            if temps.is_temp_name(name) and (temps.is_stale_temp(name) or (partials and temps.is_partial_name(name))):
                 beneath.unlink_quietly(name, fd)
                 removed += 1
     return removed

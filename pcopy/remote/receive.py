@@ -22,6 +22,7 @@ from ..model.results import COPIED, DISK_FULL, ERROR, Result, failure
 from ..options import Options
 from ..runtime import worker
 from ..transfer.worker import BatchCopier
+from . import resume
 from .protocol import ProtocolError, check_name, check_relpath, decompress
 
 MISMATCH = "mismatch"  # reason of a file whose written bytes did not hash like the bytes read
@@ -43,7 +44,7 @@ def receiver_options(root: str, token: str, spec: dict) -> Options:
     owner = bool(spec.get("owner")) and os.geteuid() == 0
     return Options(src="", dst=root, token=token, owner=owner, fsync=bool(spec.get("fsync")),
                    xattrs=False, acls=False, dry_run=False, bwlimit=int(spec.get("bwlimit") or 0),
-                   jobs=int(spec.get("streams") or 1))
+                   jobs=int(spec.get("streams") or 1), partial=bool(spec.get("partial")))
 
 
 def _meta(header: dict) -> Meta:
@@ -106,24 +107,28 @@ class Receiver(BatchCopier):
     def write_file(self, relpath: str, name: str, header: dict, next_frame: Callable, payload: bytes = b""):
         """One file's frames into a temp file, published when complete and its digest matches."""
         meta = _meta(header)
-        tmp = self.new_temp()
-        out = -1
-        error = None
-        try:
-            out = os.open(tmp, TMP_FLAGS, 0o600, dir_fd=self.dst_fd)
-        except OSError as exc:
-            error = dst_error(exc)
-        hasher = digests.XXH128.new()
+        kept = self.options.partial and not header.get("whole")  # --partial: its kept copy (``resume``)
+        if kept:
+            tmp, out, error, hasher = resume.open_resumed(self.dst_fd, name, meta.st_size,
+                                                          int(header.get("offset") or 0))
+        else:
+            tmp, out, error = self.new_temp(), -1, None
+            try:
+                out = os.open(tmp, TMP_FLAGS, 0o600, dir_fd=self.dst_fd)
+            except OSError as exc:
+                error = dst_error(exc)
+            hasher = digests.XXH128.new()
         try:
             if header.get("whole"):  # a small file in one frame: its bytes came with the header
                 frame = {"t": "end", "digest": header.get("digest"), "error": None}
                 self._write(out, hasher, header, payload)
             else:
                 frame = self._take_chunks(out, hasher, next_frame)
-        except BaseException:  # the session ended mid-file: no temp file is left behind
+        except BaseException:  # the session ended mid-file: no temp file is left behind (a kept copy stays)
             if out >= 0:
                 os.close(out)
-                unlink_quietly(tmp, self.dst_fd)
+                if not kept:
+                    unlink_quietly(tmp, self.dst_fd)
             raise
         error = error or self.write_error
         self.write_error = None
@@ -131,16 +136,19 @@ class Receiver(BatchCopier):
         if sent_error or error is not None or out < 0:
             if out >= 0:
                 os.close(out)
-                unlink_quietly(tmp, self.dst_fd)
+                if not kept:
+                    unlink_quietly(tmp, self.dst_fd)
             if sent_error == "retry":
                 return None  # the sender saw the file change and sends it again
             if sent_error:
                 return failure(relpath, FILE, sent_error, frame.get("reason") or ERROR)
+            if isinstance(error, resume.Shrunk):
+                return failure(relpath, FILE, str(error.strerror), MISMATCH)
             return self.error_result(relpath, FILE, error)  # type: ignore[arg-type]
         digest = hasher.hexdigest()
         if digest != frame.get("digest"):
             os.close(out)
-            unlink_quietly(tmp, self.dst_fd)
+            unlink_quietly(tmp, self.dst_fd)  # a kept copy too: it did not hold the source's prefix
             return failure(relpath, FILE, "content differs after transfer (sent and written digests differ)",
                            MISMATCH)
         try:

@@ -24,8 +24,9 @@ def _meta(st: os.stat_result) -> dict:
 
 def send_batch(root: str, reldir: str, files: list, emit: Callable, follow: bool = False, stop=None,
                codec: str = "") -> list:
-    """Emit ``files`` ([name, why, is_link] in ``root/reldir``) and a final ``done``; returns the Results
-    decided here (a file that vanished or kept changing), as plain lists."""
+    """Emit ``files`` ([name, why, is_link] in ``root/reldir``, and with --partial the bytes the DST end
+    already holds of it) and a final ``done``; returns the Results decided here (a file that vanished
+    or kept changing), as plain lists."""
     out: list = []
     flags = digests.READ_FLAGS if not follow else (digests.READ_FLAGS & ~os.O_NOFOLLOW)
     try:
@@ -37,7 +38,7 @@ def send_batch(root: str, reldir: str, files: list, emit: Callable, follow: bool
         emit({"t": "done"})
         return out
     with handle as dir_fd:
-        for name, why, is_link in files:
+        for name, why, is_link, *kept in files:
             relpath = relpath_join(reldir, name)
             if stop is not None and stop.is_set():
                 break
@@ -45,7 +46,7 @@ def send_batch(root: str, reldir: str, files: list, emit: Callable, follow: bool
                 if is_link:
                     _send_link(dir_fd, name, why, emit)
                 else:
-                    result = _send_file(dir_fd, name, why, emit, flags, stop, codec)
+                    result = _send_file(dir_fd, name, why, emit, flags, stop, codec, kept[0] if kept else 0)
                     if result is not None:
                         out.append(list(result._replace(relpath=relpath)))
             except FileNotFoundError:
@@ -65,11 +66,13 @@ def _send_link(dir_fd: int, name: str, why: str, emit: Callable) -> None:
     emit(dict(_meta(st), t="link", name=name, why=why, target=target))
 
 
-def _send_file(dir_fd: int, name: str, why: str, emit: Callable, flags: int, stop, codec: str = ""):
-    """Send one file (again after a change seen during the read); a Result only when it is not sent."""
+def _send_file(dir_fd: int, name: str, why: str, emit: Callable, flags: int, stop, codec: str = "",
+               kept: int = 0):
+    """Send one file (again after a change seen during the read: then whole); a Result only when it is
+    not sent. ``kept``: --partial, the bytes the receiver holds of it (``resume``)."""
     fd = os.open(name, flags, dir_fd=dir_fd)
     try:
-        for _ in range(digests.RETRIES + 1):
+        for attempt in range(digests.RETRIES + 1):
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):
                 return Result(name, SKIPPED, FILE, 0, None, "", NOT_REGULAR, "no longer a regular file")
@@ -87,10 +90,12 @@ def _send_file(dir_fd: int, name: str, why: str, emit: Callable, flags: int, sto
                     data = compress(codec, data)
                 emit(header, data)
                 return None
-            emit(dict(_meta(before), t="file", name=name, why=why))
+            offset = _offset_for(kept, before.st_size) if not attempt else 0
+            emit(dict(_meta(before), t="file", name=name, why=why, **({"offset": offset} if offset else {})))
+            sink = lambda piece: _chunks(piece, emit, codec)  # noqa: E731
             try:
                 digest = digests.read_through(fd, before.st_size, digests.XXH128, stop,
-                                              lambda piece: _chunks(piece, emit, codec))
+                                              _skipping(offset, sink) if offset else sink)
                 digests.check_unchanged(fd, before)
             except digests.SourceChanged:
                 emit({"t": "end", "error": "retry"})
@@ -115,3 +120,22 @@ def _chunks(piece, emit: Callable, codec: str = "") -> None:
         else:
             emit({"t": "chunk"}, data)
 
+
+
+def _offset_for(kept: int, size: int) -> int:
+    """--partial: where the sender starts, the bytes the receiver kept when they can be a prefix of this
+    file (``remote.resume``), else 0."""
+    return kept if 0 < kept <= size and size > CHUNK else 0
+
+
+def _skipping(offset: int, sink: Callable) -> Callable:
+    """A read_through sink that hands on only the bytes from ``offset`` on (the receiver holds the rest)."""
+    position = [0]
+
+    def take(piece) -> None:
+        start = position[0]
+        position[0] = start + len(piece)
+        if position[0] <= offset:
+            return
+        sink(piece[offset - start:] if start < offset else piece)
+    return take

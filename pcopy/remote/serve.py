@@ -17,7 +17,7 @@ from ..errors import PcopyError, describe
 from ..runtime import children
 from ..version import __version__
 from . import ops
-from .protocol import PROTO, ProtocolError, check_relpath, codecs, encode, read_frame
+from .protocol import PROTO, ProtocolError, check_name, check_relpath, codecs, encode, read_frame
 from .receive import receive_batch, receiver_options
 from .send import send_batch
 
@@ -110,7 +110,13 @@ class Server:
 
     def op_stale(self, h: dict) -> None:
         check_relpath(h["reldir"])
-        self.answer(removed=ops.remove_stale(h["root"], h["reldir"], h["names"]))
+        self.answer(removed=ops.remove_stale(h["root"], h["reldir"], h["names"], bool(h.get("partials"))))
+
+    def op_kept(self, h: dict) -> None:
+        from .resume import kept_sizes
+
+        check_relpath(h["reldir"])
+        self.answer(sizes=kept_sizes(h["root"], h["reldir"], [check_name(n) for n in h["names"]]))
 
     def op_cleanup(self, h: dict) -> None:
         self.answer(removed=ops.remove_run_temps(h["root"], h["reldirs"], h["token"]))
@@ -137,6 +143,9 @@ class Server:
 
     def op_send(self, h: dict) -> None:
         check_relpath(h["reldir"])
+        for item in h["files"]:  # [name, why, is_link] and with --partial the bytes the other end kept
+            if len(item) not in (3, 4) or not all(isinstance(n, int) and n >= 0 for n in item[3:]):
+                raise ProtocolError(f"bad file from the other end: {item!r}")
         codec = h.get("z") or ""
         if codec and codec not in codecs():
             raise ProtocolError(f"unknown codec {codec!r}")

@@ -72,8 +72,8 @@ class Local:
     def dir_meta(self, dirs: list, owner: bool) -> list:
         return ops.dir_meta(self.root, dirs, owner)
 
-    def remove_stale(self, reldir: str, names: list) -> int:
-        return ops.remove_stale(self.root, reldir, names)
+    def remove_stale(self, reldir: str, names: list, partials: bool = False) -> int:
+        return ops.remove_stale(self.root, reldir, names, partials)
 
     def cleanup(self, reldirs: list, token: str) -> int:
         return ops.remove_run_temps(self.root, reldirs, token)
@@ -151,6 +151,11 @@ class Remote:
     def readdir_at(self, root: str, reldir: str) -> tuple:
         return _readdir_in(self.control.call({"op": "readdir", "root": root, "reldir": reldir}))
 
+    def kept_sizes(self, reldir: str, names: list, conn: Optional[Connection] = None) -> list:
+        """--partial: the bytes each name's kept copy holds there (``resume``)."""
+        return (conn or self.control).call({"op": "kept", "root": self.root, "reldir": reldir,
+                                            "names": names})["sizes"]
+
     def dst_tasks(self, reldir: str, tasks: list, token: str, spec: dict, conn: Optional[Connection] = None) -> list:
         """HASH and LINKDEST tasks done there (``dstonly``); a Result (as a list) each."""
         conn = conn or self.control
@@ -167,8 +172,9 @@ class Remote:
     def dir_meta(self, dirs: list, owner: bool) -> list:
         return self.control.call({"op": "dirmeta", "root": self.root, "dirs": dirs, "owner": owner})["errors"]
 
-    def remove_stale(self, reldir: str, names: list) -> int:
-        return self.control.call({"op": "stale", "root": self.root, "reldir": reldir, "names": names})["removed"]
+    def remove_stale(self, reldir: str, names: list, partials: bool = False) -> int:
+        return self.control.call({"op": "stale", "root": self.root, "reldir": reldir, "names": names,
+                                  "partials": partials})["removed"]
 
     def cleanup(self, reldirs: list, token: str) -> int:
         return self.control.call({"op": "cleanup", "root": self.root, "reldirs": reldirs,

@@ -20,6 +20,7 @@ from ..errors import PcopyError
 from ..model.entries import CHECKSUM, COPY, FILE, HASH, LINK, LINKDEST, SYMLINK, Batch, Task, relpath_join
 from ..model.results import COPIED, DEFERRED, LINKED, SAME_CONTENT, SKIPPED, Result, failure
 from ..runtime import worker as runtime_worker
+from . import resume
 from .dstonly import run_dst_tasks
 from .protocol import ProtocolError, pick_codec, result_in
 from .receive import MISMATCH, receive_batch
@@ -102,6 +103,15 @@ class Mover:
 
     def _move(self, conn: Connection, reldir: str, tasks: list) -> list:
         files = [[t.name, t.why, t.action == LINK] for t in tasks]
+        if self.spec.get("partial"):  # what the DST end kept of big files: only the rest is sent (``resume``)
+            big = [i for i, t in enumerate(tasks) if t.action == COPY and t.size > resume.MIN_SIZE]
+            if big:
+                names = [tasks[i].name for i in big]
+                sizes = self.dst.kept_sizes(reldir, names, conn) if self.dst.remote else \
+                    resume.kept_sizes(self.dst.root, reldir, names)
+                for i, kept in zip(big, sizes, strict=True):
+                    if kept:
+                        files[i].append(int(kept))
         if self.push:
             conn.send({"op": "recv", "root": self.dst.root, "token": self.token, "reldir": reldir,
                        "opts": self.spec})
