@@ -224,7 +224,6 @@ def test_ctrl_c_stops_both_ends(server, tmp_path, direction):
 
 @pytest.mark.parametrize("argv", [
     ["sync", "SRC", f"{H}:/x", "--delete", "--track-renames"],
-    ["copy", "SRC", "SRC", f"{H}:/x"],
     ["watch", "SRC", f"{H}:/x"],
     ["verify", "SRC", f"{H}:/x"],
 ])

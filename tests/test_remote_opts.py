@@ -5,6 +5,7 @@ directly) and with ``rsync -anic`` where it applies.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import subprocess
 import pytest
 import sshd_helpers as sshd
 import xxhash
-from conftest import File, make_tree, sample_spec, temp_files
+from conftest import File, make_tree, sample_spec, temp_files, tree_snapshot
 from fault_helpers import env, pcopy_cmd
 from remote_helpers import pcopy, rsync_diff, wait_for
 
@@ -232,3 +233,95 @@ def test_a_run_without_partial_removes_kept_copies(server, tmp_path, direction):
     plain = pcopy(server, "sync", *ends(direction, src, dst))
     assert plain.returncode == 0, plain.err
     assert rsync_diff(server, src, dst) == "" and temp_files(dst) == []
+
+
+# --------------------------------------------------------------------------- a file SRC, several SRCs
+
+
+def _same_as_local(mine, ref, made: tuple = ()) -> None:
+    """The remote run's DST is what the local run made (the times of the roots and of the directories
+    the test ``made`` aside: a copy into them moves them)."""
+    a, b = tree_snapshot(mine), tree_snapshot(ref)
+    for rel in (".", *made):
+        a[rel], b[rel] = a[rel][:2], b[rel][:2]
+    assert a == b
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_a_file_src_goes_into_a_dir_or_to_a_new_name_as_locally(server, tree, tmp_path, direction):
+    mine, ref = tmp_path / "mine", tmp_path / "ref"
+    for root in (mine, ref):
+        os.makedirs(root / "into")
+    one, link = tree / "exec.sh", tree / "sub" / "link-to-hello"
+    runs = [(one, "into"), (one, "into/"), (one, "renamed.sh"), (link, "a-link")]
+    for src, name in runs:
+        proc = pcopy(server, "copy", *ends(direction, src, f"{mine}/{name}"), "-v")
+        assert proc.returncode == 0, proc.err
+        assert local("copy", src, f"{ref}/{name}").returncode == 0
+    _same_as_local(mine, ref, ("into",))
+    assert os.readlink(mine / "a-link") == "../hello.txt"
+    assert (mine / "into" / "exec.sh").read_bytes() == one.read_bytes() and os.stat(mine / "renamed.sh").st_mode & 0o111
+    again = pcopy(server, "copy", *ends(direction, one, f"{mine}/renamed.sh"), "-v")
+    assert again.returncode == 0 and "copied 0 files" in again.err, again.err
+    (tree / "exec.sh").write_bytes(b"#!/bin/sh\necho changed\n")
+    changed = pcopy(server, "copy", *ends(direction, one, f"{mine}/renamed.sh"), "-v")
+    assert changed.returncode == 0, changed.err
+    assert ">f.st...... renamed.sh" in changed.out + changed.err
+    assert (mine / "renamed.sh").read_bytes() == b"#!/bin/sh\necho changed\n"
+    assert temp_files(mine) == []
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_a_file_into_a_missing_dir_fails_and_creates_nothing(server, tree, tmp_path, direction):
+    for target in ("missing/new.txt", "missing/"):
+        proc = pcopy(server, "copy", *ends(direction, tree / "hello.txt", f"{tmp_path}/{target}"))
+        assert proc.returncode == 1
+        lines = proc.err.strip().splitlines()
+        assert len(lines) == 1 and "missing" in lines[0], proc.err
+        assert not (tmp_path / "missing").exists()
+
+
+SEVERAL = ["exec.sh", "sub", "empty-dir", "link-to-dir", "many"]
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_several_srcs_each_into_dst_name_with_one_report_and_manifest(server, tree, tmp_path, direction):
+    mine, ref = tmp_path / "mine", tmp_path / "ref"
+    sources = [tree / n for n in SEVERAL]
+    srcs = [str(s) for s in sources] if direction == "push" else [f"{H}:{s}" for s in sources]
+    dst = f"{H}:{mine}" if direction == "push" else str(mine)
+    proc = pcopy(server, "copy", *srcs, dst, "--manifest", tmp_path / "mine.xxh", "--json")
+    assert proc.returncode == 0, proc.err
+    mirror = local("copy", *sources, ref, "--manifest", tmp_path / "ref.xxh", "--json")
+    assert mirror.returncode == 0, mirror.err
+    _same_as_local(mine, ref)
+    assert sorted((tmp_path / "mine.xxh").read_bytes().splitlines()) == \
+        sorted((tmp_path / "ref.xxh").read_bytes().splitlines())
+    ours, theirs = json.loads(proc.out), json.loads(mirror.out)
+    for key in ("copied", "symlinks", "failed", "skipped", "bytes"):
+        assert ours.get(key) == theirs.get(key), key
+    again = pcopy(server, "copy", *srcs, dst, "--manifest", tmp_path / "again.xxh")
+    assert again.returncode == 0 and "copied 0 files" in again.err, again.err
+    assert sorted((tmp_path / "again.xxh").read_bytes().splitlines()) == \
+        sorted((tmp_path / "ref.xxh").read_bytes().splitlines())
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_several_srcs_sync_delete_works_inside_each_dst_name_only(server, tree, tmp_path, direction):
+    mine = tmp_path / "mine"
+    make_tree(mine, {"sub/old.txt": b"old", "extra.txt": b"extra"})
+    sources = [tree / "sub", tree / "hello.txt"]
+    srcs = [str(s) for s in sources] if direction == "push" else [f"{H}:{s}" for s in sources]
+    proc = pcopy(server, "sync", *srcs, f"{H}:{mine}" if direction == "push" else str(mine), "--delete")
+    assert proc.returncode == 0, proc.err
+    assert not (mine / "sub" / "old.txt").exists() and (mine / "extra.txt").read_bytes() == b"extra"
+    assert rsync_diff(server, tree / "sub", mine / "sub") == ""
+    assert (mine / "hello.txt").read_bytes() == (tree / "hello.txt").read_bytes()
+
+
+def test_srcs_on_two_machines_are_a_usage_error(server, tree, tmp_path):
+    mixed = pcopy(server, "copy", f"{H}:{tree}/sub", tree / "many", tmp_path / "out")
+    assert mixed.returncode == 2 and "must all be on one machine" in mixed.err, mixed.err
+    hosts = pcopy(server, "copy", f"{H}:{tree}/sub", f"other.invalid:{tree}/many", tmp_path / "out")
+    assert hosts.returncode == 2 and "different hosts" in hosts.err, hosts.err
+    assert not (tmp_path / "out").exists()

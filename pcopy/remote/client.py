@@ -9,7 +9,7 @@ import os
 import posixpath
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from .. import options as _options
 from ..content.manifest import ManifestWriter
@@ -18,7 +18,7 @@ from ..model.results import Report
 from ..options import Options
 from ..runtime.progress import Counters
 from ..transfer import engine
-from . import transport
+from . import targets, transport
 from .flow import Flow
 from .receive import receiver_options
 from .sides import Local, Remote
@@ -45,26 +45,36 @@ def is_remote(path) -> bool:
 def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] = None, keep_results: bool = False,
         on_result=None, stop_event: Optional[threading.Event] = None, scheduler=None, rsh: Optional[str] = None,
         remote_pcopy: Optional[str] = None, compress: bool = False) -> Report:
-    """A copy or sync with one remote end (``fields``: api keyword arguments)."""
-    if len(sources) != 1:
-        raise not_yet(next((s for s in sources + [dst] if is_remote(s)), dst), "several SRCs")
-    src = sources[0]
-    src_spec, dst_spec = transport.parse(src), transport.parse(dst)
-    if src_spec is not None and dst_spec is not None:
+    """A copy or sync with one remote end (``fields``: api keyword arguments): one SRC or several, each a
+    directory or a file (``targets``), over one set of ssh sessions."""
+    specs = [transport.parse(s) for s in sources]
+    dst_spec = transport.parse(dst)
+    if dst_spec is not None and any(specs):
         raise UsageError(f"{dst}: SRC and DST are both remote (host:path); one of them must be local")
-    spec = src_spec or dst_spec
+    push = dst_spec is not None
+    if not push:
+        stray = next((s for s, sp in zip(sources, specs, strict=True) if sp is None), None)
+        if stray is not None:
+            raise UsageError(f"{stray}: a local SRC beside a remote one; the SRCs must all be on one machine")
+        other = next((s for s, sp in zip(sources, specs, strict=True) if sp[:2] != specs[0][:2]), None)  # type: ignore[index]
+        if other is not None:
+            raise UsageError(f"{other}: SRCs on different hosts; the SRCs must all be on one machine")
+    spec = dst_spec or specs[0]
     assert spec is not None
-    arg = src if src_spec is not None else dst
+    arg = dst if push else sources[0]
     if scheduler is not None:
         raise not_yet(arg, "--scheduler")
-    options = _options.build(src_spec.path if src_spec else src, dst_spec.path if dst_spec else dst, **fields)
+    paths = list(sources) if push else [sp.path for sp in specs]  # type: ignore[union-attr]
+    dst_path = dst_spec.path if dst_spec is not None else dst
+    options = _options.build(paths[0], dst_path, **fields)
     for name in NOT_YET:
         default = Options._field_defaults[name]
         if getattr(options, name) != default:
             raise not_yet(arg, OPTION_NAMES[name])
-    push = dst_spec is not None
     if push and options.link_dest:  # paths on the DST host, relative to DST there (as rsync's)
         options = options._replace(link_dest=dst_roots(spec.path, fields.get("link_dest") or ()))
+    if not push:  # (a trailing / says DST must be a directory)
+        dst_path = os.path.abspath(dst_path) + ("/" if dst_path.endswith("/") and dst_path != "/" else "")
     streams = options.jobs or min(MAX_DEFAULT_STREAMS, os.cpu_count() or 1)
     filter_spec = {"filters": list(options.filters)} if options.filters else None
     options = options._replace(hard_links=False, xattrs=False, acls=False, token=os.urandom(4).hex(),
@@ -75,47 +85,87 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
     control, data = conns[0], conns[2:] if push else conns[1:]
     walker = conns[1] if push else control
 
-    def open_walker() -> transport.Connection:
-        return walker
+    def end(root: str, remote: bool) -> Union[Local, Remote]:
+        if remote:
+            return Remote(root, f"{spec.login}:{root}", filter_spec, control, lambda: walker)
+        return Local(root, root, filter_spec)
 
-    remote_root = spec.path
-    src_side: Union[Local, Remote]
-    dst_side: Union[Local, Remote]
-    if push:
-        src_side = Local(options.src, options.src, filter_spec)
-        dst_side = Remote(remote_root, str(dst_spec), filter_spec, control, open_walker)
-    else:
-        src_side = Remote(remote_root, str(src_spec), filter_spec, control, open_walker)
-        dst_side = Local(options.dst, options.dst, filter_spec)
     manifest = None
     try:
-        dst_is_new = _preflight(src_side, dst_side, options)
-        if dst_is_new and not options.dry_run:
-            dst_side.make_root()
-        token = options.token
+        dst_end = end(dst_path, push)
+        found = targets.resolve(paths, dst_path, end("", not push), dst_end, options.follow_symlinks,
+                                options.dry_run)
+        for root in options.link_dest:
+            if dst_end.info_at(root)["kind"] != "dir":
+                raise PcopyError(f"{dst_end.label_of(root)}: --link-dest directory does not exist")
+        if options.manifest is not None:
+            there = dst_end.info_at(dst_path)["kind"]
+            engine.check_manifest_path(options, there is None, "" if push else os.path.realpath(dst_path))
+
+        def attach(flow: Flow, view: str) -> None:
+            """The manifest (a local file, written as locally: fs.outputs), opened once DST exists."""
+            nonlocal manifest
+            if options.manifest is None:
+                return
+            if manifest is None:
+                manifest = ManifestWriter.to_path(options.manifest, options.token)
+            flow.consumer.manifest = manifest.below(view) if view else manifest
+            if not push:
+                flow.hidden = engine.hidden_manifest(flow.options, manifest)
         recv = {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": streams,
                 "manifest": options.manifest is not None, "partial": options.partial}
-        local_options = None if push else receiver_options(os.path.abspath(options.dst), token, recv)
-        if local_options is not None:
-            dst_side.root = local_options.dst
-        if options.manifest is not None:  # a local file, written as locally (fs.outputs)
-            manifest = ManifestWriter.to_path(options.manifest, token)
-        hidden = engine.hidden_manifest(options, manifest) if not push else frozenset()
-        flow = Flow(options, src_side, dst_side, push, counters or Counters(), on_result, keep_results, stop_event,
-                    manifest, hidden)
+        several = len(found) > 1
+        total = Report(results=[] if keep_results else None, dry_run=options.dry_run)
+        counters = counters or Counters()
+        if several:
+            counters.start()
         try:
-            report = flow.run(data, token, recv, local_options, dst_is_new, compress)
-        except BaseException:
-            for conn in conns:  # at once: a session streaming the walk would not see its stdin close
-                conn.kill()
-            _cleanup(dst_side, flow.touched, token)
-            raise
-        manifest = None  # the flow closed it (before directory times: it may live in DST)
-        return report
+            for target in found:
+                sub = options._replace(src=target.src, dst=target.dst)
+                flow = Flow(sub, end(target.src, not push), end(target.dst, push), push, counters, on_result,
+                            keep_results, stop_event, single=target.single)
+                flow.alone, flow.drain_walk = not several, several
+                report = _run_flow(flow, conns, data, recv, compress, lambda f, v=target.view: attach(f, v))
+                if not several:
+                    manifest = None  # the flow closed it (before directory times: it may live in DST)
+                    return report
+                total.merge(report)
+                total.failures.extend(report.failures)
+                total.seconds += report.seconds
+                if total.results is not None and report.results is not None:
+                    total.results.extend(report.results)
+                if report.stopped_early:  # a full DST: the other SRCs are not attempted
+                    break
+        finally:
+            if several:
+                counters.close()
+        if manifest is not None:
+            manifest.close()
+            manifest = None
+        return total
     finally:
         if manifest is not None:
             manifest.discard()
         transport.close_all(conns)
+
+
+def _run_flow(flow: Flow, conns: list, data: list, recv: dict, compress: bool, attach: Callable) -> Report:
+    """One SRC's run: its DST root made when missing, the manifest attached, then the flow; a stop
+    kills every session."""
+    options, dst = flow.options, flow.dst
+    token = options.token
+    dst_is_new = _preflight(flow.src, dst, options) if flow.single is None else False
+    if dst_is_new and not options.dry_run:
+        dst.make_root()
+    attach(flow)
+    local_options = None if flow.push else receiver_options(dst.root, token, recv)
+    try:
+        return flow.run(data, token, recv, local_options, dst_is_new, compress)
+    except BaseException:
+        for conn in conns:  # at once: a session streaming the walk would not see its stdin close
+            conn.kill()
+        _cleanup(dst, flow.touched, token)
+        raise
 
 
 def dst_roots(dst_path: str, roots) -> tuple:
@@ -155,12 +205,6 @@ def _preflight(src, dst, options: Options) -> bool:
         raise PcopyError(f"{dst.label}: cannot read destination: {there['error']}")
     if there["kind"] not in (None, "dir"):
         raise PcopyError(f"{dst.label}: destination exists and is not a directory")
-    for root in options.link_dest:
-        if dst.info_at(root)["kind"] != "dir":
-            raise PcopyError(f"{dst.label_of(root)}: --link-dest directory does not exist")
-    if options.manifest is not None:
-        engine.check_manifest_path(options, there["kind"] is None,
-                                   "" if dst.remote else os.path.realpath(options.dst))
     return there["kind"] is None
 
 

@@ -64,16 +64,26 @@ class DstListings:
                 break
         return self.dst.readdir(reldir)
 
+    def finish(self) -> None:
+        """Read the rest of a remote walk, so its session is ready for another request."""
+        if self.stream is not None and self.dst.remote:
+            for _ in self.stream:
+                pass
+        self.stream = None
+
 
 class Flow:
     def __init__(self, options: Options, src, dst, push: bool, counters: Counters, on_result,
                  keep_results: bool, stop_event: Optional[threading.Event], manifest=None,
-                 hidden: frozenset = frozenset()) -> None:
+                 hidden: frozenset = frozenset(), single: Optional[tuple] = None) -> None:
         self.options = options
         self.src, self.dst, self.push = src, dst, push
         self.report = Report(results=[] if keep_results else None, dry_run=options.dry_run)
         self.consumer = Consumer(self.report, counters, manifest, on_result)  # manifest: DST's digests
         self.hidden = hidden  # DST relpaths the run leaves alone (its own manifest in a local DST)
+        self.single = single  # (source name, DST name, SRC Entry named as in DST): one file (``targets``)
+        self.alone = True  # the only run: it closes the manifest (before directory times) and the display
+        self.drain_walk = False  # several SRCs: the DST walk's session serves the next run too
         self.stop_event = stop_event
         self.stop = threading.Event()
         self.dirs: list = []  # [reldir, mode, uid, gid, atime, mtime] for the end, parents first
@@ -96,12 +106,16 @@ class Flow:
         streams = Streams(conns, mover)
         counters = self.consumer.counters
         with SignalGuard(self.stop_event) as guard:
-            counters.start()
+            if self.alone:  # several SRCs: the client starts and closes the display
+                counters.start()
             try:
                 with guard.interruptible():  # a signal ends even a read from a session at once
-                    dst_stream = self.dst.listings(False, filtered=False) if not dst_is_new else None
+                    whole = self.single is None
+                    dst_stream = self.dst.listings(False, filtered=False) if not dst_is_new and whole else None
                     listings = DstListings(self.dst, dst_stream)
-                    for message in self.src.listings(options.follow_symlinks):
+                    source = self.src.listings(options.follow_symlinks) if whole else \
+                        iter([("", [self.single[2]], None, ())])  # type: ignore[index]
+                    for message in source:
                         if self.disk_full:
                             break
                         for batch in self._plan(message, listings):
@@ -110,7 +124,9 @@ class Flow:
                     counters.walk_done = True
                     streams.drain(self._take, wait=True, check=guard.check)
                     self._delete()
-                    if self.consumer.manifest is not None:
+                    if self.drain_walk:
+                        listings.finish()  # the session carries the next SRC's walk (several SRCs)
+                    if self.consumer.manifest is not None and self.alone:
                         self.consumer.manifest.close()  # before directory times: it may live in DST
                         self.consumer.manifest = None
                     if not options.dry_run:
@@ -122,7 +138,8 @@ class Flow:
                 raise
             finally:
                 streams.close()
-                counters.close()
+                if self.alone:
+                    counters.close()
         self.report.seconds = time.monotonic() - started
         return self.report
 
@@ -150,6 +167,8 @@ class Flow:
                 self.broken[reldir] = why
                 return
             existing = found or {}
+            if self.single is not None:
+                existing = {n: e for n, e in existing.items() if n == self.single[1]}
             if dst_errors:
                 consumer.add_many([failure(relpath_join(reldir, n), FILE, f"destination: cannot stat: {describe(e)}")
                                    for n, e in dst_errors], source=False)
@@ -167,10 +186,11 @@ class Flow:
             existing = {n: e for n, e in existing.items() if relpath_join(reldir, n) not in self.hidden}
             entries = [e for e in entries if relpath_join(reldir, e.name) not in self.hidden]
         consumer.report.look_at(entries)
-        if not reldir:
+        if not reldir and self.single is None:
             consumer.report.listed["dir"] += 1
             self._remember_dir("", self._root_entry())
-        link_dest = tuple((root, self.dst.readdir_at(root, reldir)[0] or {}) for root in options.link_dest)
+        link_dest = tuple((root, self.dst.readdir_at(root, reldir)[0] or {}) for root in options.link_dest
+                          if self.single is None)
         plan = plan_directory(reldir, entries, existing, options, link_dest, None, consumer.wants_each)
         consumer.counters.discovered(
             len(plan.tasks) + sum(1 for r in plan.results if r.kind != DIR) + plan.unchanged,
@@ -190,6 +210,8 @@ class Flow:
             self.deletions.extend([relpath_join(reldir, e.name), e.kind == DIR] for e in plan.deletions)
         tasks = [t._replace(action=COPY) if t.action == ATTRS else t for t in tasks]  # see README: not in place
         tasks = [t for t in tasks if t.action in (COPY, LINK, CHECKSUM, HASH, LINKDEST)]
+        if self.single is not None and self.single[0] != self.single[1]:
+            tasks = [t._replace(source=self.single[0]) for t in tasks]  # read under its SRC name
         if tasks:
             self.touched.add(reldir)
         yield from batches(reldir, tasks, options.batch_files, options.batch_bytes)

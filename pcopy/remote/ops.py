@@ -46,10 +46,11 @@ def readdir_out(root: str, reldir: str) -> dict:
             "error": error_out(error), "entry_errors": [[n, e.errno, e.strerror] for n, e in errors]}
 
 
-def root_info(path: str) -> dict:
-    """What ``path`` is: {"kind": "dir"|"file"|"other"|None, "real": realpath}."""
+def root_info(path: str, follow: bool = True) -> dict:
+    """What ``path`` is: {"kind": "dir"|"file"|"other"|None, "real": realpath} (``follow=False``: a
+    symlink itself is "other", as a SRC that names a link without -L)."""
     try:
-        st = os.stat(path)
+        st = os.stat(path) if follow else os.lstat(path.rstrip("/") or "/")
     except FileNotFoundError:
         return {"kind": None, "real": os.path.realpath(path)}
     except OSError as exc:

@@ -72,7 +72,7 @@ class Server:
     # ----------------------------------------------------------------- operations
 
     def op_stat(self, h: dict) -> None:
-        self.answer(**ops.root_info(h["path"]))
+        self.answer(**ops.root_info(h["path"], h.get("follow", True) is not False))
 
     def op_mkroot(self, h: dict) -> None:
         error = ops.make_root(h["path"])

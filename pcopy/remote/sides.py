@@ -38,13 +38,16 @@ class Local:
         return info
 
     def make_root(self) -> None:
-        error = ops.make_root(self.root)
+        self.make_root_at(self.root)
+
+    def make_root_at(self, path: str) -> None:
+        error = ops.make_root(path)
         if error:
             raise PcopyError(error)
 
-    def info_at(self, path: str) -> dict:
-        """What another path on this end is (a --link-dest root)."""
-        return ops.root_info(path)
+    def info_at(self, path: str, follow: bool = True) -> dict:
+        """What another path on this end is (a --link-dest root, a SRC)."""
+        return ops.root_info(path, follow)
 
     def label_of(self, path: str) -> str:
         return path
@@ -113,10 +116,13 @@ class Remote:
         return info
 
     def make_root(self) -> None:
-        self.control.call({"op": "mkroot", "path": self.root})
+        self.make_root_at(self.root)
 
-    def info_at(self, path: str) -> dict:
-        return self.control.call({"op": "stat", "path": path})
+    def make_root_at(self, path: str) -> None:
+        self.control.call({"op": "mkroot", "path": path})
+
+    def info_at(self, path: str, follow: bool = True) -> dict:
+        return self.control.call({"op": "stat", "path": path, "follow": follow})
 
     def label_of(self, path: str) -> str:
         return f"{self.control.spec.login}:{path}"

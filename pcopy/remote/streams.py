@@ -72,16 +72,15 @@ class Mover:
     def _compare(self, conn: Connection, reldir: str, checks: list, results: list) -> list:
         """-c with equal sizes: digests from each side, computed where the files are; the differing ones
         are copied."""
-        names = [t.name for t in checks]
-        ours = self.src.digests(reldir, names, conn)
-        theirs = self.dst.digests(reldir, names, conn)
+        ours = self.src.digests(reldir, [t.source or t.name for t in checks], conn)
+        theirs = self.dst.digests(reldir, [t.name for t in checks], conn)
         copy = []
         for task, a, b in zip(checks, ours, theirs, strict=True):
             if a is not None and a == b:
                 results.append(Result(relpath_join(reldir, task.name), SKIPPED, FILE, task.size, a, "",
                                       SAME_CONTENT))
             else:
-                copy.append(Task(COPY, task.name, task.size, task.why))
+                copy.append(Task(COPY, task.name, task.size, task.why, task.source))
         return copy
 
     def _at_dst(self, conn: Connection, reldir: str, tasks: list, results: list) -> list:
@@ -102,7 +101,8 @@ class Mover:
         return copy
 
     def _move(self, conn: Connection, reldir: str, tasks: list) -> list:
-        files = [[t.name, t.why, t.action == LINK] for t in tasks]
+        files = [[t.source or t.name, t.why, t.action == LINK] for t in tasks]
+        renamed = {t.source: t.name for t in tasks if t.source and t.source != t.name}  # one file, new name
         if self.spec.get("partial"):  # what the DST end kept of big files: only the rest is sent (``resume``)
             big = [i for i, t in enumerate(tasks) if t.action == COPY and t.size > resume.MIN_SIZE]
             if big:
@@ -116,17 +116,43 @@ class Mover:
             conn.send({"op": "recv", "root": self.dst.root, "token": self.token, "reldir": reldir,
                        "opts": self.spec})
             codec = pick_codec(conn.codecs) if self.compress else ""
-            sent = send_batch(self.src.root, reldir, files, conn.send, self.follow, self.stop, codec)
+            emit = _renaming(conn.send, renamed) if renamed else conn.send
+            sent = send_batch(self.src.root, reldir, files, emit, self.follow, self.stop, codec)
             written = conn.answer()["results"]
         else:
             conn.send({"op": "send", "root": self.src.root, "reldir": reldir, "files": files,
                        "follow": self.follow, "z": pick_codec(conn.codecs) if self.compress else ""})
+            frames = _frames(conn)
+            if renamed:
+                frames = _renaming_in(frames, renamed)
             try:
-                written = receive_batch(self.local_options, reldir, _frames(conn))
+                written = receive_batch(self.local_options, reldir, frames)
             except ProtocolError as exc:  # a hostile or broken remote: named, one line
                 raise PcopyError(f"{conn.spec.host}: {exc}") from None
             sent = conn.answer()["results"]
-        return [result_in(r) for r in sent] + [result_in(r) for r in written]
+        sent = [result_in(r) for r in sent]
+        if renamed:  # what the sender decided carries its SRC name
+            sent = [r._replace(relpath=relpath_join(reldir, renamed[r.relpath.rpartition("/")[2]]))
+                    if r.relpath.rpartition("/")[2] in renamed else r for r in sent]
+        return sent + [result_in(r) for r in written]
+
+
+def _renaming(emit: Callable, renamed: dict) -> Callable:
+    """The sender's frames with a file's DST name (a single file copied to a new name)."""
+    def send(header: dict, payload: bytes = b"") -> None:
+        if header.get("t") in ("file", "link") and header.get("name") in renamed:
+            header = dict(header, name=renamed[header["name"]])
+        emit(header, payload)
+    return send
+
+
+def _renaming_in(next_frame: Callable, renamed: dict) -> Callable:
+    def renamed_frame():
+        header, payload = next_frame()
+        if header.get("t") in ("file", "link") and header.get("name") in renamed:
+            header = dict(header, name=renamed[header["name"]])
+        return header, payload
+    return renamed_frame
 
 
 def _frames(conn: Connection) -> Callable:
