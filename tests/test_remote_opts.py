@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import sshd_helpers as sshd
 import xxhash
-from conftest import File, make_tree, sample_spec, temp_files, tree_snapshot
+from conftest import Dir, File, make_tree, sample_spec, temp_files, tree_snapshot
 from fault_helpers import env, pcopy_cmd
 from remote_helpers import pcopy, rsync_diff, wait_for
 
@@ -325,3 +325,81 @@ def test_srcs_on_two_machines_are_a_usage_error(server, tree, tmp_path):
     hosts = pcopy(server, "copy", f"{H}:{tree}/sub", f"other.invalid:{tree}/many", tmp_path / "out")
     assert hosts.returncode == 2 and "different hosts" in hosts.err, hosts.err
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- filters: markers, --files-from; -x
+
+
+def _twin(tmp_path, spec: dict, dst_spec: dict) -> tuple:
+    """SRC, and two DSTs made alike: one for the remote run, one for the local run."""
+    src = tmp_path / "src"
+    make_tree(src, spec)
+    make_tree(tmp_path / "mine", dst_spec)
+    make_tree(tmp_path / "ref", dst_spec)
+    return src, tmp_path / "mine", tmp_path / "ref"
+
+
+MARKED = {"keep/a.txt": b"a\n", "skip/.nobackup": b"", "skip/data.txt": b"data\n", "skip/sub/deep.txt": b"deep\n"}
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("args", [[], ["--delete"], ["--delete-excluded"]])
+def test_exclude_if_present_as_locally(server, tmp_path, direction, args):
+    src, mine, ref = _twin(tmp_path, MARKED, {"skip/old.txt": b"old\n", "gone.txt": b"gone\n",
+                                              "nomark/x": b"x"})
+    proc = pcopy(server, "sync", *ends(direction, src, mine), "--exclude-if-present", ".nobackup", "-v", *args)
+    assert proc.returncode == 0, proc.err
+    mirror = local("sync", src, ref, "--exclude-if-present", ".nobackup", "-v", *args)
+    assert mirror.returncode == 0, mirror.err
+    _same_as_local(mine, ref)
+    assert items(proc.out + proc.err) == items(mirror.out + mirror.err)
+    assert not (mine / "skip" / "data.txt").exists()
+    assert (mine / "skip" / "old.txt").exists() == (args != ["--delete-excluded"])
+    if args:
+        assert not (mine / "nomark").exists()  # not in SRC at all: deleted
+
+
+LISTED = {"same.txt": b"same", "changed.txt": b"new", "nested/deep/c.txt": b"c", "nested/d.txt": b"d",
+          "new_dir/new.txt": b"new", "tiny.bin": b"t", "unlisted/u": b"u"}
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("extra", [[], ["-r"], ["--delete"]])
+def test_files_from_a_local_list_as_locally(server, tmp_path, direction, extra):
+    src, mine, ref = _twin(tmp_path, LISTED, {"changed.txt": b"old", "extra.txt": b"x", "unlisted/v": b"v"})
+    for root in (mine, ref):
+        os.chmod(root, 0o700)
+    listing = tmp_path / "list.txt"
+    listing.write_text("same.txt\n./changed.txt\nnested\n# a comment\nnew_dir/new.txt\n")
+    proc = pcopy(server, "sync", *ends(direction, src, mine), "--files-from", listing, "-v", *extra)
+    assert proc.returncode == 0, proc.err
+    mirror = local("sync", src, ref, "--files-from", listing, "-v", *extra)
+    assert mirror.returncode == 0, mirror.err
+    a, b = tree_snapshot(mine), tree_snapshot(ref)
+    assert a.pop(".")[:2] == b.pop(".")[:2] and a == b  # DST's root left as it is (0700), as locally
+    assert items(proc.out + proc.err) == items(mirror.out + mirror.err)
+    assert (mine / "unlisted" / "v").exists() and not (mine / "tiny.bin").exists()
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_one_file_system_copies_a_mount_point_empty(server, tmp_path, direction):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    src = tmp_path / "src"
+    make_tree(src, {"here.txt": b"here", "d": Dir(mode=0o750)})
+    mnt = src / "mnt"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0750", "tmpfs", mnt], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        (mnt / "inside.txt").write_bytes(b"on another file system")
+        proc = pcopy(server, "sync", *ends(direction, src, tmp_path / "mine"), "-x")
+        mirror = local("sync", src, tmp_path / "ref", "-x")
+    finally:
+        if subprocess.run(["umount", mnt], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
+    assert proc.returncode == 0, proc.err
+    assert mirror.returncode == 0, mirror.err
+    assert (tmp_path / "mine" / "mnt").is_dir() and not (tmp_path / "mine" / "mnt" / "inside.txt").exists()
+    _same_as_local(tmp_path / "mine", tmp_path / "ref")

@@ -14,6 +14,7 @@ from typing import Callable, Optional, Union
 from .. import options as _options
 from ..content.manifest import ManifestWriter
 from ..errors import PcopyError, UsageError
+from ..fs import filters
 from ..model.results import Report
 from ..options import Options
 from ..runtime.progress import Counters
@@ -24,8 +25,7 @@ from .receive import receiver_options
 from .sides import Local, Remote
 
 MAX_DEFAULT_STREAMS = 4  # ssh sessions moving data by default: one per CPU, at most this many (plus control, walk)
-NOT_YET = ("transform", "backup", "files_from", "one_file_system",
-           "prune_empty_dirs", "chmod", "chown", "exclude_if_present", "sparse", "track_renames")
+NOT_YET = ("transform", "backup", "prune_empty_dirs", "chmod", "chown", "sparse", "track_renames")
 OPTION_NAMES = {"link_dest": "--link-dest", "manifest": "--manifest", "transform": "--transform",
                 "partial": "--partial", "backup": "--backup", "files_from": "--files-from",
                 "one_file_system": "-x", "prune_empty_dirs": "-m", "chmod": "--chmod", "chown": "--chown",
@@ -76,7 +76,12 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
     if not push:  # (a trailing / says DST must be a directory)
         dst_path = os.path.abspath(dst_path) + ("/" if dst_path.endswith("/") and dst_path != "/" else "")
     streams = options.jobs or min(MAX_DEFAULT_STREAMS, os.cpu_count() or 1)
-    filter_spec = {"filters": list(options.filters)} if options.filters else None
+    listed = filters.read_files_from(options.files_from) if options.files_from else None  # a local list
+    dst_filter: Optional[dict] = {"filters": list(options.filters)} if options.filters or listed is not None else None
+    if listed is not None:  # --files-from: paths relative to SRC, the DST end protects the same paths
+        dst_filter = dict(dst_filter or {}, listed=sorted(listed), recursive=options.recursive)
+    src_filter = dict(dst_filter or {}, markers=list(options.exclude_if_present)) if options.exclude_if_present \
+        else dst_filter
     options = options._replace(hard_links=False, xattrs=False, acls=False, token=os.urandom(4).hex(),
                                modify_window_ns=max(options.modify_window_ns, 0))
     # all sessions at once (each costs an ssh handshake and an interpreter start): control, the
@@ -85,10 +90,12 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
     control, data = conns[0], conns[2:] if push else conns[1:]
     walker = conns[1] if push else control
 
-    def end(root: str, remote: bool) -> Union[Local, Remote]:
+    def end(root: str, remote: bool, src: bool = False) -> Union[Local, Remote]:
+        """One end at ``root``; SRC's filter also leaves out directories holding a marker (on SRC)."""
+        spec_of = src_filter if src else dst_filter
         if remote:
-            return Remote(root, f"{spec.login}:{root}", filter_spec, control, lambda: walker)
-        return Local(root, root, filter_spec)
+            return Remote(root, f"{spec.login}:{root}", spec_of, control, lambda: walker)
+        return Local(root, root, spec_of)
 
     manifest = None
     try:
@@ -122,9 +129,10 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
         try:
             for target in found:
                 sub = options._replace(src=target.src, dst=target.dst)
-                flow = Flow(sub, end(target.src, not push), end(target.dst, push), push, counters, on_result,
-                            keep_results, stop_event, single=target.single)
+                flow = Flow(sub, end(target.src, not push, True), end(target.dst, push), push, counters,
+                            on_result, keep_results, stop_event, single=target.single)
                 flow.alone, flow.drain_walk = not several, several
+                flow.root_meta = listed is None or "" in listed  # as locally: DST's root left as it is
                 report = _run_flow(flow, conns, data, recv, compress, lambda f, v=target.view: attach(f, v))
                 if not several:
                     manifest = None  # the flow closed it (before directory times: it may live in DST)

@@ -84,6 +84,7 @@ class Flow:
         self.single = single  # (source name, DST name, SRC Entry named as in DST): one file (``targets``)
         self.alone = True  # the only run: it closes the manifest (before directory times) and the display
         self.drain_walk = False  # several SRCs: the DST walk's session serves the next run too
+        self.root_meta = True  # DST root gets SRC's mode and times (not with --files-from without ".")
         self.stop_event = stop_event
         self.stop = threading.Event()
         self.dirs: list = []  # [reldir, mode, uid, gid, atime, mtime] for the end, parents first
@@ -113,7 +114,7 @@ class Flow:
                     whole = self.single is None
                     dst_stream = self.dst.listings(False, filtered=False) if not dst_is_new and whole else None
                     listings = DstListings(self.dst, dst_stream)
-                    source = self.src.listings(options.follow_symlinks) if whole else \
+                    source = self.src.listings(options.follow_symlinks, True, options.one_file_system) if whole else \
                         iter([("", [self.single[2]], None, ())])  # type: ignore[index]
                     for message in source:
                         if self.disk_full:
@@ -175,6 +176,8 @@ class Flow:
             keep = self.dst.keep if not options.delete_excluded else None
             if keep is not None:
                 existing = {n: e for n, e in existing.items() if keep(relpath_join(reldir, n), e.kind == DIR)}
+            if self.src.marked and not options.delete_excluded:  # excluded for a marker in SRC: protected
+                existing = {n: e for n, e in existing.items() if relpath_join(reldir, n) not in self.src.marked}
             stale = [n for n in existing if temps.is_temp_name(n)]
             if stale:
                 if not options.dry_run:
@@ -188,7 +191,8 @@ class Flow:
         consumer.report.look_at(entries)
         if not reldir and self.single is None:
             consumer.report.listed["dir"] += 1
-            self._remember_dir("", self._root_entry())
+            if self.root_meta:
+                self._remember_dir("", self._root_entry())
         link_dest = tuple((root, self.dst.readdir_at(root, reldir)[0] or {}) for root in options.link_dest
                           if self.single is None)
         plan = plan_directory(reldir, entries, existing, options, link_dest, None, consumer.wants_each)

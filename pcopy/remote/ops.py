@@ -19,12 +19,28 @@ from ..model.entries import DIR, entry_from_stat, keep_parents, relpath_join
 from .protocol import entry_out, error_out
 
 
-def make_keep(root: str, spec: Optional[dict]) -> Optional[Callable]:
-    """The filter a walk applies: ``spec`` = {"filters": [...], "markers": [...]} (the client's options)."""
+def make_keep(root: str, spec: Optional[dict], marked: Optional[set] = None) -> Optional[Callable]:
+    """The filter a walk applies: ``spec`` = {"filters": [...], "markers": [...], "listed": [...],
+    "recursive": bool} (the client's options: --exclude-if-present, --files-from, -r). A directory
+    left out for holding a marker is added to ``marked`` (the DST end must not delete its copy)."""
     if not spec:
         return None
-    keep = filters.make_filter(tuple(spec.get("filters") or ()))
-    return filters.restrict(keep, root, tuple(spec.get("markers") or ()))
+    listed = spec.get("listed")
+    keep = filters.restrict(filters.make_filter(tuple(spec.get("filters") or ())), root, (),
+                            frozenset(map(str, listed)) if listed is not None else None, bool(spec.get("recursive")))
+    by_marker = filters.restrict(None, root, tuple(spec.get("markers") or ()))
+    if by_marker is None:
+        return keep
+
+    def kept(relpath: str, is_dir: bool) -> bool:
+        if keep is not None and not keep(relpath, is_dir):
+            return False
+        if is_dir and not by_marker(relpath, True):
+            if marked is not None:
+                marked.add(relpath)
+            return False
+        return True
+    return kept
 
 
 def listing_out(listing) -> dict:
@@ -33,10 +49,30 @@ def listing_out(listing) -> dict:
             "entry_errors": [[name, exc.errno, exc.strerror] for name, exc in listing.entry_errors]}
 
 
-def walk_out(root: str, follow: bool, keep: Optional[Callable]) -> Iterator[dict]:
-    """Every directory of ``root`` (fs.scan's order: depth first, names sorted) as a message."""
-    for listing in walk(root, follow, keep=keep):
-        yield listing_out(listing)
+def walk_out(root: str, follow: bool, keep: Optional[Callable], xdev: bool = False,
+             marked: Optional[set] = None) -> Iterator[dict]:
+    """Every directory of ``root`` (fs.scan's order: depth first, names sorted) as a message, with the
+    directories its filter left out for holding a marker (``make_keep``)."""
+    for listing in walk_listings(root, follow, keep, xdev):
+        message = listing_out(listing)
+        if marked:
+            message["marked"] = sorted(marked)
+            marked.clear()
+        yield message
+
+
+def walk_listings(root: str, follow: bool, keep: Optional[Callable], xdev: bool = False) -> Iterator:
+    """fs.scan.walk; ``xdev`` (-x): a directory on another file system is listed as an entry (its
+    mount point is made in DST) but not entered, as locally (transfer.run)."""
+    if not xdev:
+        yield from walk(root, follow, keep=keep)
+        return
+    prune: set = set()
+    dev = os.stat(root).st_dev
+    for listing in walk(root, follow, keep=keep, prune=prune):
+        yield listing
+        prune.update(relpath_join(listing.reldir, e.name) for e in listing.entries
+                     if e.kind == DIR and e.dev and e.dev != dev)
 
 
 def readdir_out(root: str, reldir: str) -> dict:

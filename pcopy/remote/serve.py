@@ -83,8 +83,9 @@ class Server:
             self.answer()
 
     def op_walk(self, h: dict) -> None:
-        keep = ops.make_keep(h["root"], h.get("filter"))
-        for message in ops.walk_out(h["root"], bool(h.get("follow")), keep):
+        marked: set = set()
+        keep = ops.make_keep(h["root"], h.get("filter"), marked)
+        for message in ops.walk_out(h["root"], bool(h.get("follow")), keep, bool(h.get("xdev")), marked):
             self.emit(dict(message, t="listing"))
         self.answer()
 

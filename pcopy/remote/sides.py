@@ -9,8 +9,6 @@ from __future__ import annotations
 from typing import Callable, Iterator, Optional
 
 from ..errors import PcopyError
-from ..fs import filters
-from ..fs.scan import walk
 from . import ops
 from .protocol import ProtocolError, check_relpath, entry_in, error_in
 from .transport import Connection
@@ -30,7 +28,8 @@ class Local:
         self.root = root
         self.label = label
         self.filter_spec = filter_spec
-        self.keep = ops.make_keep(root, filter_spec)
+        self.marked: set = set()  # SRC directories left out for holding an --exclude-if-present marker
+        self.keep = ops.make_keep(root, filter_spec, self.marked)
 
     def info(self) -> dict:
         info = ops.root_info(self.root)
@@ -52,10 +51,10 @@ class Local:
     def label_of(self, path: str) -> str:
         return path
 
-    def listings(self, follow: bool, filtered: bool = True) -> Iterator[tuple]:
+    def listings(self, follow: bool, filtered: bool = True, xdev: bool = False) -> Iterator[tuple]:
         """(reldir, entries, error, entry_errors) for every directory, in walk order (``filtered``: what the
         filters keep; a DST walk is not, so that the run decides what --delete-excluded may delete)."""
-        for listing in walk(self.root, follow, keep=self.keep if filtered else None):
+        for listing in ops.walk_listings(self.root, follow, self.keep if filtered else None, xdev):
             yield listing.reldir, listing.entries, listing.error, listing.entry_errors
 
     def readdir(self, reldir: str) -> tuple:
@@ -108,7 +107,8 @@ class Remote:
         self.control = control
         self.open_walker = open_walker
         self.walker: Optional[Connection] = None
-        self.keep = filters.make_filter(tuple((filter_spec or {}).get("filters") or ()))
+        self.marked: set = set()  # as Local's: from the walk's messages
+        self.keep = ops.make_keep(root, dict(filter_spec, markers=()) if filter_spec else None)  # never reads disk
 
     def info(self) -> dict:
         info = self.control.call({"op": "stat", "path": self.root})
@@ -127,9 +127,9 @@ class Remote:
     def label_of(self, path: str) -> str:
         return f"{self.control.spec.login}:{path}"
 
-    def listings(self, follow: bool, filtered: bool = True) -> Iterator[tuple]:
+    def listings(self, follow: bool, filtered: bool = True, xdev: bool = False) -> Iterator[tuple]:
         conn = self.walker = self.open_walker()
-        conn.send({"op": "walk", "root": self.root, "follow": follow,
+        conn.send({"op": "walk", "root": self.root, "follow": follow, "xdev": xdev,
                    "filter": self.filter_spec if filtered else None})
         while True:
             header, _ = conn.recv()
@@ -138,6 +138,7 @@ class Remote:
             except ProtocolError as exc:
                 raise PcopyError(f"{conn.spec.host}: {exc}") from None
             if listing is not None:
+                self.marked.update(check_relpath(p) for p in header.get("marked") or ())
                 yield listing
                 continue
             if not header.get("ok"):
