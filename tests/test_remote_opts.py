@@ -403,3 +403,22 @@ def test_one_file_system_copies_a_mount_point_empty(server, tmp_path, direction)
     assert mirror.returncode == 0, mirror.err
     assert (tmp_path / "mine" / "mnt").is_dir() and not (tmp_path / "mine" / "mnt" / "inside.txt").exists()
     _same_as_local(tmp_path / "mine", tmp_path / "ref")
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("dry", [False, True])
+def test_prune_empty_dirs_as_locally_and_as_rsync(server, tmp_path, direction, dry):
+    src, mine, ref = _twin(tmp_path, {"empty": Dir(), "a/b/c": Dir(), "logs/x.log": b"log", "d/e/f.txt": b"f",
+                                      "d/g": Dir(), "top.txt": b"t"}, {"old": Dir()})
+    args = ["-m", "--exclude", "*.log", "-v"] + (["-n"] if dry else [])
+    proc = pcopy(server, "sync", *ends(direction, src, mine), *args)
+    assert proc.returncode == 0, proc.err
+    mirror = local("sync", src, ref, *args)
+    assert mirror.returncode == 0, mirror.err
+    assert items(proc.out + proc.err) == items(mirror.out + mirror.err)
+    if dry:
+        assert sorted(os.listdir(mine)) == ["old"]
+        return
+    _same_as_local(mine, ref)
+    assert sorted(os.listdir(mine)) == ["d", "old", "top.txt"] and os.listdir(mine / "d") == ["e"]
+    assert rsync_diff(server, src, mine, "-m", "--exclude", "*.log") == ""

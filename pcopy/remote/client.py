@@ -25,7 +25,7 @@ from .receive import receiver_options
 from .sides import Local, Remote
 
 MAX_DEFAULT_STREAMS = 4  # ssh sessions moving data by default: one per CPU, at most this many (plus control, walk)
-NOT_YET = ("transform", "backup", "prune_empty_dirs", "chmod", "chown", "sparse", "track_renames")
+NOT_YET = ("transform", "backup", "chmod", "chown", "sparse", "track_renames")
 OPTION_NAMES = {"link_dest": "--link-dest", "manifest": "--manifest", "transform": "--transform",
                 "partial": "--partial", "backup": "--backup", "files_from": "--files-from",
                 "one_file_system": "-x", "prune_empty_dirs": "-m", "chmod": "--chmod", "chown": "--chown",

@@ -84,6 +84,7 @@ class Flow:
         self.single = single  # (source name, DST name, SRC Entry named as in DST): one file (``targets``)
         self.alone = True  # the only run: it closes the manifest (before directory times) and the display
         self.drain_walk = False  # several SRCs: the DST walk's session serves the next run too
+        self.pending: dict = {}  # -m: new DST dirs made only once something is put in them -> why
         self.root_meta = True  # DST root gets SRC's mode and times (not with --files-from without ".")
         self.stop_event = stop_event
         self.stop = threading.Event()
@@ -218,6 +219,8 @@ class Flow:
             tasks = [t._replace(source=self.single[0]) for t in tasks]  # read under its SRC name
         if tasks:
             self.touched.add(reldir)
+            if self.pending:
+                self._materialize(reldir)
         yield from batches(reldir, tasks, options.batch_files, options.batch_bytes)
 
     def _root_entry(self):
@@ -248,12 +251,28 @@ class Flow:
             if old is not None and old.kind == DIR:
                 self.dst_dirs.add(relpath)
             self._remember_dir(relpath, entry)
+            if why and self.options.prune_empty_dirs:
+                self.pending[relpath] = why  # -m: made only once something goes into it
+                continue
             if self.options.dry_run:
                 if why:
                     self.consumer.add(Result(relpath, CREATED, DIR, 0, None, why))
                 continue
             if old is None or old.kind != DIR:
                 made.append(relpath)
+        self._mkdirs(made)
+
+    def _materialize(self, reldir: str) -> None:
+        """-m: make the pending directories on the way to ``reldir`` (parents first)."""
+        parts = _parts(reldir)
+        chain = [p for p in (os.sep.join(parts[:i]) for i in range(1, len(parts) + 1)) if p in self.pending]
+        whys = [self.pending.pop(p) for p in chain]
+        if self.options.dry_run:
+            self.consumer.add_many([Result(p, CREATED, DIR, 0, None, why) for p, why in zip(chain, whys, strict=True)])
+        else:
+            self._mkdirs(chain)
+
+    def _mkdirs(self, made: list) -> None:
         if made:
             for relpath, error in zip(made, self.dst.mkdirs(made), strict=True):
                 if error:
@@ -299,7 +318,7 @@ class Flow:
                 self.consumer.add(Result(relpath, DELETED, kind, 0, None, DELETING), source=False)
 
     def _finish_dirs(self) -> None:
-        dirs = [d for d in self.dirs if d[0] not in self.broken]
+        dirs = [d for d in self.dirs if d[0] not in self.broken and d[0] not in self.pending]
         dirs.sort(key=lambda d: -len(_parts(d[0])))
         for (relpath, *_), error in zip(dirs, self.dst.dir_meta(dirs, self.options.owner), strict=True):
             if error:
