@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import sshd_helpers as sshd
 import xxhash
-from conftest import Dir, File, make_tree, sample_spec, temp_files, tree_snapshot
+from conftest import Dir, File, Link, make_tree, sample_spec, temp_files, tree_snapshot
 from fault_helpers import env, pcopy_cmd
 from remote_helpers import pcopy, rsync_diff, wait_for
 
@@ -422,3 +422,37 @@ def test_prune_empty_dirs_as_locally_and_as_rsync(server, tmp_path, direction, d
     _same_as_local(mine, ref)
     assert sorted(os.listdir(mine)) == ["d", "old", "top.txt"] and os.listdir(mine / "d") == ["e"]
     assert rsync_diff(server, src, mine, "-m", "--exclude", "*.log") == ""
+
+
+# --------------------------------------------------------------------------- --backup
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("args", [["--backup"], ["--backup", "--suffix", ".old"], ["--backup-dir", "bak"],
+                                  ["--backup-dir", "../elsewhere"]])
+def test_backup_keeps_what_is_replaced_or_deleted_as_locally(server, tmp_path, direction, args):
+    spec = {"same.txt": b"same", "changed.txt": b"new content", "link": Link("same.txt"), "d/in.txt": b"in",
+            "kind": b"now a file"}
+    old = {"same.txt": b"same", "changed.txt": b"old", "link": Link("old-target"), "gone.txt": b"gone",
+           "gonedir/x": b"x", "d/gone.txt": b"g", "kind/was-a-dir": b"w"}
+    src, mine, ref = _twin(tmp_path, spec, old)
+    for root in ("mine", "ref"):
+        os.utime(tmp_path / root / "same.txt", ns=(os.stat(src / "same.txt").st_atime_ns,
+                                                  os.stat(src / "same.txt").st_mtime_ns))
+    elsewhere = ["--backup-dir", str(tmp_path / "elsewhere-ref")] if "../elsewhere" in args else args
+    for _ in range(2):  # the second run finds the backups and leaves them alone
+        proc = pcopy(server, "sync", *ends(direction, src, mine), "--delete", "-v", *args)
+        assert proc.returncode == 0, proc.err
+        mirror = local("sync", src, ref, "--delete", "-v", *elsewhere)
+        assert mirror.returncode == 0, mirror.err
+        assert items(proc.out + proc.err) == items(mirror.out + mirror.err)
+    made = tuple(rel for rel, item in tree_snapshot(mine).items() if rel.startswith("bak") and item[0] == "dir")
+    _same_as_local(mine, ref, made)  # backup directories are made (0700) when needed: their times differ
+    if "../elsewhere" in args:
+        dirs = tuple(rel for rel, item in tree_snapshot(tmp_path / "elsewhere").items() if item[0] == "dir")
+        _same_as_local(tmp_path / "elsewhere", tmp_path / "elsewhere-ref", dirs)
+    suffix = ".old" if ".old" in args else "~"
+    kept = (mine / f"changed.txt{suffix}") if args[0] == "--backup" else \
+        (mine / "bak" / "changed.txt" if "bak" in args else tmp_path / "elsewhere" / "changed.txt")
+    assert kept.read_bytes() == b"old"
+    assert (mine / "changed.txt").read_bytes() == b"new content"

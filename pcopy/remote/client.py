@@ -25,7 +25,7 @@ from .receive import receiver_options
 from .sides import Local, Remote
 
 MAX_DEFAULT_STREAMS = 4  # ssh sessions moving data by default: one per CPU, at most this many (plus control, walk)
-NOT_YET = ("transform", "backup", "chmod", "chown", "sparse", "track_renames")
+NOT_YET = ("transform", "chmod", "chown", "sparse", "track_renames")
 OPTION_NAMES = {"link_dest": "--link-dest", "manifest": "--manifest", "transform": "--transform",
                 "partial": "--partial", "backup": "--backup", "files_from": "--files-from",
                 "one_file_system": "-x", "prune_empty_dirs": "-m", "chmod": "--chmod", "chown": "--chown",
@@ -73,6 +73,8 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
             raise not_yet(arg, OPTION_NAMES[name])
     if push and options.link_dest:  # paths on the DST host, relative to DST there (as rsync's)
         options = options._replace(link_dest=dst_roots(spec.path, fields.get("link_dest") or ()))
+    if push and fields.get("backup_dir") is not None:  # the same for --backup-dir
+        options = options._replace(backup_dir=dst_roots(spec.path, (fields["backup_dir"],))[0])
     if not push:  # (a trailing / says DST must be a directory)
         dst_path = os.path.abspath(dst_path) + ("/" if dst_path.endswith("/") and dst_path != "/" else "")
     streams = options.jobs or min(MAX_DEFAULT_STREAMS, os.cpu_count() or 1)
@@ -119,8 +121,10 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
             flow.consumer.manifest = manifest.below(view) if view else manifest
             if not push:
                 flow.hidden = engine.hidden_manifest(flow.options, manifest)
+        backup = {"dir": options.backup_dir, "suffix": options.suffix, "token": options.token} \
+            if options.backup else None
         recv = {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": streams,
-                "manifest": options.manifest is not None, "partial": options.partial}
+                "manifest": options.manifest is not None, "partial": options.partial, "backup": backup}
         several = len(found) > 1
         total = Report(results=[] if keep_results else None, dry_run=options.dry_run)
         counters = counters or Counters()
@@ -129,7 +133,9 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
         try:
             for target in found:
                 sub = options._replace(src=target.src, dst=target.dst)
-                flow = Flow(sub, end(target.src, not push, True), end(target.dst, push), push, counters,
+                dst_side = end(target.dst, push)
+                dst_side.backup = backup
+                flow = Flow(sub, end(target.src, not push, True), dst_side, push, counters,
                             on_result, keep_results, stop_event, single=target.single)
                 flow.alone, flow.drain_walk = not several, several
                 flow.root_meta = listed is None or "" in listed  # as locally: DST's root left as it is

@@ -14,6 +14,7 @@ the local copy's own; only where each runs differs. ``push``: SRC is here, DST r
 from __future__ import annotations
 
 import os
+import posixpath
 import threading
 import time
 from typing import Optional
@@ -177,6 +178,8 @@ class Flow:
             keep = self.dst.keep if not options.delete_excluded else None
             if keep is not None:
                 existing = {n: e for n, e in existing.items() if keep(relpath_join(reldir, n), e.kind == DIR)}
+            if options.backup:  # the backups it made (NAME~, a --backup-dir inside DST): never deleted
+                existing = {n: e for n, e in existing.items() if not self._is_backup(relpath_join(reldir, n), e.kind)}
             if self.src.marked and not options.delete_excluded:  # excluded for a marker in SRC: protected
                 existing = {n: e for n, e in existing.items() if relpath_join(reldir, n) not in self.src.marked}
             stale = [n for n in existing if temps.is_temp_name(n)]
@@ -223,6 +226,14 @@ class Flow:
                 self._materialize(reldir)
         yield from batches(reldir, tasks, options.batch_files, options.batch_bytes)
 
+    def _is_backup(self, relpath: str, kind: str) -> bool:
+        """As locally (transfer.run._protect_backups), with paths of the DST end."""
+        options = self.options
+        if options.backup_dir is None:
+            return bool(options.suffix) and kind != DIR and relpath.endswith(options.suffix)
+        root = posixpath.normpath(self.dst.root)
+        return posixpath.normpath(options.backup_dir) == posixpath.join(root, relpath)
+
     def _root_entry(self):
         return self.src.root_stat  # from the preflight: a session may be busy streaming the walk now
 
@@ -231,7 +242,7 @@ class Flow:
             self.dirs.append([relpath, entry[5], entry[9], entry[10], entry[4], entry[3]])
 
     def _replace(self, reldir: str, names: list, tasks: list) -> list:
-        items: list = [[relpath_join(reldir, n), True] for n in names]
+        items: list = [[relpath_join(reldir, n), True, True] for n in names]  # with --backup: kept whole
         if self.options.dry_run:
             self.consumer.add_many([Result(p, DELETED, FILE, 0, None, DELETING, REPLACED) for p, _ in items])
             return tasks

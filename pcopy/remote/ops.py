@@ -13,6 +13,7 @@ from typing import Callable, Iterator, Optional
 
 from ..errors import describe
 from ..fs import beneath, filters, temps
+from ..fs.backup import Backups
 from ..fs.march import read_beneath
 from ..fs.scan import walk
 from ..model.entries import DIR, entry_from_stat, keep_parents, relpath_join
@@ -118,18 +119,32 @@ def mkdirs(root: str, reldirs: list) -> list:
     return out
 
 
-def delete(root: str, items: list, keep: Optional[Callable] = None, dry: bool = False) -> list:
+def backups_of(spec: Optional[dict]) -> Optional[Backups]:
+    """--backup on this end: {"dir": path or None, "suffix": ..., "token": ...} (a path there: "~" expanded)."""
+    if not spec:
+        return None
+    where = spec.get("dir")
+    return Backups(os.path.expanduser(where) if where else None, str(spec.get("suffix") or ""),
+                   str(spec.get("token") or "backup"))
+
+
+def delete(root: str, items: list, keep: Optional[Callable] = None, dry: bool = False,
+           backup: Optional[dict] = None) -> list:
     """Delete each [relpath, is_dir] beneath root, a directory with what it holds that ``keep`` keeps
-    (children first; never through a link). Returns [relpath, kind, error or None] per entry found."""
+    (children first; never through a link); with ``backup`` (--backup) moved to its backup place
+    instead, a directory whole unless there is a --backup-dir (as locally: transfer.finish).
+    Returns [relpath, kind, error or None] per entry found."""
     out: list = []
-    for relpath, is_dir in items:
+    keeper = backups_of(backup)
+    for relpath, is_dir, *whole in items:  # whole: a replaced entry, moved to its backup place whole
         if not relpath or relpath.startswith("/") or ".." in relpath.split(os.sep):
             out.append([relpath, "file", "refused: not a path beneath the root"])
             continue
         if is_dir and not _is_dir_beneath(root, relpath):
             is_dir = False  # a link (or file) where a directory was: removed itself, never followed
         found = [(relpath, DIR if is_dir else "file")]
-        if is_dir:
+        whole = keeper is not None and (keeper.backup_dir is None or bool(whole and whole[0]))
+        if is_dir and not whole:
             for listing in walk(root, keep=keep, start=relpath):
                 if listing.error is not None:
                     found.append((listing.reldir, "unreadable:" + describe(listing.error)))
@@ -146,7 +161,10 @@ def delete(root: str, items: list, keep: Optional[Callable] = None, dry: bool = 
             error = None
             if not dry:
                 try:
-                    beneath.remove_beneath(root, path, kind == DIR)
+                    if keeper is not None and (kind != DIR or whole):
+                        keeper.move_out(root, path)
+                    else:
+                        beneath.remove_beneath(root, path, kind == DIR)
                 except FileNotFoundError:
                     pass
                 except OSError as exc:

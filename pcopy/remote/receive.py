@@ -42,9 +42,12 @@ class Meta(NamedTuple):
 def receiver_options(root: str, token: str, spec: dict) -> Options:
     """The receiving side's Options: only plain fields travel (see client.receiver_spec)."""
     owner = bool(spec.get("owner")) and os.geteuid() == 0
+    backup = spec.get("backup") or {}  # --backup: where this end keeps what it replaces (ops.backups_of)
+    where = backup.get("dir")
     return Options(src="", dst=root, token=token, owner=owner, fsync=bool(spec.get("fsync")),
                    xattrs=False, acls=False, dry_run=False, bwlimit=int(spec.get("bwlimit") or 0),
-                   jobs=int(spec.get("streams") or 1), partial=bool(spec.get("partial")))
+                   jobs=int(spec.get("streams") or 1), partial=bool(spec.get("partial")), backup=bool(backup),
+                   backup_dir=os.path.expanduser(where) if where else None, suffix=str(backup.get("suffix") or ""))
 
 
 def _meta(header: dict) -> Meta:
@@ -204,6 +207,7 @@ class Receiver(BatchCopier):
             if self.chown and (uid, gid) != self.born_ids:
                 os.chown(tmp, uid, gid, dir_fd=self.dst_fd, follow_symlinks=False)
             os.utime(tmp, ns=(meta.st_atime_ns, meta.st_mtime_ns), dir_fd=self.dst_fd, follow_symlinks=False)
+            self.keep_backup(name)
             os.rename(tmp, name, src_dir_fd=self.dst_fd, dst_dir_fd=self.dst_fd)
         except OSError as exc:
             unlink_quietly(tmp, self.dst_fd)

@@ -102,7 +102,7 @@ class Server:
         for item in h["items"]:
             check_relpath(item[0])
         keep = ops.make_keep(h["root"], h.get("filter"))
-        self.answer(found=ops.delete(h["root"], h["items"], keep, bool(h.get("dry"))))
+        self.answer(found=ops.delete(h["root"], h["items"], keep, bool(h.get("dry")), h.get("backup")))
 
     def op_dirmeta(self, h: dict) -> None:
         for d in h["dirs"]:

@@ -68,8 +68,10 @@ class Local:
     def mkdirs(self, reldirs: list) -> list:
         return ops.mkdirs(self.root, reldirs)
 
+    backup: Optional[dict] = None  # --backup on the DST end: ops.backups_of
+
     def delete(self, items: list, dry: bool, protect: bool) -> list:
-        return ops.delete(self.root, items, self.keep if protect else None, dry)
+        return ops.delete(self.root, items, self.keep if protect else None, dry, self.backup)
 
     def dir_meta(self, dirs: list, owner: bool) -> list:
         return ops.dir_meta(self.root, dirs, owner)
@@ -172,9 +174,11 @@ class Remote:
     def mkdirs(self, reldirs: list) -> list:
         return self.control.call({"op": "mkdirs", "root": self.root, "reldirs": reldirs})["errors"]
 
+    backup: Optional[dict] = None
+
     def delete(self, items: list, dry: bool, protect: bool) -> list:
         return self.control.call({"op": "delete", "root": self.root, "items": items, "dry": dry,
-                                  "filter": self.filter_spec if protect else None})["found"]
+                                  "filter": self.filter_spec if protect else None, "backup": self.backup})["found"]
 
     def dir_meta(self, dirs: list, owner: bool) -> list:
         return self.control.call({"op": "dirmeta", "root": self.root, "dirs": dirs, "owner": owner})["errors"]
