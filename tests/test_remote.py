@@ -18,7 +18,7 @@ import pytest
 import sshd_helpers as sshd
 from conftest import Dir, File, Link, make_tree, sample_spec, temp_files
 from fault_helpers import env, pcopy_cmd
-from remote_helpers import pcopy, rsync_diff, wait_for
+from remote_helpers import pcopy, rsync_diff, ssh_children, wait_for
 
 pytestmark = pytest.mark.skipif(sshd.missing() is not None, reason=sshd.missing() or "")
 H = sshd.HOST
@@ -162,18 +162,7 @@ def test_serve_refuses_another_protocol_and_unknown_operations():
     assert refused["ok"] is False and "unknown operation" in refused["error"]
 
 
-def _ssh_children(pid: int) -> list:
-    from conftest import children
-
-    found = []
-    for child, _ in children(pid):
-        try:
-            with open(f"/proc/{child}/cmdline", "rb") as fh:
-                if fh.read().split(b"\0")[0].endswith(b"ssh"):
-                    found.append(child)
-        except OSError:
-            pass
-    return found
+_ssh_children = ssh_children
 
 
 def _args(direction: str, src, dst) -> tuple:

@@ -15,7 +15,7 @@ import sshd_helpers as sshd
 import xxhash
 from conftest import Dir, File, Link, make_tree, sample_spec, temp_files, tree_snapshot
 from fault_helpers import env, pcopy_cmd
-from remote_helpers import pcopy, rsync_diff, wait_for
+from remote_helpers import pcopy, rsync_diff, ssh_children, wait_for
 
 pytestmark = pytest.mark.skipif(sshd.missing() is not None, reason=sshd.missing() or "")
 H = sshd.HOST
@@ -178,20 +178,6 @@ def test_a_kept_prefix_is_not_sent_again_and_a_wrong_one_is_dropped(tmp_path):
     assert (dst / "big").read_bytes() == data and temp_files(dst) == []
 
 
-def _ssh_children(pid: int) -> list:
-    from conftest import children
-
-    found = []
-    for child, _ in children(pid):
-        try:
-            with open(f"/proc/{child}/cmdline", "rb") as fh:
-                if fh.read().split(b"\0")[0].endswith(b"ssh"):
-                    found.append(child)
-        except OSError:
-            pass
-    return found
-
-
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_partial_resumes_a_big_file_after_the_transport_was_killed(server, tmp_path, direction):
     from pcopy.fs.temps import partial_name
@@ -202,7 +188,7 @@ def test_partial_resumes_a_big_file_after_the_transport_was_killed(server, tmp_p
     cmd = pcopy_cmd("copy", *ends(direction, src, dst), "--partial", "--bwlimit", "4M", *server.args())
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd="/")
     assert wait_for(lambda: kept.exists() and kept.stat().st_size >= 4 << 20, 60), proc.stderr
-    for pid in _ssh_children(proc.pid):
+    for pid in ssh_children(proc.pid):
         os.kill(pid, 9)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and f"{H}: connection lost" in err.decode(), err
