@@ -442,3 +442,41 @@ def test_backup_keeps_what_is_replaced_or_deleted_as_locally(server, tmp_path, d
         (mine / "bak" / "changed.txt" if "bak" in args else tmp_path / "elsewhere" / "changed.txt")
     assert kept.read_bytes() == b"old"
     assert (mine / "changed.txt").read_bytes() == b"new content"
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_several_srcs_refuse_a_missing_src_or_a_file_dst_before_writing(server, tree, tmp_path, direction):
+    (tmp_path / "a-file").write_bytes(b"f")
+    for srcs, dst, said in (([tree / "sub", tmp_path / "missing"], tmp_path / "new", "cannot read source"),
+                            ([tree / "sub", tree / "many"], tmp_path / "a-file", "need a directory as DST")):
+        args = [str(s) for s in srcs] + [f"{H}:{dst}"] if direction == "push" else \
+            [f"{H}:{s}" for s in srcs] + [str(dst)]
+        proc = pcopy(server, "copy", *args)
+        assert proc.returncode == 1
+        lines = proc.err.strip().splitlines()
+        assert len(lines) == 1 and said in lines[0], proc.err
+    assert not (tmp_path / "new").exists() and (tmp_path / "a-file").read_bytes() == b"f"
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_checksum_of_a_file_copied_to_a_new_name_reads_it_under_its_src_name(server, tmp_path, direction):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"f.txt": File(b"new!", mtime_ns=1_600_000_000_000_000_000)})
+    make_tree(dst, {"g.txt": File(b"old!", mtime_ns=1_600_000_000_000_000_000)})  # same size and time
+    quick = pcopy(server, "copy", *ends(direction, src / "f.txt", dst / "g.txt"))
+    assert quick.returncode == 0 and (dst / "g.txt").read_bytes() == b"old!", quick.err
+    proc = pcopy(server, "copy", *ends(direction, src / "f.txt", dst / "g.txt"), "-c", "-v")
+    assert proc.returncode == 0, proc.err
+    assert ">fc........ g.txt" in proc.out + proc.err
+    assert (dst / "g.txt").read_bytes() == b"new!" and sorted(os.listdir(dst)) == ["g.txt"]
+    same = pcopy(server, "copy", *ends(direction, src / "f.txt", dst / "g.txt"), "-c", "-v")
+    assert same.returncode == 0 and "copied 0 files" in same.err, same.err
+
+
+def test_transform_stays_refused_with_one_line(tmp_path):
+    make_tree(tmp_path / "src", {"f": b"x"})
+    proc = subprocess.run(pcopy_cmd("copy", tmp_path / "src", f"{H}:/x", "--transform", "gzip"),
+                          capture_output=True, text=True, env=env(), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not supported yet with --transform" in lines[0], proc.stderr
