@@ -24,7 +24,7 @@ SourceArg = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
 def copytree(src: SourceArg, dst, *, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
              manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
-             hard_links: bool = False, fsync: bool = False, sparse: bool = False, keep_results: bool = True,
+             hard_links: bool = True, fsync: bool = False, sparse: bool = False, keep_results: bool = True,
              on_result: Optional[Callable] = None, transform=None, level: Optional[int] = None,
              scheduler=None, stop_event=None, checksum: bool = False, dry_run: bool = False,
              exclude: Iterable[str] = (), include: Iterable[str] = (), exclude_from=None,

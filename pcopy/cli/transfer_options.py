@@ -176,8 +176,8 @@ def _metadata(sub: argparse.ArgumentParser, command: str) -> None:
     sub.add_argument("--chown", metavar="USER:GROUP", help="give DST entries this owner and/or group (as root)")
     sub.add_argument("--chmod", metavar="CHMOD", help="change DST permissions, rsync style: D755,F644 or go-w")
     links = sub.add_mutually_exclusive_group()
-    links.add_argument("-H", "--hard-links", dest="hard_links", action="store_true", default=command != "copy",
-                       help="keep hard-linked files hard-linked in DST" + (" (default)" if command != "copy" else ""))
+    links.add_argument("-H", "--hard-links", dest="hard_links", action="store_true", default=True,
+                       help="keep hard-linked files hard-linked in DST (default, as cp -a)")
     links.add_argument("--no-hard-links", dest="hard_links", action="store_false")
 
 
