@@ -140,6 +140,8 @@ def _run(src, dst, fields: dict, progress, keep_results, on_result, stop_event, 
     hooks = dict(counters=make_progress(progress), keep_results=keep_results, on_result=on_result,
                  stop_event=stop_event, scheduler=scheduler)
     if len(sources) > 1 or not os.path.isdir(sources[0]) or os.path.islink(sources[0].rstrip(os.sep) or "/"):
+        if options.track_renames:  # its pre-pass pairs one SRC tree with one DST tree
+            raise UsageError("--track-renames takes one SRC directory (run one sync per SRC)")
         return many.copy_sources(options, sources, **hooks)
     if options.track_renames:
         from .transfer import track
