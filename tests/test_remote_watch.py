@@ -1,0 +1,192 @@
+"""``pcopy watch SRC host:DST`` through the module's private sshd (tests/conftest.py ``server``).
+
+The remote is this machine reached through ssh: DST is checked directly while polling and with
+``rsync -anic --delete`` through the same sshd once each change has landed. Every wait polls a
+condition with a generous bound; nothing asserts a latency (scripts/bench-watch measures it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import sshd_helpers as sshd
+from conftest import Dir, Link, make_tree, temp_files, tree_snapshot
+from fault_helpers import env, pcopy_cmd
+from remote_helpers import pcopy, rsync_diff, wait_for
+
+pytestmark = pytest.mark.skipif(sshd.missing() is not None, reason=sshd.missing() or "")
+H = sshd.HOST
+WAIT = 30.0
+
+
+class Watch:
+    """``pcopy watch SRC host:DST`` as a process; its stderr collected by a thread."""
+
+    def __init__(self, server, src, dst, *args) -> None:
+        self.proc = subprocess.Popen(pcopy_cmd("watch", "--no-progress", *args, src, f"{H}:{dst}", *server.args()),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd="/")
+        self.err = b""
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for chunk in iter(lambda: os.read(self.proc.stderr.fileno(), 65536), b""):
+            self.err += chunk
+
+    @property
+    def text(self) -> str:
+        return self.err.decode("utf-8", "replace")
+
+    def wait_text(self, text: str, timeout: float = WAIT) -> None:
+        assert wait_for(lambda: text in self.text or self.proc.poll() is not None, timeout) and text in self.text, \
+            self.text
+
+    def stop(self, signum=signal.SIGINT, timeout: float = 10) -> tuple:
+        self.proc.send_signal(signum)
+        out, _ = self.proc.communicate(timeout=timeout)
+        self.reader.join(5)
+        return self.proc.returncode, out.decode()
+
+    def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _mirrored(src, dst) -> bool:
+    try:
+        return tree_snapshot(dst) == tree_snapshot(src) and not temp_files(dst)
+    except FileNotFoundError:
+        return False
+
+
+def converges(server, src, dst, what: str) -> None:
+    assert wait_for(lambda: _mirrored(src, dst), WAIT), what
+    assert rsync_diff(server, src, dst, "--delete") == "", what
+
+
+def _ssh_children(pid: int) -> list:
+    kids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as fh:
+            kids.extend(int(p) for p in fh.read().split())
+    return [k for k in kids if os.path.basename(os.readlink(f"/proc/{k}/exe")) == "ssh"]
+
+
+def test_each_kind_of_change_converges(server, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a.txt": b"alpha", "d/b.txt": b"beta", "d/e/c.txt": b"gamma", "link": Link("a.txt"),
+                    "empty": Dir(), "d/skip.log": b"excluded"})
+    with Watch(server, src, dst, "-v", "--delete", "--exclude", "*.log") as watch:
+        watch.wait_text("watching")
+        assert wait_for(lambda: (dst / "d" / "b.txt").exists(), WAIT) and not (dst / "d" / "skip.log").exists()
+        (src / "d" / "skip.log").unlink()  # compared without it from here on (d's times arrive with the next step)
+        (src / "d" / "new.txt").write_bytes(b"new")
+        converges(server, src, dst, "initial sync, then a created file")
+        steps = [
+            ("modify", lambda: (src / "a.txt").write_bytes(b"alpha, longer")),
+            ("delete", lambda: (src / "d" / "b.txt").unlink()),
+            ("mkdir with contents", lambda: make_tree(src / "m", {"x/y.txt": b"y", "z.txt": b"z"})),
+            ("rmdir", lambda: (src / "empty").rmdir()),
+            ("symlink", lambda: os.symlink("d/e", src / "ln")),
+            ("rename a file", lambda: os.rename(src / "d" / "new.txt", src / "m" / "renamed.txt")),
+            ("rename a directory", lambda: os.rename(src / "d" / "e", src / "moved")),
+            ("chmod a file", lambda: os.chmod(src / "a.txt", 0o600)),
+            ("chmod a directory", lambda: os.chmod(src / "m", 0o750)),
+        ]
+        for what, change in steps:
+            change()
+            converges(server, src, dst, what)
+        (src / "more.log").write_bytes(b"excluded: never sent")
+        (src / "after.txt").write_bytes(b"after")  # lands after the excluded file's event was handled
+        assert wait_for(lambda: (dst / "after.txt").exists(), WAIT)
+        assert not (dst / "more.log").exists()
+        code, _ = watch.stop()
+    assert code == 0, watch.text
+    assert "*deleting   d/b.txt" in watch.text and ">f+++++++++ m/renamed.txt" in watch.text
+    assert "Traceback" not in watch.text
+
+
+def test_ctrl_c_stops_both_ends_and_prints_the_session_report(server, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a.txt": b"alpha"})
+    with Watch(server, src, dst, "--json") as watch:
+        watch.wait_text("watching")
+        assert sshd.serve_pids(server)
+        (src / "b.txt").write_bytes(b"beta")
+        assert wait_for(lambda: (dst / "b.txt").exists(), WAIT)
+        with open(src / "big.bin", "wb") as fh:  # something in flight when the signal lands, maybe
+            fh.write(os.urandom(64 << 20))
+        started = time.monotonic()
+        code, out = watch.stop()
+        assert time.monotonic() - started < 2.5
+    assert code == 0, watch.text
+    assert wait_for(lambda: not sshd.serve_pids(server), 2), sshd.serve_pids(server)
+    assert "(watch session" in watch.text and "Traceback" not in watch.text
+    assert json.loads(out)["copied"] >= 2
+    assert temp_files(dst) == []
+
+
+def test_a_killed_transport_is_reconnected_and_resynced(server, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a.txt": b"alpha"})
+    with Watch(server, src, dst, "--delete") as watch:
+        watch.wait_text("watching")
+        ssh = _ssh_children(watch.proc.pid)
+        assert ssh
+        for pid in ssh:
+            os.kill(pid, signal.SIGKILL)
+        (src / "during.txt").write_bytes(b"made while the sessions were down")
+        watch.wait_text(f"pcopy: warning: {H}: connection lost")
+        watch.wait_text(f"{H}: reconnected; resyncing the whole tree")
+        converges(server, src, dst, "after the reconnect")
+        (src / "after.txt").write_bytes(b"after")
+        converges(server, src, dst, "a change after the reconnect")
+        code, _ = watch.stop()
+    assert code == 0, watch.text
+    assert wait_for(lambda: not sshd.serve_pids(server), 3), sshd.serve_pids(server)
+
+
+def test_a_remote_src_is_refused_with_one_line(tmp_path):
+    proc = subprocess.run(pcopy_cmd("watch", f"{H}:/x", str(tmp_path)), capture_output=True, text=True, env=env(),
+                          timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "watch a local SRC" in lines[0], proc.stderr
+
+
+def test_a_remote_without_pcopy_is_one_fatal_line(server, tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, {"a.txt": b"alpha"})
+    proc = subprocess.run(pcopy_cmd("watch", src, f"{H}:{tmp_path}/dst", "-e", server.rsh, "--remote-pcopy",
+                                    "/nonexistent/pcopy"), capture_output=True, text=True, env=env(), timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pcopy: error: {H}: no pcopy on the remote"), proc.stderr
+    assert not (tmp_path / "dst").exists()
+
+
+def test_a_full_remote_destination_is_reported_and_the_session_goes_on(server, tmp_path):
+    from fault_helpers import tmpfs
+
+    src, mnt = tmp_path / "src", tmp_path / "small"
+    make_tree(src, {"a.txt": b"alpha"})
+    with tmpfs(mnt, "2m"), Watch(server, src, mnt / "dst", "--delete", "-j", "1") as watch:
+        watch.wait_text("watching")
+        (src / "big.bin").write_bytes(os.urandom(3 << 20))
+        watch.wait_text("no space left on device")
+        assert temp_files(mnt) == [] and not (mnt / "dst" / "big.bin").exists()
+        (src / "big.bin").unlink()
+        (src / "small.txt").write_bytes(b"small")
+        converges(server, src, mnt / "dst", "after space was freed in SRC")
+        code, _ = watch.stop()
+    assert code == 0, watch.text
