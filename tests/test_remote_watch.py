@@ -18,7 +18,7 @@ import pytest
 import sshd_helpers as sshd
 from conftest import Dir, Link, make_tree, temp_files, tree_snapshot
 from fault_helpers import env, pcopy_cmd
-from remote_helpers import pcopy, rsync_diff, wait_for
+from remote_helpers import rsync_diff, wait_for
 
 pytestmark = pytest.mark.skipif(sshd.missing() is not None, reason=sshd.missing() or "")
 H = sshd.HOST
