@@ -36,7 +36,7 @@ LAYERS = [
     ["options", "remote.protocol"],
     ["transfer.plan", "transfer.transformed", "transfer.young", "transfer.partial", "transfer.attrs",
      "transfer.renames", "transfer.pieces", "remote.transport", "remote.ops", "remote.send"],
-    ["transfer.inplace", "transfer.consumer", "transfer.dirmeta", "transfer.ranges"],
+    ["transfer.inplace", "transfer.consumer", "transfer.dirmeta", "transfer.ranges", "remote.moves"],
     ["transfer.worker"],
     ["transfer.run", "remote.receive", "remote.sides"],
     ["transfer.finish", "remote.streams"],

@@ -104,15 +104,21 @@ def test_each_kind_of_change_converges(server, tmp_path):
             ("chmod a directory", lambda: os.chmod(src / "m", 0o750)),
         ]
         for what, change in steps:
+            inodes = {p: os.lstat(dst / p).st_ino for p in ("d/new.txt", "d/e/c.txt") if os.path.lexists(dst / p)}
             change()
             converges(server, src, dst, what)
+            if what == "rename a file":  # a rename on the remote, not a copy: the same inode under the new name
+                assert os.lstat(dst / "m" / "renamed.txt").st_ino == inodes["d/new.txt"]
+            if what == "rename a directory":
+                assert os.lstat(dst / "moved" / "c.txt").st_ino == inodes["d/e/c.txt"]
         (src / "more.log").write_bytes(b"excluded: never sent")
         (src / "after.txt").write_bytes(b"after")  # lands after the excluded file's event was handled
         assert wait_for(lambda: (dst / "after.txt").exists(), WAIT)
         assert not (dst / "more.log").exists()
         code, _ = watch.stop()
     assert code == 0, watch.text
-    assert "*deleting   d/b.txt" in watch.text and ">f+++++++++ m/renamed.txt" in watch.text
+    assert "*deleting   d/b.txt" in watch.text
+    assert ">f......... m/renamed.txt <= d/new.txt" in watch.text and "cd......... moved/ <= d/e" in watch.text
     assert "Traceback" not in watch.text
 
 
@@ -190,3 +196,24 @@ def test_a_full_remote_destination_is_reported_and_the_session_goes_on(server, t
         converges(server, src, mnt / "dst", "after space was freed in SRC")
         code, _ = watch.stop()
     assert code == 0, watch.text
+
+
+def test_the_remote_rename_checks_the_entry_and_never_leaves_the_root(tmp_path):
+    """``pcopy serve``'s half of a watch rename (in-process): only a DST entry matching SRC's facts is
+    renamed, and a planted symlink takes no rename outside the root."""
+    from pcopy.remote.moves import serve_renames
+
+    root, outside = tmp_path / "dst", tmp_path / "outside"
+    make_tree(root, {"a.txt": b"alpha", "b.txt": b"beta"})
+    make_tree(outside, {"x.txt": b"x"})
+    os.symlink(outside, root / "evil")
+    a, b = os.lstat(root / "a.txt"), os.lstat(root / "b.txt")
+    done = serve_renames(str(root), [
+        ["a.txt", "new/a.txt", a.st_mode, a.st_size, a.st_mtime_ns],  # matches: renamed, new/ made with 0o755
+        ["b.txt", "b2.txt", b.st_mode, b.st_size + 1, b.st_mtime_ns],  # changed since SRC was read: left
+        ["evil/x.txt", "x.txt", b.st_mode, 1, os.lstat(outside / "x.txt").st_mtime_ns],  # through the link
+        ["b.txt", "evil/b.txt", b.st_mode, b.st_size, b.st_mtime_ns],  # into the link
+    ], {"new": 0o755})
+    assert done == [True, False, False, False]
+    assert (root / "new" / "a.txt").read_bytes() == b"alpha" and (root / "b.txt").exists()
+    assert sorted(os.listdir(outside)) == ["x.txt"] and not (root / "x.txt").exists()

@@ -9,8 +9,8 @@
     a session lost (ConnectionLost): one warning naming the host, then reconnect with back-off
     (1 s doubling to 30 s, as lsyncd keeps retrying) and a full resync, which is what a rerun does.
 
-Moves are not replayed as remote renames: the re-read of both parents copies the new name and
-(--delete) deletes the old one, as a sync after the move would.
+With --delete, a batch's moves are renames on the remote first (``moves``, checked as locally);
+the re-read of both parents then finds nothing to copy for them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ..runtime.progress import Counters
 from ..runtime.signals import SignalGuard
 from . import client, transport
 from .flow import Flow
+from .moves import push_moves
 from .transport import ConnectionLost
 
 RECONNECT_FIRST, RECONNECT_MAX = 1.0, 30.0  # seconds before a reconnect attempt, doubling
@@ -89,7 +90,14 @@ class RemoteMirror:
             return False
 
     def moves(self, moves: list, initial: bool) -> list:
-        return []  # replayed as copy + delete by the re-read of both parents
+        """The batch's renames done on the remote (``moves``); the re-read that follows checks them."""
+        if self.lost is not None or self.dst is None:
+            return []
+        try:
+            return push_moves(self.options, self.dst.control, self.dst.root, moves)
+        except ConnectionLost as exc:
+            self.lost = exc  # the sync that follows reconnects
+            return []
 
     def sync(self, targets: Optional[list], on_result: Callable, stop_event: Optional[threading.Event]) -> Report:
         """One batch (``targets`` None: the whole tree); a lost session is reconnected and the whole tree

@@ -48,11 +48,16 @@ def renames_allowed(options: Options) -> bool:
 
 def same_entry(dst: os.stat_result, src: os.stat_result) -> bool:
     """Is this DST entry what pcopy would have made of the SRC entry? (kind; size and mtime for non-dirs)"""
-    if stat.S_IFMT(dst.st_mode) != stat.S_IFMT(src.st_mode):
+    return same_facts(dst, src.st_mode, src.st_size, src.st_mtime_ns)
+
+
+def same_facts(dst: os.stat_result, mode: int, size: int, mtime_ns: int) -> bool:
+    """``same_entry`` against the SRC entry's mode, size and mtime (as they travel to a remote DST)."""
+    if stat.S_IFMT(dst.st_mode) != stat.S_IFMT(mode):
         return False
-    if stat.S_ISDIR(src.st_mode):
+    if stat.S_ISDIR(mode):
         return True  # its contents are compared by the re-read that follows
-    return dst.st_size == src.st_size and dst.st_mtime_ns == src.st_mtime_ns
+    return dst.st_size == size and dst.st_mtime_ns == mtime_ns
 
 
 def _same_as(src: os.stat_result, dst: os.stat_result) -> bool:
@@ -224,22 +229,30 @@ def apply_moves(options: Options, moves: list) -> list:
     if not moves or not renames_allowed(options):
         return []
     moves = [m for m in moves if m.old and m.new] + pair_halves(options, moves)
-    dst_root = options.dst
-    by_old = _index(moves)
     src_dir = src_dir_mode(options.src, options.follow_symlinks)
-    done = []
+    return [moved(move, src_st) for move, src_st in checked_moves(options, moves)
+            if rename_checked(options.dst, move.old, move.new, functools.partial(_same_as, src_st), src_dir)
+            is not None]
+
+
+def checked_moves(options: Options, moves: list) -> list:
+    """(Move, lstat of the SRC entry at its final name) for each move worth trying, in order."""
+    by_old = _index(moves)
+    found = []
     for i, move in enumerate(moves):
         if not move.old or not move.new or move.old == move.new:
             continue
         try:
-            src_st = _stat_src(options, final_name(moves, i, by_old))
+            found.append((move, _stat_src(options, final_name(moves, i, by_old))))
         except OSError:
             continue  # moved out of the tree or deleted since: the re-read deletes it (--delete)
-        if rename_checked(dst_root, move.old, move.new, functools.partial(_same_as, src_st), src_dir) is None:
-            continue
-        kind, item = kind_item(src_st.st_mode)
-        done.append(Result(move.new, MOVED, kind, 0 if kind == DIR else src_st.st_size, None, item, "", move.old))
-    return done
+    return found
+
+
+def moved(move: Move, src_st: os.stat_result) -> Result:
+    """The MOVED Result of a rename done (itemized as rsync would the entry at the new name)."""
+    kind, item = kind_item(src_st.st_mode)
+    return Result(move.new, MOVED, kind, 0 if kind == DIR else src_st.st_size, None, item, "", move.old)
 
 
 def pair_halves(options: Options, moves: list) -> list:
