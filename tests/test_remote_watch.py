@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -160,6 +161,23 @@ def test_a_killed_transport_is_reconnected_and_resynced(server, tmp_path):
         code, _ = watch.stop()
     assert code == 0, watch.text
     assert wait_for(lambda: not sshd.serve_pids(server), 3), sshd.serve_pids(server)
+
+
+def test_dst_removed_on_the_remote_is_rebuilt(server, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a.txt": b"alpha", "d/b.txt": b"beta"})
+    with Watch(server, src, dst) as watch:
+        watch.wait_text("watching")
+        converges(server, src, dst, "initial sync")
+        shutil.rmtree(dst)
+        (src / "d" / "c.txt").write_bytes(b"gamma")  # a change in d: the batch finds DST gone, re-reads all
+        converges(server, src, dst, "DST rebuilt")
+        shutil.rmtree(dst / "d")  # a directory the receivers have written into before
+        (src / "d" / "e.txt").write_bytes(b"epsilon")
+        (src / "f.txt").write_bytes(b"phi")  # a root re-read too: DST's root time changed with the rmtree
+        converges(server, src, dst, "a DST directory rebuilt")
+        code, _ = watch.stop()
+    assert code == 0, watch.text
 
 
 def test_a_remote_src_is_refused_with_one_line(tmp_path):

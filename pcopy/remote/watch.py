@@ -15,6 +15,7 @@ the re-read of both parents then finds nothing to copy for them.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -117,8 +118,11 @@ class RemoteMirror:
         if targets is None and not self.dst_is_new and self.dst.info()["kind"] is None:
             self.dst.make_root()  # DST vanished: made again, then filled (as a local watch does)
             self.dst_is_new = True
-        flow = Flow(self.options, self.src, self.dst, True, Counters(), on_result, False, stop_event)
-        report = flow.run(self.data, self.options.token, client.receiver_spec(self.setting), None, self.dst_is_new,
+        # a token per batch, as engine.copy_tree: the receivers' open directories are not reused (one
+        # removed on the remote since would swallow the writes)
+        options = self.options._replace(token=os.urandom(4).hex())
+        flow = Flow(options, self.src, self.dst, True, Counters(), on_result, False, stop_event)
+        report = flow.run(self.data, options.token, client.receiver_spec(self.setting), None, self.dst_is_new,
                           self.compress, targets)
         self.dst_is_new = False
         self.backoff = RECONNECT_FIRST
