@@ -123,7 +123,8 @@ def test_each_kind_of_change_converges(server, tmp_path):
     assert "Traceback" not in watch.text
 
 
-def test_ctrl_c_stops_both_ends_and_prints_the_session_report(server, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_both_ends_and_prints_the_session_report(server, tmp_path, signum):
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, {"a.txt": b"alpha"})
     with Watch(server, src, dst, "--json") as watch:
@@ -134,13 +135,37 @@ def test_ctrl_c_stops_both_ends_and_prints_the_session_report(server, tmp_path):
         with open(src / "big.bin", "wb") as fh:  # something in flight when the signal lands, maybe
             fh.write(os.urandom(64 << 20))
         started = time.monotonic()
-        code, out = watch.stop()
+        code, out = watch.stop(signum)
         assert time.monotonic() - started < 2.5
     assert code == 0, watch.text
     assert wait_for(lambda: not sshd.serve_pids(server), 2), sshd.serve_pids(server)
     assert "(watch session" in watch.text and "Traceback" not in watch.text
     assert json.loads(out)["copied"] >= 2
     assert temp_files(dst) == []
+
+
+def test_the_api_in_a_thread_stops_on_its_event_and_returns_the_report(server, tmp_path):
+    import pcopy
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a.txt": b"alpha"})
+    stop, seen, statuses = threading.Event(), [], []
+    kwargs = dict(rsh=server.rsh, remote_pcopy=server.remote_pcopy, delete=True, stop_event=stop,
+                  on_result=seen.append, on_status=statuses.append)
+    thread = threading.Thread(target=lambda: seen.append(pcopy.watch(src, f"{H}:{dst}", **kwargs)))
+    thread.start()
+    try:
+        assert wait_for(lambda: any(s.watching for s in statuses), WAIT)
+        (src / "b.txt").write_bytes(b"beta")
+        (src / "a.txt").unlink()
+        converges(server, src, dst, "through the API")
+    finally:
+        stop.set()
+        thread.join(WAIT)
+    assert not thread.is_alive()
+    report = seen[-1]
+    assert report.ok and report.copied == 2 and report.deleted == 1, report
+    assert wait_for(lambda: not sshd.serve_pids(server), 3), sshd.serve_pids(server)
 
 
 def test_a_killed_transport_is_reconnected_and_resynced(server, tmp_path):
