@@ -168,11 +168,15 @@ def test_the_api_in_a_thread_stops_on_its_event_and_returns_the_report(server, t
     assert wait_for(lambda: not sshd.serve_pids(server), 3), sshd.serve_pids(server)
 
 
-def test_a_killed_transport_is_reconnected_and_resynced(server, tmp_path):
+@pytest.mark.parametrize("when", ["idle", "mid-transfer"])
+def test_a_killed_transport_is_reconnected_and_resynced(server, tmp_path, when):
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, {"a.txt": b"alpha"})
-    with Watch(server, src, dst, "--delete") as watch:
+    with Watch(server, src, dst, "--delete", "--bwlimit", "4M") as watch:
         watch.wait_text("watching")
+        if when == "mid-transfer":  # 8 MiB at 4 MiB/s: the kill lands while a receiver writes its temp file
+            (src / "big.bin").write_bytes(os.urandom(8 << 20))
+            assert wait_for(lambda: temp_files(dst) != [], WAIT), watch.text
         ssh = _ssh_children(watch.proc.pid)
         assert ssh
         for pid in ssh:
@@ -180,11 +184,12 @@ def test_a_killed_transport_is_reconnected_and_resynced(server, tmp_path):
         (src / "during.txt").write_bytes(b"made while the sessions were down")
         watch.wait_text(f"pcopy: warning: {H}: connection lost")
         watch.wait_text(f"{H}: reconnected; resyncing the whole tree")
-        converges(server, src, dst, "after the reconnect")
+        converges(server, src, dst, "after the reconnect")  # the dead writer's temp file removed too
         (src / "after.txt").write_bytes(b"after")
         converges(server, src, dst, "a change after the reconnect")
         code, _ = watch.stop()
     assert code == 0, watch.text
+    assert watch.text.count("reconnected") == 1, watch.text
     assert wait_for(lambda: not sshd.serve_pids(server), 3), sshd.serve_pids(server)
 
 
