@@ -210,6 +210,21 @@ def test_dst_removed_on_the_remote_is_rebuilt(server, tmp_path):
     assert code == 0, watch.text
 
 
+def test_rescan_interval_repairs_what_changed_on_the_remote_alone(server, tmp_path):
+    """A periodic full resync walks the remote DST again over the session kept for walks."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a.txt": b"alpha", "d/b.txt": b"beta"})
+    with Watch(server, src, dst, "--delete", "--rescan-interval", "1") as watch:
+        watch.wait_text("watching")
+        converges(server, src, dst, "initial sync")
+        for _ in range(2):  # twice: the walk session serves every rescan
+            (dst / "d" / "b.txt").write_bytes(b"changed on the remote")
+            (dst / "d" / "extra.txt").write_bytes(b"made on the remote")
+            converges(server, src, dst, "after a rescan")
+        code, _ = watch.stop()
+    assert code == 0, watch.text
+
+
 def test_a_remote_src_is_refused_with_one_line(tmp_path):
     proc = subprocess.run(pcopy_cmd("watch", f"{H}:/x", str(tmp_path)), capture_output=True, text=True, env=env(),
                           timeout=60)
