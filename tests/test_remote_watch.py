@@ -127,7 +127,8 @@ def test_each_kind_of_change_converges(server, tmp_path):
 def test_ctrl_c_stops_both_ends_and_prints_the_session_report(server, tmp_path, signum):
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, {"a.txt": b"alpha"})
-    with Watch(server, src, dst, "--json") as watch:
+    log = tmp_path / "log.jsonl"
+    with Watch(server, src, dst, "--json", "--json-log", log) as watch:
         watch.wait_text("watching")
         assert sshd.serve_pids(server)
         (src / "b.txt").write_bytes(b"beta")
@@ -141,6 +142,10 @@ def test_ctrl_c_stops_both_ends_and_prints_the_session_report(server, tmp_path, 
     assert wait_for(lambda: not sshd.serve_pids(server), 2), sshd.serve_pids(server)
     assert "(watch session" in watch.text and "Traceback" not in watch.text
     assert json.loads(out)["copied"] >= 2
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines[0]["action"] == "start" and lines[0]["dst"] == f"{H}:{dst}"
+    assert {"action": "copy", "path": "b.txt"}.items() <= next(x for x in lines if x.get("path") == "b.txt").items()
+    assert lines[-1]["action"] == "summary" and lines[-1]["copied"] >= 2
     assert temp_files(dst) == []
 
 
