@@ -50,9 +50,9 @@ class Watch:
 
     def stop(self, signum=signal.SIGINT, timeout: float = 10) -> tuple:
         self.proc.send_signal(signum)
-        out, _ = self.proc.communicate(timeout=timeout)
+        self.proc.wait(timeout=timeout)  # not communicate(): it would race the reader for stderr
         self.reader.join(5)
-        return self.proc.returncode, out.decode()
+        return self.proc.returncode, self.proc.stdout.read().decode()  # --json: a line, within a pipe buffer
 
     def __enter__(self) -> "Watch":
         return self
@@ -285,3 +285,29 @@ def test_the_remote_rename_checks_the_entry_and_never_leaves_the_root(tmp_path):
     assert done == [True, False, False, False]
     assert (root / "new" / "a.txt").read_bytes() == b"alpha" and (root / "b.txt").exists()
     assert sorted(os.listdir(outside)) == ["x.txt"] and not (root / "x.txt").exists()
+
+
+@pytest.mark.parametrize("same_content", [True, False])
+def test_halves_of_a_move_pair_over_ssh_only_when_the_contents_agree(server, tmp_path, same_content):
+    """A deletion and a creation watchdog could not pair: renamed on the remote when DST's file (listed
+    and hashed there) has the created file's size, mtime and xxh128, else left to copy + delete."""
+    from pcopy.remote import client, transport
+    from pcopy.remote.moves import push_moves
+    from pcopy.transfer.renames import Move
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"b": b"content"})
+    make_tree(dst, {"a": b"content" if same_content else b"CONTENT"})  # one size, one mtime (make_tree's)
+    ino = os.lstat(dst / "a").st_ino
+    setting = client.settle(str(src), f"{H}:{dst}", {"delete": True, "jobs": 1})
+    conns = client.connect(setting, server.rsh, server.remote_pcopy)
+    try:
+        _, remote_dst, _ = client.ends(setting, conns)
+        done = push_moves(setting.options, remote_dst, [Move("a", ""), Move("", "b")])
+    finally:
+        transport.close_all(conns)
+    if same_content:
+        assert [(r.relpath, r.message) for r in done] == [("b", "a")]
+        assert os.lstat(dst / "b").st_ino == ino and not (dst / "a").exists()
+    else:
+        assert done == [] and (dst / "a").exists() and not (dst / "b").exists()

@@ -3,13 +3,14 @@ watch does) and sends each rename with the SRC entry's mode, size and mtime; ``p
 beneath its root only when the DST entry still matches them (``renames.rename_checked``: O_NOFOLLOW
 per component, the lstat taken through the same fd). A rename not done costs bytes, never
 correctness: the batch's re-read copies what differs. The halves of a rename watchdog could not
-pair are not matched here (that needs DST digests): they are copied and deleted.
+pair are paired as locally (``renames.pair_halves``), DST's listing and digests asked of the remote.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from typing import NamedTuple, Optional
 
 from ..errors import PcopyError
 from ..options import Options
@@ -18,11 +19,44 @@ from .protocol import check_relpath
 from .transport import ConnectionLost
 
 
-def push_moves(options: Options, conn, root: str, moves: list) -> list:
-    """A MOVED Result per rename done on the remote DST ``root`` over ``conn`` (the control session)."""
+class _Stat(NamedTuple):
+    """What ``renames.pair_halves`` reads of a DST entry's lstat, from the remote's listing."""
+
+    st_mode: int
+    st_size: int
+    st_mtime_ns: int
+
+
+class RemoteFacts:
+    """DST's side of ``pair_halves`` on the remote end ``dst`` (remote.sides.Remote): one listing per
+    directory of the deleted names, one digest request per candidate pair."""
+
+    def __init__(self, dst) -> None:
+        self.dst = dst
+        self.dirs: dict = {}
+
+    def stat(self, relpath: str) -> _Stat:
+        parent, _, name = relpath.rpartition(os.sep)
+        if parent not in self.dirs:
+            self.dirs[parent] = self.dst.readdir(parent)[0] or {}
+        entry = self.dirs[parent].get(name)
+        if entry is None:
+            raise FileNotFoundError(relpath)
+        return _Stat(entry.mode, entry.size, entry.mtime_ns)
+
+    def digest(self, relpath: str) -> Optional[str]:
+        parent, _, name = relpath.rpartition(os.sep)
+        return self.dst.digests(parent, [name])[0]
+
+
+def push_moves(options: Options, dst, moves: list) -> list:
+    """A MOVED Result per rename done on the remote DST end ``dst`` (remote.sides.Remote: its control
+    session)."""
     if not moves or not renames.renames_allowed(options):
         return []
-    checked = renames.checked_moves(options, [m for m in moves if m.old and m.new])
+    facts = RemoteFacts(dst)
+    halves = renames.pair_halves(options, moves, facts.stat, facts.digest)
+    checked = renames.checked_moves(options, [m for m in moves if m.old and m.new] + halves)
     if not checked:
         return []
     mode_of = renames.src_dir_mode(options.src, options.follow_symlinks)
@@ -34,7 +68,7 @@ def push_moves(options: Options, conn, root: str, moves: list) -> list:
             reldir = reldir.rpartition(os.sep)[0]
     items = [[m.old, m.new, st.st_mode, st.st_size, st.st_mtime_ns] for m, st in checked]
     try:
-        done = conn.call({"op": "rename", "root": root, "moves": items, "parents": parents})["done"]
+        done = dst.control.call({"op": "rename", "root": dst.root, "moves": items, "parents": parents})["done"]
     except ConnectionLost:
         raise
     except PcopyError:

@@ -95,7 +95,7 @@ class RemoteMirror:
         if self.lost is not None or self.dst is None:
             return []
         try:
-            return push_moves(self.options, self.dst.control, self.dst.root, moves)
+            return push_moves(self.options, self.dst, moves)
         except ConnectionLost as exc:
             self.lost = exc  # the sync that follows reconnects
             return []

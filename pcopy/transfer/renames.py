@@ -255,10 +255,12 @@ def moved(move: Move, src_st: os.stat_result) -> Result:
     return Result(move.new, MOVED, kind, 0 if kind == DIR else src_st.st_size, None, item, "", move.old)
 
 
-def pair_halves(options: Options, moves: list) -> list:
+def pair_halves(options: Options, moves: list, dst_stat: Optional[Callable] = None,
+                dst_digest: Optional[Callable[[str], Optional[str]]] = None) -> list:
     """Moves from a file deletion and a file creation of the same batch: the created SRC file and the
     deleted name's DST file have one size and mtime, shared by no other candidate, and one xxh128
-    (read: the kernel did not say they are one file; reading is still no writing)."""
+    (read: the kernel did not say they are one file; reading is still no writing). ``dst_stat`` and
+    ``dst_digest``: how DST's side is seen when it is not here (a remote DST; default: beneath options.dst)."""
     gone = {m.old for m in moves if not m.new}
     born = {m.new for m in moves if not m.old}
     if not gone or not born:
@@ -267,7 +269,8 @@ def pair_halves(options: Options, moves: list) -> list:
     for side, names in (("gone", gone), ("born", born)):
         for name in names:
             try:
-                st = lstat_beneath(options.dst, name) if side == "gone" else _stat_src(options, name)
+                st = (dst_stat or functools.partial(lstat_beneath, options.dst))(name) if side == "gone" \
+                    else _stat_src(options, name)
                 if side == "gone" and os.path.lexists(os.path.join(options.src, name)):
                     continue  # deleted and made again: not the old half of a move
             except OSError:
@@ -278,10 +281,10 @@ def pair_halves(options: Options, moves: list) -> list:
     if not pairs:
         return []
     hashes = Digests()  # a guess by size and mtime alone could rename the wrong file: the contents decide
+    digest_of = dst_digest or functools.partial(hashes.get, options.dst)
     try:
         return [Move(old, new) for old, new in pairs
-                if hashes.get(options.dst, old) is not None and hashes.get(options.dst, old) == hashes.get(
-                    options.src, new)]
+                if (theirs := digest_of(old)) is not None and theirs == hashes.get(options.src, new)]
     finally:
         hashes.close()
 
