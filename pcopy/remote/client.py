@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 from .. import options as _options
 from ..errors import PcopyError, UsageError
@@ -45,49 +45,16 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
     """A copy or sync with one remote end (``fields``: api keyword arguments)."""
     if len(sources) != 1:
         raise not_yet(next((s for s in sources + [dst] if is_remote(s)), dst), "several SRCs")
-    src = sources[0]
-    src_spec, dst_spec = transport.parse(src), transport.parse(dst)
-    if src_spec is not None and dst_spec is not None:
-        raise UsageError(f"{dst}: SRC and DST are both remote (host:path); one of them must be local")
-    spec = src_spec or dst_spec
-    assert spec is not None
-    arg = src if src_spec is not None else dst
-    if scheduler is not None:
-        raise not_yet(arg, "--scheduler")
-    options = _options.build(src_spec.path if src_spec else src, dst_spec.path if dst_spec else dst, **fields)
-    for name in NOT_YET:
-        default = Options._field_defaults[name]
-        if getattr(options, name) != default:
-            raise not_yet(arg, OPTION_NAMES[name])
-    push = dst_spec is not None
-    streams = options.jobs or min(MAX_DEFAULT_STREAMS, os.cpu_count() or 1)
-    filter_spec = {"filters": list(options.filters)} if options.filters else None
-    options = options._replace(hard_links=False, xattrs=False, acls=False, token=os.urandom(4).hex(),
-                               modify_window_ns=max(options.modify_window_ns, 0))
-    # all sessions at once (each costs an ssh handshake and an interpreter start): control, the
-    # remote walk when DST is remote (a pull walks on control), then the data streams
-    conns = _connect(spec, rsh, remote_pcopy, streams + (2 if push else 1))
-    control, data = conns[0], conns[2:] if push else conns[1:]
-    walker = conns[1] if push else control
-
-    def open_walker() -> transport.Connection:
-        return walker
-
-    remote_root = spec.path
-    src_side: Union[Local, Remote]
-    dst_side: Union[Local, Remote]
-    if push:
-        src_side = Local(options.src, options.src, filter_spec)
-        dst_side = Remote(remote_root, str(dst_spec), filter_spec, control, open_walker)
-    else:
-        src_side = Remote(remote_root, str(src_spec), filter_spec, control, open_walker)
-        dst_side = Local(options.dst, options.dst, filter_spec)
+    setting = settle(sources[0], dst, fields, scheduler)
+    options, push = setting.options, setting.push
+    conns = connect(setting, rsh, remote_pcopy)
+    src_side, dst_side, data = ends(setting, conns)
     try:
-        dst_is_new = _preflight(src_side, dst_side, options)
+        dst_is_new = preflight(src_side, dst_side, options)
         if dst_is_new and not options.dry_run:
             dst_side.make_root()
         token = options.token
-        recv = {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": streams}
+        recv = receiver_spec(setting)
         local_options = None if push else receiver_options(os.path.abspath(options.dst), token, recv)
         if local_options is not None:
             dst_side.root = local_options.dst
@@ -101,6 +68,72 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
             raise
     finally:
         transport.close_all(conns)
+
+
+class Setting(NamedTuple):
+    """What a remote run was asked for, checked before any session is opened."""
+
+    options: Options  # with the remote end's path as its SRC or DST
+    spec: transport.Spec
+    push: bool  # SRC is here, DST there
+    arg: str  # the host:path argument, for the one-line refusals
+    streams: int  # data sessions
+    filter_spec: Optional[dict]
+
+
+def settle(src: str, dst: str, fields: dict, scheduler=None) -> Setting:
+    """The options of a run with one remote end (``fields``: api keyword arguments); refuses what
+    remote runs do not do (yet) with one line."""
+    src_spec, dst_spec = transport.parse(src), transport.parse(dst)
+    if src_spec is not None and dst_spec is not None:
+        raise UsageError(f"{dst}: SRC and DST are both remote (host:path); one of them must be local")
+    spec = src_spec or dst_spec
+    assert spec is not None
+    arg = src if src_spec is not None else dst
+    if scheduler is not None:
+        raise not_yet(arg, "--scheduler")
+    options = _options.build(src_spec.path if src_spec else src, dst_spec.path if dst_spec else dst, **fields)
+    for name in NOT_YET:
+        default = Options._field_defaults[name]
+        if getattr(options, name) != default:
+            raise not_yet(arg, OPTION_NAMES[name])
+    streams = options.jobs or min(MAX_DEFAULT_STREAMS, os.cpu_count() or 1)
+    filter_spec = {"filters": list(options.filters)} if options.filters else None
+    options = options._replace(hard_links=False, xattrs=False, acls=False, token=os.urandom(4).hex(),
+                               modify_window_ns=max(options.modify_window_ns, 0))
+    return Setting(options, spec, dst_spec is not None, arg, streams, filter_spec)
+
+
+def receiver_spec(setting: Setting) -> dict:
+    """What each receiver is told about writing (``receive.receiver_options``)."""
+    options = setting.options
+    return {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": setting.streams}
+
+
+def connect(setting: Setting, rsh: Optional[str], remote_pcopy: Optional[str]) -> list:
+    """All sessions at once (each costs an ssh handshake and an interpreter start): control, the
+    remote walk when DST is remote (a pull walks on control), then the data streams."""
+    return _connect(setting.spec, rsh, remote_pcopy, setting.streams + (2 if setting.push else 1))
+
+
+def ends(setting: Setting, conns: list) -> tuple:
+    """(SRC end, DST end, data sessions) over the sessions ``connect`` opened."""
+    push, options, spec, filter_spec = setting.push, setting.options, setting.spec, setting.filter_spec
+    control, data = conns[0], conns[2:] if push else conns[1:]
+    walker = conns[1] if push else control
+
+    def open_walker() -> transport.Connection:
+        return walker
+
+    src_side: Union[Local, Remote]
+    dst_side: Union[Local, Remote]
+    if push:
+        src_side = Local(options.src, options.src, filter_spec)
+        dst_side = Remote(spec.path, str(spec), filter_spec, control, open_walker)
+    else:
+        src_side = Remote(spec.path, str(spec), filter_spec, control, open_walker)
+        dst_side = Local(options.dst, options.dst, filter_spec)
+    return src_side, dst_side, data
 
 
 def _connect(spec: transport.Spec, rsh: Optional[str], remote_pcopy: Optional[str], count: int) -> list:
@@ -120,7 +153,7 @@ def _connect(spec: transport.Spec, rsh: Optional[str], remote_pcopy: Optional[st
     return conns
 
 
-def _preflight(src, dst, options: Options) -> bool:
+def preflight(src, dst, options: Options) -> bool:
     """SRC must be a directory, DST a directory or missing (nothing is written before this); True when
     DST does not exist yet."""
     info = src.info()

@@ -82,7 +82,9 @@ class Flow:
         self.disk_full = False  # DST ran out of space: the rest is not attempted
 
     def run(self, conns: list, token: str, spec: dict, local_options: Optional[Options], dst_is_new: bool,
-            compress: bool = False) -> Report:
+            compress: bool = False, targets: Optional[list] = None) -> Report:
+        """The whole tree, or (``targets``: [(reldir, recursive)], a watch batch; SRC is here) only those
+        directories, through the same planner, streams and finish."""
         options = self.options
         started = time.monotonic()
         if dst_is_new:
@@ -97,9 +99,13 @@ class Flow:
             counters.start()
             try:
                 with guard.interruptible():  # a signal ends even a read from a session at once
-                    dst_stream = self.dst.listings(False, filtered=False) if not dst_is_new else None
+                    if targets is None:
+                        dst_stream = self.dst.listings(False, filtered=False) if not dst_is_new else None
+                        messages = self.src.listings(options.follow_symlinks)
+                    else:
+                        dst_stream, messages = None, self._targeted(targets)
                     listings = DstListings(self.dst, dst_stream)
-                    for message in self.src.listings(options.follow_symlinks):
+                    for message in messages:
                         if self.disk_full:
                             break
                         for batch in self._plan(message, listings):
@@ -184,6 +190,33 @@ class Flow:
         if tasks:
             self.touched.add(reldir)
         yield from batches(reldir, tasks, options.batch_files, options.batch_bytes)
+
+    def _targeted(self, targets: list):
+        """SRC listings of a watch batch's directories. A start that vanished (or is excluded) is skipped,
+        as the local engine does (its parent's re-read deletes it); its DST parents are made first."""
+        for start, recursive in targets:
+            if start:
+                entry = self.src.dir_entry(start, self.options.follow_symlinks)
+                if entry is None or (self.src.keep is not None and not self.src.keep(start, True)):
+                    continue
+                if not self._enter(start, entry):
+                    continue
+            yield from self.src.listings(self.options.follow_symlinks, start=start, recursive=recursive)
+
+    def _enter(self, start: str, entry) -> bool:
+        parts = _parts(start)
+        chain = [os.sep.join(parts[:i]) for i in range(1, len(parts) + 1)]
+        new = [d for d in chain if d not in self.dst_dirs]
+        if new and not self.options.dry_run:
+            for relpath, error in zip(new, self.dst.mkdirs(new), strict=True):
+                if error:
+                    message = f"cannot create directory: {error}"
+                    self.consumer.add(failure(relpath, DIR, message))
+                    self.broken[relpath] = f"destination directory: {message}"
+                    return False
+        self.dst_dirs.update(chain)
+        self._remember_dir(start, entry)
+        return True
 
     def _root_entry(self):
         return self.src.root_stat  # from the preflight: a session may be busy streaming the walk now
