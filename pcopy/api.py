@@ -24,7 +24,7 @@ SourceArg = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
 def copytree(src: SourceArg, dst, *, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
              manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
-             hard_links: bool = False, fsync: bool = False, sparse: bool = False, keep_results: bool = True,
+             hard_links: bool = True, fsync: bool = False, sparse: bool = False, keep_results: bool = True,
              on_result: Optional[Callable] = None, transform=None, level: Optional[int] = None,
              scheduler=None, stop_event=None, checksum: bool = False, dry_run: bool = False,
              exclude: Iterable[str] = (), include: Iterable[str] = (), exclude_from=None,
@@ -140,6 +140,8 @@ def _run(src, dst, fields: dict, progress, keep_results, on_result, stop_event, 
     hooks = dict(counters=make_progress(progress), keep_results=keep_results, on_result=on_result,
                  stop_event=stop_event, scheduler=scheduler)
     if len(sources) > 1 or not os.path.isdir(sources[0]) or os.path.islink(sources[0].rstrip(os.sep) or "/"):
+        if options.track_renames:  # its pre-pass pairs one SRC tree with one DST tree
+            raise UsageError("--track-renames takes one SRC directory (run one sync per SRC)")
         return many.copy_sources(options, sources, **hooks)
     if options.track_renames:
         from .transfer import track
@@ -178,16 +180,31 @@ def watch(src, dst, *, stop_event=None, debounce: float = 0.05, poll: bool = Fal
         raise UsageError("poll_interval must be more than 0 seconds")
     if rescan_interval is not None and rescan_interval <= 0:
         raise UsageError("rescan_interval must be more than 0 seconds")
-    options = _options.build(src, dst, delete=delete, checksum=checksum, exclude=exclude, include=include,
-                             exclude_from=exclude_from, filters=filters, delete_excluded=delete_excluded,
-                             max_delete=max_delete, link_dest=link_dest, hard_links=hard_links, jobs=jobs,
-                             backend=backend, hash=hash, follow_symlinks=follow_symlinks, force=force, fsync=fsync,
-                             sparse=sparse, transform=transform, level=level, replace=True, **_more(more))
+    fields = dict(delete=delete, checksum=checksum, exclude=exclude, include=include,
+                  exclude_from=exclude_from, filters=filters, delete_excluded=delete_excluded,
+                  max_delete=max_delete, link_dest=link_dest, hard_links=hard_links, jobs=jobs,
+                  backend=backend, hash=hash, follow_symlinks=follow_symlinks, force=force, fsync=fsync,
+                  sparse=sparse, transform=transform, level=level, replace=True, **_more(more))
+    rsh, remote_pcopy = fields.pop("rsh", None), fields.pop("remote_pcopy", None)
+    compress = bool(fields.pop("compress", False))
+    from .remote import client as remote
+
+    mirror = None
+    if remote.is_remote(os.fspath(src)) or remote.is_remote(os.fspath(dst)):  # host:DST: over ssh
+        from .remote.watch import RemoteMirror
+
+        setting = remote.settle(os.fspath(src), os.fspath(dst), fields)
+        if not setting.push:
+            raise remote.not_yet(setting.arg, "watch (the events come from this machine: watch a local SRC)")
+        options = setting.options
+        mirror = RemoteMirror(setting, rsh, remote_pcopy, compress)
+    else:
+        options = _options.build(src, dst, **fields)
     from .watcher import session as watcher  # imports watchdog: only in watch mode
 
     return watcher.watch(options, debounce=debounce, poll=poll, poll_interval=poll_interval,
                          rescan_interval=rescan_interval, on_result=on_result, on_status=on_status,
-                         stop_event=stop_event)
+                         stop_event=stop_event, mirror=mirror)
 
 
 def map_files(fn, root, *, jobs: Optional[int] = None, backend: str = "process", exclude=(),

@@ -213,7 +213,7 @@ def test_ctrl_c_stops_both_ends(server, tmp_path, direction):
 
 @pytest.mark.parametrize("argv", [
     ["sync", "SRC", f"{H}:/x", "--delete", "--track-renames"],
-    ["watch", "SRC", f"{H}:/x"],
+    ["watch", f"{H}:/x", "SRC"],
     ["verify", "SRC", f"{H}:/x"],
 ])
 def test_what_is_not_built_yet_is_refused_with_one_line(tmp_path, argv):

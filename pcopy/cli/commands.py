@@ -53,7 +53,7 @@ def _copy_kwargs(args) -> dict:
 
 
 def _remote_kwargs(args) -> dict:
-    """-e/--rsh, --remote-pcopy and -z, only when given (watch does not take them yet)."""
+    """-e/--rsh, --remote-pcopy and -z, only when given."""
     return {k: getattr(args, k) for k in ("rsh", "remote_pcopy", "compress") if getattr(args, k, None) is not None}
 
 

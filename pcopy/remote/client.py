@@ -9,7 +9,7 @@ import os
 import posixpath
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 from .. import options as _options
 from ..content.manifest import ManifestWriter
@@ -26,6 +26,8 @@ from .sides import Local, Remote
 
 MAX_DEFAULT_STREAMS = 4  # ssh sessions moving data by default: one per CPU, at most this many (plus control, walk)
 NOT_YET = ("transform", "chmod", "chown", "sparse", "track_renames")
+WATCH_NOT_YET = ("link_dest", "manifest", "partial", "backup", "files_from", "one_file_system", "prune_empty_dirs",
+                 "exclude_if_present")  # what copy/sync do over SSH (``run``) and a remote watch does not yet
 OPTION_NAMES = {"link_dest": "--link-dest", "manifest": "--manifest", "transform": "--transform",
                 "partial": "--partial", "backup": "--backup", "files_from": "--files-from",
                 "one_file_system": "-x", "prune_empty_dirs": "-m", "chmod": "--chmod", "chown": "--chown",
@@ -168,7 +170,7 @@ def _run_flow(flow: Flow, conns: list, data: list, recv: dict, compress: bool, a
     kills every session."""
     options, dst = flow.options, flow.dst
     token = options.token
-    dst_is_new = _preflight(flow.src, dst, options) if flow.single is None else False
+    dst_is_new = preflight(flow.src, dst, options) if flow.single is None else False
     if dst_is_new and not options.dry_run:
         dst.make_root()
     attach(flow)
@@ -185,6 +187,72 @@ def _run_flow(flow: Flow, conns: list, data: list, recv: dict, compress: bool, a
 def dst_roots(dst_path: str, roots) -> tuple:
     """--link-dest DIRs named for a remote DST: paths there, a relative one relative to DST."""
     return tuple(posixpath.normpath(posixpath.join(dst_path, os.fspath(d))) for d in roots)
+
+
+class Setting(NamedTuple):
+    """What a remote run was asked for, checked before any session is opened."""
+
+    options: Options  # with the remote end's path as its SRC or DST
+    spec: transport.Spec
+    push: bool  # SRC is here, DST there
+    arg: str  # the host:path argument, for the one-line refusals
+    streams: int  # data sessions
+    filter_spec: Optional[dict]
+
+
+def settle(src: str, dst: str, fields: dict, scheduler=None) -> Setting:
+    """The options of a watch with one remote end (``fields``: api keyword arguments); refuses what
+    remote watches do not do (yet) with one line (WATCH_NOT_YET: copy/sync's ``run`` does more)."""
+    src_spec, dst_spec = transport.parse(src), transport.parse(dst)
+    if src_spec is not None and dst_spec is not None:
+        raise UsageError(f"{dst}: SRC and DST are both remote (host:path); one of them must be local")
+    spec = src_spec or dst_spec
+    assert spec is not None
+    arg = src if src_spec is not None else dst
+    if scheduler is not None:
+        raise not_yet(arg, "--scheduler")
+    options = _options.build(src_spec.path if src_spec else src, dst_spec.path if dst_spec else dst, **fields)
+    for name in NOT_YET + WATCH_NOT_YET:
+        default = Options._field_defaults[name]
+        if getattr(options, name) != default:
+            raise not_yet(arg, OPTION_NAMES[name])
+    streams = options.jobs or min(MAX_DEFAULT_STREAMS, os.cpu_count() or 1)
+    filter_spec = {"filters": list(options.filters)} if options.filters else None
+    options = options._replace(hard_links=False, xattrs=False, acls=False, token=os.urandom(4).hex(),
+                               modify_window_ns=max(options.modify_window_ns, 0))
+    return Setting(options, spec, dst_spec is not None, arg, streams, filter_spec)
+
+
+def receiver_spec(setting: Setting) -> dict:
+    """What each receiver is told about writing (``receive.receiver_options``)."""
+    options = setting.options
+    return {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": setting.streams}
+
+
+def connect(setting: Setting, rsh: Optional[str], remote_pcopy: Optional[str]) -> list:
+    """All sessions at once (each costs an ssh handshake and an interpreter start): control, the
+    remote walk when DST is remote (a pull walks on control), then the data streams."""
+    return _connect(setting.spec, rsh, remote_pcopy, setting.streams + (2 if setting.push else 1))
+
+
+def ends(setting: Setting, conns: list) -> tuple:
+    """(SRC end, DST end, data sessions) over the sessions ``connect`` opened."""
+    push, options, spec, filter_spec = setting.push, setting.options, setting.spec, setting.filter_spec
+    control, data = conns[0], conns[2:] if push else conns[1:]
+    walker = conns[1] if push else control
+
+    def open_walker() -> transport.Connection:
+        return walker
+
+    src_side: Union[Local, Remote]
+    dst_side: Union[Local, Remote]
+    if push:
+        src_side = Local(options.src, options.src, filter_spec)
+        dst_side = Remote(spec.path, str(spec), filter_spec, control, open_walker)
+    else:
+        src_side = Remote(spec.path, str(spec), filter_spec, control, open_walker)
+        dst_side = Local(options.dst, options.dst, filter_spec)
+    return src_side, dst_side, data
 
 
 def _connect(spec: transport.Spec, rsh: Optional[str], remote_pcopy: Optional[str], count: int) -> list:
@@ -204,7 +272,7 @@ def _connect(spec: transport.Spec, rsh: Optional[str], remote_pcopy: Optional[st
     return conns
 
 
-def _preflight(src, dst, options: Options) -> bool:
+def preflight(src, dst, options: Options) -> bool:
     """SRC must be a directory, DST a directory or missing (nothing is written before this); True when
     DST does not exist yet."""
     info = src.info()

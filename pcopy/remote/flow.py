@@ -97,7 +97,9 @@ class Flow:
         self.disk_full = False  # DST ran out of space: the rest is not attempted
 
     def run(self, conns: list, token: str, spec: dict, local_options: Optional[Options], dst_is_new: bool,
-            compress: bool = False) -> Report:
+            compress: bool = False, targets: Optional[list] = None) -> Report:
+        """The whole tree, or (``targets``: [(reldir, recursive)], a watch batch; SRC is here) only those
+        directories, through the same planner, streams and finish."""
         options = self.options
         started = time.monotonic()
         if dst_is_new:
@@ -113,12 +115,16 @@ class Flow:
                 counters.start()
             try:
                 with guard.interruptible():  # a signal ends even a read from a session at once
-                    whole = self.single is None
-                    dst_stream = self.dst.listings(False, filtered=False) if not dst_is_new and whole else None
+                    if targets is None and self.single is None:
+                        dst_stream = self.dst.listings(False, filtered=False) if not dst_is_new else None
+                        messages = self.src.listings(options.follow_symlinks, True, options.one_file_system)
+                    elif targets is None:  # one file (remote.targets): its listing made by the client
+                        single = self.single
+                        dst_stream, messages = None, iter([("", [single[2]], None, ())])  # type: ignore[index]
+                    else:
+                        dst_stream, messages = None, self._targeted(targets)
                     listings = DstListings(self.dst, dst_stream)
-                    source = self.src.listings(options.follow_symlinks, True, options.one_file_system) if whole else \
-                        iter([("", [self.single[2]], None, ())])  # type: ignore[index]
-                    for message in source:
+                    for message in messages:
                         if self.disk_full:
                             break
                         for batch in self._plan(message, listings):
@@ -234,6 +240,33 @@ class Flow:
         root = posixpath.normpath(self.dst.root)
         return posixpath.normpath(options.backup_dir) == posixpath.join(root, relpath)
 
+    def _targeted(self, targets: list):
+        """SRC listings of a watch batch's directories. A start that vanished (or is excluded) is skipped,
+        as the local engine does (its parent's re-read deletes it); its DST parents are made first."""
+        for start, recursive in targets:
+            if start:
+                entry = self.src.dir_entry(start, self.options.follow_symlinks)
+                if entry is None or (self.src.keep is not None and not self.src.keep(start, True)):
+                    continue
+                if not self._enter(start, entry):
+                    continue
+            yield from self.src.listings(self.options.follow_symlinks, start=start, recursive=recursive)
+
+    def _enter(self, start: str, entry) -> bool:
+        parts = _parts(start)
+        chain = [os.sep.join(parts[:i]) for i in range(1, len(parts) + 1)]
+        new = [d for d in chain if d not in self.dst_dirs]
+        if new and not self.options.dry_run:
+            for relpath, error in zip(new, self.dst.mkdirs(new), strict=True):
+                if error:
+                    message = f"cannot create directory: {error}"
+                    self.consumer.add(failure(relpath, DIR, message))
+                    self.broken[relpath] = f"destination directory: {message}"
+                    return False
+        self.dst_dirs.update(chain)
+        self._remember_dir(start, entry)
+        return True
+
     def _root_entry(self):
         return self.src.root_stat  # from the preflight: a session may be busy streaming the walk now
 
@@ -244,7 +277,7 @@ class Flow:
     def _replace(self, reldir: str, names: list, tasks: list) -> list:
         items: list = [[relpath_join(reldir, n), True, True] for n in names]  # with --backup: kept whole
         if self.options.dry_run:
-            self.consumer.add_many([Result(p, DELETED, FILE, 0, None, DELETING, REPLACED) for p, _ in items])
+            self.consumer.add_many([Result(p, DELETED, FILE, 0, None, DELETING, REPLACED) for p, *_ in items])
             return tasks
         stuck = set()
         for item in items:

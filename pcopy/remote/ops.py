@@ -62,15 +62,16 @@ def walk_out(root: str, follow: bool, keep: Optional[Callable], xdev: bool = Fal
         yield message
 
 
-def walk_listings(root: str, follow: bool, keep: Optional[Callable], xdev: bool = False) -> Iterator:
+def walk_listings(root: str, follow: bool, keep: Optional[Callable], xdev: bool = False, start: str = "",
+                  recursive: bool = True) -> Iterator:
     """fs.scan.walk; ``xdev`` (-x): a directory on another file system is listed as an entry (its
     mount point is made in DST) but not entered, as locally (transfer.run)."""
     if not xdev:
-        yield from walk(root, follow, keep=keep)
+        yield from walk(root, follow, keep=keep, start=start, recursive=recursive)
         return
     prune: set = set()
     dev = os.stat(root).st_dev
-    for listing in walk(root, follow, keep=keep, prune=prune):
+    for listing in walk(root, follow, keep=keep, prune=prune, start=start, recursive=recursive):
         yield listing
         prune.update(relpath_join(listing.reldir, e.name) for e in listing.entries
                      if e.kind == DIR and e.dev and e.dev != dev)

@@ -126,6 +126,11 @@ class Server:
         check_relpath(h["reldir"])
         self.answer(digests=ops.digests(h["root"], h["reldir"], h["names"]))
 
+    def op_rename(self, h: dict) -> None:
+        from .moves import serve_renames  # watch's moves
+
+        self.answer(done=serve_renames(h["root"], h["moves"], h.get("parents") or {}))
+
     def op_recv(self, h: dict) -> None:
         options = receiver_options(h["root"], h["token"], h.get("opts") or {})
         results = receive_batch(options, h["reldir"], self.next_frame)

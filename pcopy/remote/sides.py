@@ -6,9 +6,12 @@ which end is which.
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterator, Optional
 
 from ..errors import PcopyError
+from ..fs import beneath
+from ..model.entries import Entry, entry_from_stat
 from . import ops
 from .protocol import ProtocolError, check_relpath, entry_in, error_in
 from .transport import Connection
@@ -51,11 +54,27 @@ class Local:
     def label_of(self, path: str) -> str:
         return path
 
-    def listings(self, follow: bool, filtered: bool = True, xdev: bool = False) -> Iterator[tuple]:
+    def listings(self, follow: bool, filtered: bool = True, xdev: bool = False, start: str = "",
+                 recursive: bool = True) -> Iterator[tuple]:
         """(reldir, entries, error, entry_errors) for every directory, in walk order (``filtered``: what the
-        filters keep; a DST walk is not, so that the run decides what --delete-excluded may delete)."""
-        for listing in ops.walk_listings(self.root, follow, self.keep if filtered else None, xdev):
+        filters keep; a DST walk is not, so that the run decides what --delete-excluded may delete);
+        ``start``/``recursive``: only that directory (and what is below it), as a watch batch re-reads."""
+        for listing in ops.walk_listings(self.root, follow, self.keep if filtered else None, xdev, start, recursive):
             yield listing.reldir, listing.entries, listing.error, listing.entry_errors
+
+    def dir_entry(self, reldir: str, follow: bool) -> Optional[Entry]:
+        """``reldir``'s own Entry when it is a directory reached beneath the root (no symlink on the way
+        unless ``follow``), else None: a watch batch's start that vanished is skipped, as locally."""
+        try:
+            fd = beneath.open_dir_beneath(self.root, reldir, follow)
+        except OSError:
+            return None
+        try:
+            return entry_from_stat(reldir.rpartition(os.sep)[2], os.fstat(fd))
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
 
     def readdir(self, reldir: str) -> tuple:
         message = ops.readdir_out(self.root, reldir)

@@ -59,6 +59,10 @@ def command(spec: Spec, rsh: Optional[str], remote_pcopy: Optional[str]) -> list
     return argv + [spec.login, remote]
 
 
+class ConnectionLost(PcopyError):
+    """A session that had shaken hands ended (ssh killed, network gone): watch reconnects on it."""
+
+
 class Connection:
     """A request/answer channel over one ssh process; ``lost`` makes the one-line error naming the host."""
 
@@ -124,11 +128,12 @@ class Connection:
             return PcopyError(f"{self.spec.host}: no pcopy on the remote ({said or f'exit {code}'}); "
                               "install it there or name it with --remote-pcopy")
         if code == 255:
-            return PcopyError(f"{self.spec.host}: ssh failed: {said or 'connection closed'}")
+            lost = ConnectionLost if self.ready else PcopyError
+            return lost(f"{self.spec.host}: ssh failed: {said or 'connection closed'}")
         why = said or (f"ssh exited with {code}" if code is not None and code >= 0 else "ssh was killed")
         if not self.ready:
             return PcopyError(f"{self.spec.host}: cannot start pcopy there: {why}")
-        return PcopyError(f"{self.spec.host}: connection lost: {why}")
+        return ConnectionLost(f"{self.spec.host}: connection lost: {why}")
 
     # ----------------------------------------------------------------- life
 
