@@ -480,3 +480,14 @@ def test_transform_stays_refused_with_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "not supported yet with --transform" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_a_dry_run_that_would_replace_an_entry_of_another_kind_changes_nothing(server, tmp_path, direction):
+    src, mine, ref = _twin(tmp_path, {"kind": b"now a file"}, {"kind/was-a-dir": b"w"})
+    for args in (["-n", "-v"], ["-n", "-v", "--backup"]):
+        proc = pcopy(server, "sync", *ends(direction, src, mine), *args)
+        assert proc.returncode == 0, proc.err
+        mirror = local("sync", src, ref, *args)
+        assert items(proc.out + proc.err) == items(mirror.out + mirror.err)
+        assert (mine / "kind" / "was-a-dir").read_bytes() == b"w"
