@@ -22,7 +22,7 @@ from .sides import Local, Remote
 
 MAX_DEFAULT_STREAMS = 4  # ssh sessions moving data by default: one per CPU, at most this many (plus control, walk)
 NOT_YET = ("link_dest", "manifest", "transform", "partial", "backup", "files_from", "one_file_system",
-           "prune_empty_dirs", "chmod", "chown", "exclude_if_present", "sparse", "track_renames")
+           "prune_empty_dirs", "exclude_if_present", "track_renames")
 OPTION_NAMES = {"link_dest": "--link-dest", "manifest": "--manifest", "transform": "--transform",
                 "partial": "--partial", "backup": "--backup", "files_from": "--files-from",
                 "one_file_system": "-x", "prune_empty_dirs": "-m", "chmod": "--chmod", "chown": "--chown",
@@ -62,8 +62,7 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
     push = dst_spec is not None
     streams = options.jobs or min(MAX_DEFAULT_STREAMS, os.cpu_count() or 1)
     filter_spec = {"filters": list(options.filters)} if options.filters else None
-    options = options._replace(hard_links=False, xattrs=False, acls=False, token=os.urandom(4).hex(),
-                               modify_window_ns=max(options.modify_window_ns, 0))
+    options = options._replace(token=os.urandom(4).hex(), modify_window_ns=max(options.modify_window_ns, 0))
     # all sessions at once (each costs an ssh handshake and an interpreter start): control, the
     # remote walk when DST is remote (a pull walks on control), then the data streams
     conns = _connect(spec, rsh, remote_pcopy, streams + (2 if push else 1))
@@ -87,7 +86,8 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
         if dst_is_new and not options.dry_run:
             dst_side.make_root()
         token = options.token
-        recv = {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": streams}
+        recv = {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": streams,
+                **receiver_meta(options)}
         local_options = None if push else receiver_options(os.path.abspath(options.dst), token, recv)
         if local_options is not None:
             dst_side.root = local_options.dst
@@ -101,6 +101,12 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
             raise
     finally:
         transport.close_all(conns)
+
+
+def receiver_meta(options: Options) -> dict:
+    """The metadata fields of the receiver's spec (``receive.receiver_options``): plain values only."""
+    return {"xattrs": options.xattrs, "acls": options.acls, "sparse": options.sparse,
+            "chmod": [list(rule) for rule in options.chmod], "chown": list(options.chown)}
 
 
 def _connect(spec: transport.Spec, rsh: Optional[str], remote_pcopy: Optional[str], count: int) -> list:

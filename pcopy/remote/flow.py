@@ -5,7 +5,7 @@
                               ▼                                                   │ receiver writes + hashes
                     remembered: deletions, directory metadata                     ▼
                                                                         Consumer (report, -v, logs)
-    finish: --delete (skipped after failures, refused past --max-delete), directory modes and times.
+    finish: -H links, --delete (skipped after failures, refused past --max-delete), directory metadata.
 
 The planner, the consumer, the walker, the sender's read loop and the receiver's write path are
 the local copy's own; only where each runs differs. ``push``: SRC is here, DST remote.
@@ -21,13 +21,15 @@ from typing import Optional
 from ..errors import PcopyError, describe
 from ..fs import temps
 from ..model.batching import batches
-from ..model.entries import ATTRS, CHECKSUM, COPY, DIR, FILE, LINK, relpath_join
-from ..model.results import CREATED, DELETED, DISK_FULL, FAILED, REPLACED, Report, Result, failure
+from ..model.entries import ATTRS, CHECKSUM, COPY, DIR, FILE, LINK, Batch, Task, relpath_join
+from ..model.results import CREATED, DELETED, DISK_FULL, FAILED, LINKED, REPLACED, Report, Result, failure
 from ..options import Options
 from ..runtime.progress import Counters
 from ..runtime.signals import SignalGuard
 from ..transfer.consumer import Consumer
-from ..transfer.plan import DELETING, NEW_DIR, plan_directory
+from ..transfer.plan import DELETING, NEW_DIR, NEW_FILE, hardlink_names, plan_directory, wanted_attrs
+from ..transfer.run import anchor_ok
+from .protocol import result_in
 from .streams import Mover, Streams, failed
 
 
@@ -80,6 +82,12 @@ class Flow:
         self.dst_dirs: set = set()
         self.touched: set = set()  # DST dirs this run wrote into (its temp files are removed on a stop)
         self.disk_full = False  # DST ran out of space: the rest is not attempted
+        # -H, as transfer.run: first names by inode, the other names linked at the end (transfer.finish's rule:
+        # a name whose first name was not written is copied instead, and the rest link to it)
+        self.first_names: dict = {}
+        self.hardlinks: list = []  # (reldir, Task(HARDLINK))
+        self.anchors: set = set()  # first names whose outcome is still to come
+        self.bad_anchors: set = set()
 
     def run(self, conns: list, token: str, spec: dict, local_options: Optional[Options], dst_is_new: bool,
             compress: bool = False) -> Report:
@@ -107,6 +115,7 @@ class Flow:
                                 streams.put(batch, self._take, guard.check)
                     counters.walk_done = True
                     streams.drain(self._take, wait=True, check=guard.check)
+                    self._link_hardlinks(mover, conns[0], guard.check)
                     self._delete()
                     if not options.dry_run:
                         self._finish_dirs()
@@ -162,15 +171,21 @@ class Flow:
         if not reldir:
             consumer.report.listed["dir"] += 1
             self._remember_dir("", self._root_entry())
-        plan = plan_directory(reldir, entries, existing, options, (), None, consumer.wants_each)
+        others, firsts = hardlink_names(self.first_names, reldir, entries) if options.hard_links else ({}, ())
+        plan = plan_directory(reldir, entries, existing, options, (), others, consumer.wants_each)
         consumer.counters.discovered(
-            len(plan.tasks) + sum(1 for r in plan.results if r.kind != DIR) + plan.unchanged,
+            len(plan.tasks) + sum(1 for r in plan.results if r.kind != DIR) + plan.unchanged + len(plan.hardlinks),
             sum(t.size for t in plan.tasks if t.size > 0))
         if plan.results:
             consumer.add_many(plan.results)
             for result in plan.results:
                 if result.status == FAILED and result.kind == DIR:
                     self.broken[result.relpath] = f"destination directory: {result.message}"
+                elif result.status == FAILED and result.relpath.rpartition(os.sep)[2] in firsts:
+                    self.bad_anchors.add(result.relpath)
+        self.hardlinks.extend((reldir, task) for task in plan.hardlinks)
+        if firsts:
+            self.anchors.update(relpath_join(reldir, t.name) for t in plan.tasks if t.name in firsts)
         if plan.unchanged:
             consumer.add_unchanged(plan.unchanged)
         tasks = plan.tasks
@@ -179,8 +194,7 @@ class Flow:
         self._make_dirs(reldir, plan.subdirs, existing)
         if options.delete or options.delete_excluded:
             self.deletions.extend([relpath_join(reldir, e.name), e.kind == DIR] for e in plan.deletions)
-        tasks = [t._replace(action=COPY) if t.action == ATTRS else t for t in tasks]  # see README: not in place
-        tasks = [t for t in tasks if t.action in (COPY, LINK, CHECKSUM)]
+        tasks = [t for t in tasks if t.action in (COPY, LINK, CHECKSUM, ATTRS)]
         if tasks:
             self.touched.add(reldir)
         yield from batches(reldir, tasks, options.batch_files, options.batch_bytes)
@@ -190,7 +204,8 @@ class Flow:
 
     def _remember_dir(self, relpath: str, entry) -> None:
         if entry is not None:
-            self.dirs.append([relpath, entry[5], entry[9], entry[10], entry[4], entry[3]])
+            mode, uid, gid = wanted_attrs(self.options, entry[5], entry[9], entry[10], True)
+            self.dirs.append([relpath, mode, uid, gid, entry[4], entry[3]])
 
     def _replace(self, reldir: str, names: list, tasks: list) -> list:
         items: list = [[relpath_join(reldir, n), True] for n in names]
@@ -239,7 +254,37 @@ class Flow:
             self.report.warnings.append(
                 "the destination is full: pcopy stopped handing out work (files in flight were finished or "
                 "failed, the rest was not attempted); free some space and run again to complete")
+        if self.anchors:
+            for result in results:
+                if result.relpath in self.anchors:
+                    self.anchors.discard(result.relpath)
+                    if not anchor_ok(result):
+                        self.bad_anchors.add(result.relpath)
         self.consumer.add_many(results)
+
+    def _link_hardlinks(self, mover: Mover, conn, check) -> None:
+        """-H: the other names of each group, linked on the DST end to their first name; where that
+        was not written, the next name is copied (on ``conn``, idle now) and the rest link to it."""
+        replaced: dict = {}  # a bad first name -> the name copied in its place (or none yet)
+        links: list = []
+        for reldir, task in self.hardlinks:
+            check()
+            relpath = relpath_join(reldir, task.name)
+            if self.options.dry_run:
+                self.consumer.add(Result(relpath, LINKED, FILE, 0, None, task.why, "", task.source))
+                continue
+            source = task.source
+            if source in self.bad_anchors:
+                source = replaced.get(source)
+                if source is None:
+                    results = mover.run(conn, Batch(reldir, (Task(COPY, task.name, task.size, NEW_FILE),)))
+                    self.consumer.add_many(results)
+                    if results and anchor_ok(results[0]):
+                        replaced[task.source] = relpath
+                    continue
+            links.append([relpath, source, task.why])
+        if links:
+            self.consumer.add_many([result_in(r) for r in self.dst.link_names(links, self.options.token)])
 
     def _delete(self) -> None:
         options, report = self.options, self.report
@@ -264,9 +309,15 @@ class Flow:
                 self.consumer.add(Result(relpath, DELETED, kind, 0, None, DELETING), source=False)
 
     def _finish_dirs(self) -> None:
+        options = self.options
         dirs = [d for d in self.dirs if d[0] not in self.broken]
         dirs.sort(key=lambda d: -len(_parts(d[0])))
-        for (relpath, *_), error in zip(dirs, self.dst.dir_meta(dirs, self.options.owner), strict=True):
+        attrs = (options.xattrs, options.acls)
+        if any(attrs) and dirs:  # -X/-A: each directory's attributes from the SRC end
+            found = self.src.src_meta([d[0] for d in dirs], options.follow_symlinks, attrs)
+            dirs = [d + [plain] for d, (_, plain, _) in zip(dirs, found, strict=True)]
+        owner = options.owner or options.chown != (-1, -1)
+        for (relpath, *_), error in zip(dirs, self.dst.dir_meta(dirs, owner, attrs), strict=True):
             if error:
                 self.consumer.add(failure(relpath or ".", DIR, f"cannot set directory metadata: {error}"))
 

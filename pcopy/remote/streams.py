@@ -17,8 +17,8 @@ import time
 from typing import Callable, Optional
 
 from ..errors import PcopyError
-from ..model.entries import CHECKSUM, COPY, FILE, LINK, SYMLINK, Batch, Task, relpath_join
-from ..model.results import COPIED, SAME_CONTENT, SKIPPED, Result, failure
+from ..model.entries import ATTRS, CHECKSUM, COPY, FILE, LINK, SYMLINK, Batch, Task, relpath_join
+from ..model.results import COPIED, SKIPPED, VANISHED, Result, failure
 from ..runtime import worker as runtime_worker
 from .protocol import ProtocolError, pick_codec, result_in
 from .receive import MISMATCH, receive_batch
@@ -48,6 +48,10 @@ class Mover:
         checks = [t for t in tasks if t.action == CHECKSUM]
         if checks:
             tasks = [t for t in tasks if t.action != CHECKSUM] + self._compare(conn, batch.reldir, checks, results)
+        fixes = [t for t in tasks if t.action == ATTRS]
+        if fixes:
+            tasks = [t for t in tasks if t.action != ATTRS]
+            results.extend(self.fix(conn, batch.reldir, fixes))
         if self.dry_run:
             results.extend(Result(relpath_join(batch.reldir, t.name), COPIED, SYMLINK if t.action == LINK else FILE,
                                   max(t.size, 0), None, t.why) for t in tasks)
@@ -69,12 +73,34 @@ class Mover:
         theirs = self.dst.digests(reldir, names, conn)
         copy = []
         for task, a, b in zip(checks, ours, theirs, strict=True):
-            if a is not None and a == b:
-                results.append(Result(relpath_join(reldir, task.name), SKIPPED, FILE, task.size, None, "",
-                                      SAME_CONTENT))
+            if a is not None and a == b:  # same content: other times, mode, owner, attributes fixed in place
+                copy.append(Task(ATTRS, task.name, task.size, "." + task.why[1] + "." + task.why[3:]))
             else:
                 copy.append(Task(COPY, task.name, task.size, task.why))
         return copy
+
+    def fix(self, conn: Connection, reldir: str, tasks: list) -> list:
+        """ATTRS: content unchanged, other mode, owner, times or attributes: the SRC end's stat and
+        attributes go to the DST end, which fixes them in place (nothing is sent again)."""
+        attrs = self.attrs
+        found = self.src.src_meta([relpath_join(reldir, t.source or t.name) for t in tasks], self.follow, attrs,
+                                  conn)
+        items, results = [], []
+        for task, (meta, plain, error) in zip(tasks, found, strict=True):
+            relpath = relpath_join(reldir, task.name)
+            if meta is None:
+                gone = Result(relpath, SKIPPED, FILE, 0, None, "", VANISHED, "vanished before it could be copied")
+                results.append(failure(relpath, FILE, f"source: {error}") if error is not None else gone)
+            else:
+                items.append([task.name, task.why, meta, plain])
+        if items:
+            spec = dict(self.spec, dry=self.dry_run)
+            results.extend(result_in(r) for r in self.dst.fix(reldir, items, self.token, spec, conn))
+        return results
+
+    @property
+    def attrs(self) -> tuple:
+        return bool(self.spec.get("xattrs")), bool(self.spec.get("acls"))
 
     def _move(self, conn: Connection, reldir: str, tasks: list) -> list:
         files = [[t.name, t.why, t.action == LINK] for t in tasks]
@@ -82,11 +108,12 @@ class Mover:
             conn.send({"op": "recv", "root": self.dst.root, "token": self.token, "reldir": reldir,
                        "opts": self.spec})
             codec = pick_codec(conn.codecs) if self.compress else ""
-            sent = send_batch(self.src.root, reldir, files, conn.send, self.follow, self.stop, codec)
+            sent = send_batch(self.src.root, reldir, files, conn.send, self.follow, self.stop, codec, self.attrs)
             written = conn.answer()["results"]
         else:
             conn.send({"op": "send", "root": self.src.root, "reldir": reldir, "files": files,
-                       "follow": self.follow, "z": pick_codec(conn.codecs) if self.compress else ""})
+                       "follow": self.follow, "z": pick_codec(conn.codecs) if self.compress else "",
+                       "attrs": list(self.attrs)})
             try:
                 written = receive_batch(self.local_options, reldir, _frames(conn))
             except ProtocolError as exc:  # a hostile or broken remote: named, one line

@@ -1,0 +1,248 @@
+"""Metadata over SSH as complete as a local copy: hard links, xattrs and ACLs, --chmod/--chown,
+holes and --sparse, attributes fixed in place, young files read twice. Each for push and pull,
+through the private sshd of conftest.py, checked against ``rsync -anicHAX`` and against a local
+pcopy copy of the same tree; a second run sends nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import time
+
+import pytest
+import sshd_helpers as sshd
+from conftest import File, make_tree, temp_files
+from fault_helpers import env, pcopy_cmd
+from remote_helpers import pcopy, rsync_diff
+
+pytestmark = pytest.mark.skipif(sshd.missing() is not None, reason=sshd.missing() or "")
+H = sshd.HOST
+DIRECTIONS = ["push", "pull"]
+
+
+def ends(direction, src, dst) -> tuple:
+    return (src, f"{H}:{dst}") if direction == "push" else (f"{H}:{src}", dst)
+
+
+def copied_bytes(proc) -> int:
+    """The bytes the report says were written (``copied N files (X B)`` / ``--stats``)."""
+    match = re.search(r"copied \d+ files? \(([\d.]+) (B|KiB|MiB)", proc.err)
+    assert match, proc.err
+    return int(float(match.group(1)) * {"B": 1, "KiB": 1024, "MiB": 1 << 20}[match.group(2)])
+
+
+def inodes(root) -> dict:
+    return {os.path.relpath(os.path.join(d, n), root): os.lstat(os.path.join(d, n)).st_ino
+            for d, _, names in os.walk(root) for n in names}
+
+
+def xattrs(path) -> dict:
+    return {n: os.getxattr(path, n, follow_symlinks=False) for n in os.listxattr(path, follow_symlinks=False)}
+
+
+def meta_snapshot(root) -> dict:
+    """Every entry's kind, mode, owner, times and attributes (what a local copy keeps)."""
+    out = {}
+    for d, dirs, names in os.walk(root):
+        for n in dirs + names:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            out[os.path.relpath(p, root)] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid,
+                                             st.st_gid, st.st_mtime_ns, xattrs(p))
+    return out
+
+
+def local_copy(*args) -> subprocess.CompletedProcess:
+    proc = subprocess.run(pcopy_cmd(*args), capture_output=True, text=True, env=env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+# --------------------------------------------------------------------------- hard links
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_hard_links_arrive_as_hard_links(server, tmp_path, direction):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a": b"linked content\n" * 100, "solo": b"alone", "sub/x": b"other group"})
+    os.link(src / "a", src / "b")
+    os.link(src / "a", src / "sub/c")
+    os.link(src / "sub/x", src / "y")
+    proc = pcopy(server, "copy", *ends(direction, src, dst), "-H", "-v")
+    assert proc.returncode == 0, proc.err
+    assert rsync_diff(server, src, dst, "-H") == ""
+    got = inodes(dst)
+    assert got["a"] == got["b"] == got["sub/c"] != got["solo"]
+    assert got["sub/x"] == got["y"] != got["a"]
+    assert os.stat(dst / "a").st_nlink == 3
+    assert "hf+++++++++" in proc.err
+    assert temp_files(dst) == []
+    again = pcopy(server, "sync", *ends(direction, src, dst), "-v")  # sync: -H by default
+    assert again.returncode == 0, again.err
+    assert "hf" not in again.err and ">f" not in again.err, again.err
+    assert copied_bytes(again) == 0
+    assert inodes(dst) == got
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_hard_link_group_whose_first_name_fails_is_not_linked_to_old_content(server, tmp_path, direction):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a": b"new content", "z": b"plain"})
+    os.link(src / "a", src / "b")
+    os.link(src / "a", src / "c")
+    make_tree(dst, {"a/blocker": b"a directory where the first name goes", "b": b"old DST content"})
+    proc = pcopy(server, "copy", *ends(direction, src, dst), "-H")
+    assert proc.returncode == 3, proc.err  # a: cannot overwrite a directory with a file (copy)
+    assert "a: cannot overwrite directory with non-directory" in proc.err
+    assert (dst / "b").read_bytes() == b"new content" and (dst / "c").read_bytes() == b"new content"
+    assert os.stat(dst / "b").st_ino == os.stat(dst / "c").st_ino
+    assert (dst / "a/blocker").exists()
+
+
+# --------------------------------------------------------------------------- xattrs, ACLs, --chmod/--chown
+
+def attr_tree(src):
+    make_tree(src, {"plain": b"p", "tagged": b"t" * 5000, "acl": b"a", "dir/inner": b"i", "dir/link": b""})
+    os.setxattr(src / "tagged", "user.colour", b"blue")
+    os.setxattr(src / "tagged", "user.empty", b"")
+    os.setxattr(src / "dir", "user.dirnote", b"on a directory")
+    subprocess.run(["setfacl", "-m", "u:nobody:rw,g:nogroup:r", src / "acl"], check=True)
+    subprocess.run(["setfacl", "-d", "-m", "u:nobody:rx", src / "dir"], check=True)
+    subprocess.run(["setfacl", "-m", "u:nobody:rwx", src / "dir"], check=True)
+    os.utime(src / "dir", ns=(10**18, 10**18))
+
+
+def getfacl(path) -> str:
+    return subprocess.run(["getfacl", "-cp", path], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_xattrs_and_acls_as_a_local_copy(server, tmp_path, direction):
+    src, dst, local = tmp_path / "src", tmp_path / "dst", tmp_path / "local"
+    attr_tree(src)
+    local_copy("copy", src, local)
+    proc = pcopy(server, "copy", *ends(direction, src, dst))
+    assert proc.returncode == 0, proc.err
+    assert rsync_diff(server, src, dst, "-AX") == ""
+    assert meta_snapshot(dst) == meta_snapshot(local)
+    assert os.getxattr(dst / "tagged", "user.colour") == b"blue"
+    for name in ("acl", "dir"):
+        assert getfacl(dst / name) == getfacl(src / name) != ""
+    assert "default:user:nobody:r-x" in getfacl(dst / "dir")
+    again = pcopy(server, "sync", *ends(direction, src, dst), "-v")
+    assert again.returncode == 0, again.err
+    assert copied_bytes(again) == 0 and ">f" not in again.err and ".f" not in again.err, again.err
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_no_xattrs_no_acls_are_honoured(server, tmp_path, direction):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    attr_tree(src)
+    proc = pcopy(server, "copy", *ends(direction, src, dst), "--no-xattrs", "--no-acls")
+    assert proc.returncode == 0, proc.err
+    assert xattrs(dst / "tagged") == {} and "user:nobody" not in getfacl(dst / "acl")
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_chmod_chown_as_a_local_copy(server, tmp_path, direction):
+    src, dst, local = tmp_path / "src", tmp_path / "dst", tmp_path / "local"
+    make_tree(src, {"f": File(b"f", mode=0o644), "x": File(b"x", mode=0o755), "d/g": b"g"})
+    opts = ("--chmod", "D750,Fgo-rwx,+X", "--chown", "1234:5678")
+    local_copy("copy", src, local, *opts)
+    proc = pcopy(server, "copy", *ends(direction, src, dst), *opts)
+    assert proc.returncode == 0, proc.err
+    assert meta_snapshot(dst) == meta_snapshot(local)
+    assert stat.S_IMODE(os.stat(dst / "d").st_mode) == 0o750 and os.stat(dst / "f").st_uid == 1234
+    assert stat.S_IMODE(os.stat(dst / "f").st_mode) == 0o600
+    again = pcopy(server, "copy", *ends(direction, src, dst), *opts, "-v")
+    assert again.returncode == 0, again.err
+    assert ".f" not in again.err and copied_bytes(again) == 0, again.err
+
+
+# --------------------------------------------------------------------------- holes and --sparse
+
+def blocks(path) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_holes_are_kept_and_sparse_makes_them(server, tmp_path, direction):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    with open(src / "holey", "wb") as f:  # 16 MiB with two data islands
+        f.truncate(16 << 20)
+        f.seek(1 << 20)
+        f.write(os.urandom(200_000))
+        f.seek((16 << 20) - 5000)
+        f.write(b"end" * 1000)
+    (src / "zeros").write_bytes(bytes(8 << 20))  # written zeros: holes only with --sparse
+    assert blocks(src / "holey") < 1 << 20
+    proc = pcopy(server, "copy", *ends(direction, src, dst))
+    assert proc.returncode == 0, proc.err
+    assert rsync_diff(server, src, dst) == ""
+    assert blocks(dst / "holey") < 1 << 20 and os.path.getsize(dst / "holey") == 16 << 20
+    assert blocks(dst / "zeros") >= 8 << 20
+    sparse = tmp_path / "sparse"
+    proc = pcopy(server, "copy", *ends(direction, src, sparse), "--sparse")
+    assert proc.returncode == 0, proc.err
+    assert rsync_diff(server, src, sparse) == ""
+    assert blocks(sparse / "zeros") < 1 << 20 and blocks(sparse / "holey") < 1 << 20
+
+
+# --------------------------------------------------------------------------- attributes fixed in place
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_unchanged_file_with_other_attributes_is_fixed_in_place(server, tmp_path, direction):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"mode": b"m" * 1000, "owner": b"o" * 1000, "tag": b"t" * 1000, "same": b"s"})
+    assert pcopy(server, "copy", *ends(direction, src, dst)).returncode == 0
+    before = inodes(dst)
+    os.chmod(src / "mode", 0o600)
+    os.chown(src / "owner", 4321, 8765)
+    os.setxattr(src / "tag", "user.new", b"value")
+    proc = pcopy(server, "sync", *ends(direction, src, dst), "-v")
+    assert proc.returncode == 0, proc.err
+    assert ".f...p..... mode" in proc.err
+    assert ".f....og... owner" in proc.err
+    assert ".f........x tag" in proc.err
+    assert " same" not in proc.err
+    assert copied_bytes(proc) == 0  # nothing was sent again
+    assert inodes(dst) == before  # fixed in place, not replaced
+    assert rsync_diff(server, src, dst, "-X") == ""
+    assert os.getxattr(dst / "tag", "user.new") == b"value"
+    again = pcopy(server, "sync", *ends(direction, src, dst), "-v")
+    assert again.returncode == 0 and ".f" not in again.err, again.err
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_checksum_same_content_fixes_times_in_place(server, tmp_path, direction):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"a": File(b"same bytes", mtime_ns=2 * 10**18)})
+    make_tree(dst, {"a": File(b"same bytes", mtime_ns=10**18)})
+    before = os.stat(dst / "a").st_ino
+    proc = pcopy(server, "sync", *ends(direction, src, dst), "-c", "-v")
+    assert proc.returncode == 0, proc.err
+    assert ".f..t...... a" in proc.err
+    assert os.stat(dst / "a").st_ino == before and os.stat(dst / "a").st_mtime_ns == 2 * 10**18
+
+
+# --------------------------------------------------------------------------- young files
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_young_file_still_open_for_writing_waits_for_a_quiet_moment(server, tmp_path, direction):
+    """The second read of a young file (as the local copy's): a file written a moment ago and still
+    open for writing is not sent as read; the sender reads it again once it has been quiet for 2 s."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {"old": b"settled"})
+    with open(src / "busy", "wb") as writer:
+        writer.write(b"being written\n" * 100)
+        writer.flush()
+        written = os.stat(src / "busy").st_mtime_ns
+        proc = pcopy(server, "copy", *ends(direction, src, dst))
+        finished = time.time_ns()
+    assert proc.returncode == 0, proc.err
+    assert (dst / "busy").read_bytes() == b"being written\n" * 100
+    assert finished - written >= 2_000_000_000  # it waited until the file was quiet
+    assert rsync_diff(server, src, dst) == ""
