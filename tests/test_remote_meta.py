@@ -154,7 +154,7 @@ def test_chmod_chown_as_a_local_copy(server, tmp_path, direction):
     proc = pcopy(server, "copy", *ends(direction, src, dst), *opts)
     assert proc.returncode == 0, proc.err
     assert meta_snapshot(dst) == meta_snapshot(local)
-    assert stat.S_IMODE(os.stat(dst / "d").st_mode) == 0o750 and os.stat(dst / "f").st_uid == 1234
+    assert stat.S_IMODE(os.stat(dst / "d").st_mode) == 0o751 and os.stat(dst / "f").st_uid == 1234
     assert stat.S_IMODE(os.stat(dst / "f").st_mode) == 0o600
     again = pcopy(server, "copy", *ends(direction, src, dst), *opts, "-v")
     assert again.returncode == 0, again.err
