@@ -246,3 +246,21 @@ def test_young_file_still_open_for_writing_waits_for_a_quiet_moment(server, tmp_
     assert (dst / "busy").read_bytes() == b"being written\n" * 100
     assert finished - written >= 2_000_000_000  # it waited until the file was quiet
     assert rsync_diff(server, src, dst) == ""
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_directory_attributes_set_and_itemized_as_locally(server, tmp_path, direction):
+    src, dst, local = tmp_path / "src", tmp_path / "dst", tmp_path / "local"
+    make_tree(src, {"d/f": b"f", "e/g": b"g", "same/h": b"h"})
+    local_copy("copy", src, local)
+    assert pcopy(server, "copy", *ends(direction, src, dst)).returncode == 0
+    os.chmod(src / "d", 0o700)
+    os.setxattr(src / "e", "user.q", b"1")
+    expected = local_copy("sync", src, local, "-v").stderr
+    assert ".d...p..... d/" in expected and ".d........x e/" in expected
+    proc = pcopy(server, "sync", *ends(direction, src, dst), "-v")
+    assert proc.returncode == 0, proc.err
+    assert ".d...p..... d/" in proc.err and ".d........x e/" in proc.err
+    assert " same/" not in proc.err
+    assert meta_snapshot(dst) == meta_snapshot(local)
+    assert rsync_diff(server, src, dst, "-X") == ""

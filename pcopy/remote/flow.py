@@ -26,8 +26,9 @@ from ..model.results import CREATED, DELETED, DISK_FULL, FAILED, LINKED, REPLACE
 from ..options import Options
 from ..runtime.progress import Counters
 from ..runtime.signals import SignalGuard
+from ..transfer import dirmeta
 from ..transfer.consumer import Consumer
-from ..transfer.plan import DELETING, NEW_DIR, NEW_FILE, hardlink_names, plan_directory, wanted_attrs
+from ..transfer.plan import DELETING, NEW_DIR, NEW_FILE, hardlink_names, plan_directory
 from ..transfer.run import anchor_ok
 from .protocol import result_in
 from .streams import Mover, Streams, failed
@@ -76,7 +77,9 @@ class Flow:
         self.consumer = Consumer(self.report, counters, None, on_result)
         self.stop_event = stop_event
         self.stop = threading.Event()
-        self.dirs: list = []  # [reldir, mode, uid, gid, atime, mtime] for the end, parents first
+        self.dirs: list = []  # [reldir] whose metadata is set at the end, parents first
+        self.new_dirs: set = set()  # made by this run (not itemized as changed)
+        self.spec: dict = {}  # the receivers' options (client.receiver_meta)
         self.deletions: list = []  # [relpath, is_dir]
         self.broken: dict = {}  # SRC reldir -> why DST has nothing usable there
         self.dst_dirs: set = set()
@@ -93,7 +96,9 @@ class Flow:
             compress: bool = False) -> Report:
         options = self.options
         started = time.monotonic()
+        self.spec = spec
         if dst_is_new:
+            self.new_dirs.add("")
             self.report.created["dir"] += 1
         else:
             self.dst_dirs.add("")
@@ -204,8 +209,7 @@ class Flow:
 
     def _remember_dir(self, relpath: str, entry) -> None:
         if entry is not None:
-            mode, uid, gid = wanted_attrs(self.options, entry[5], entry[9], entry[10], True)
-            self.dirs.append([relpath, mode, uid, gid, entry[4], entry[3]])
+            self.dirs.append([relpath])
 
     def _replace(self, reldir: str, names: list, tasks: list) -> list:
         items: list = [[relpath_join(reldir, n), True] for n in names]
@@ -241,6 +245,7 @@ class Flow:
                     self.consumer.add(failure(relpath, DIR, message))
                     self.broken[relpath] = f"destination directory: {message}"
                 else:
+                    self.new_dirs.add(relpath)
                     self.consumer.add(Result(relpath, CREATED, DIR, 0, None, NEW_DIR))
 
     # ----------------------------------------------------------------- results and the end
@@ -309,15 +314,26 @@ class Flow:
                 self.consumer.add(Result(relpath, DELETED, kind, 0, None, DELETING), source=False)
 
     def _finish_dirs(self) -> None:
+        """Directory metadata after the contents, deepest first: the SRC end's stat and attributes of
+        each, set on the DST end as the local copy sets them (``transfer.dirmeta``, itemized ``.d...p.....``)."""
         options = self.options
         dirs = [d for d in self.dirs if d[0] not in self.broken]
         dirs.sort(key=lambda d: -len(_parts(d[0])))
-        attrs = (options.xattrs, options.acls)
-        if any(attrs) and dirs:  # -X/-A: each directory's attributes from the SRC end
-            found = self.src.src_meta([d[0] for d in dirs], options.follow_symlinks, attrs)
-            dirs = [d + [plain] for d, (_, plain, _) in zip(dirs, found, strict=True)]
-        owner = options.owner or options.chown != (-1, -1)
-        for (relpath, *_), error in zip(dirs, self.dst.dir_meta(dirs, owner, attrs), strict=True):
-            if error:
-                self.consumer.add(failure(relpath or ".", DIR, f"cannot set directory metadata: {error}"))
-
+        if not dirs:
+            return
+        found = self.src.src_meta([d[0] for d in dirs], options.follow_symlinks, (options.xattrs, options.acls))
+        items = []
+        for (relpath, *_), (meta, plain, error) in zip(dirs, found, strict=True):
+            if meta is None:  # gone from SRC since the walk: left as it is
+                if error is not None:
+                    self.consumer.add(failure(relpath or ".", DIR, f"cannot set directory metadata: source: {error}"))
+                continue
+            items.append([relpath, relpath in self.new_dirs, meta, plain])
+        done = self.dst.set_dirs(items, options.token, self.spec)
+        for outcome in done["outcomes"]:
+            line = dirmeta.outcome_results(dirmeta.DirOutcome(*outcome), set())
+            if line is not None:
+                self.consumer.add(line)
+        for note in done["notes"]:
+            if note not in self.report.warnings:
+                self.report.warnings.append(note)

@@ -16,7 +16,7 @@ from ..fs import beneath, filters, temps
 from ..fs.march import read_beneath
 from ..fs.scan import walk
 from ..model.entries import DIR, entry_from_stat, keep_parents, relpath_join
-from .protocol import attrs_in, entry_out, error_out
+from .protocol import entry_out, error_out
 
 
 def make_keep(root: str, spec: Optional[dict]) -> Optional[Callable]:
@@ -126,29 +126,6 @@ def _is_dir_beneath(root: str, relpath: str) -> bool:
             return stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
     except OSError:
         return False
-
-
-def dir_meta(root: str, dirs: list, owner: bool, attrs: tuple = (False, False)) -> list:
-    """Set owner (as root or --chown), mode, xattrs and ACLs (-X, -A: the source's, when sent) and times of
-    each [reldir, mode, uid, gid, atime_ns, mtime_ns, attrs or None], in ``content.metadata``'s order."""
-    from ..content import metadata
-
-    policy = metadata.Policy.for_run(*attrs)
-    out: list = []
-    for reldir, mode, uid, gid, atime, mtime, *extra in dirs:
-        try:
-            with beneath.DirFd(root, reldir) as fd:
-                if owner:
-                    os.fchown(fd, uid, gid)
-                os.fchmod(fd, stat.S_IMODE(mode))
-                wanted = attrs_in(extra[0]) if extra else None
-                if wanted is not None and policy.active:
-                    metadata.apply(fd, wanted, policy=policy)
-                os.utime(fd, ns=(atime, mtime))
-            out.append(None)
-        except OSError as exc:
-            out.append(describe(exc))
-    return out
 
 
 def remove_stale(root: str, reldir: str, names: list) -> int:

@@ -30,6 +30,8 @@ from ..model.modes import ModeRule
 from ..model.results import COPIED, DISK_FULL, ERROR, LINK_IN_PLACE, LINKED, SKIPPED, Result, failure
 from ..options import Options
 from ..runtime import worker
+from ..transfer import dirmeta
+from ..transfer.attrs import AttrCopier
 from ..transfer.worker import BatchCopier
 from .protocol import ProtocolError, attrs_in, check_name, check_relpath, decompress
 
@@ -301,3 +303,19 @@ def link_names(root: str, token: str, items: list) -> list:
         out.append(list(Result(relpath, LINKED, FILE, 0, None, why, "", source) if linked
                         else Result(relpath, SKIPPED, FILE, 0, None, "", LINK_IN_PLACE)))
     return out
+
+
+def set_dirs(options: Options, items: list) -> dict:
+    """Directory modes, owners, attributes and times, deepest first, by the local copy's own
+    ``transfer.dirmeta.apply_dir``: each item is [reldir, made by this run, source meta, source attrs]."""
+    dsts = worker.dir_cache(options.token, options.dst)
+    meta = None
+    if options.xattrs or options.acls:
+        with dsts.dir("") as root_fd:
+            meta = AttrCopier(options.xattrs, options.acls, options.token, root_fd, options.dst_unstored)
+    outcomes = []
+    for reldir, new, plain, attrs in items:
+        check_relpath(reldir)
+        source = (_meta(plain), attrs_in(attrs) or {})
+        outcomes.append(list(dirmeta.apply_dir(options, None, dsts, meta, reldir, bool(new), source)))
+    return {"outcomes": outcomes, "notes": list(dict.fromkeys(meta.notes)) if meta is not None else []}

@@ -18,7 +18,7 @@ from ..runtime import children
 from ..version import __version__
 from . import ops
 from .protocol import PROTO, ProtocolError, check_relpath, codecs, encode, read_frame
-from .receive import fix_batch, link_names, receive_batch, receiver_options
+from .receive import fix_batch, link_names, receive_batch, receiver_options, set_dirs
 from .send import send_batch, src_meta
 
 
@@ -103,11 +103,9 @@ class Server:
         keep = ops.make_keep(h["root"], h.get("filter"))
         self.answer(found=ops.delete(h["root"], h["items"], keep, bool(h.get("dry"))))
 
-    def op_dirmeta(self, h: dict) -> None:
-        for d in h["dirs"]:
-            check_relpath(d[0])
-        attrs = tuple(bool(a) for a in (h.get("attrs") or (False, False))[:2])
-        self.answer(errors=ops.dir_meta(h["root"], h["dirs"], bool(h.get("owner")), attrs))
+    def op_dirs(self, h: dict) -> None:
+        options = receiver_options(h["root"], h["token"], h.get("opts") or {})
+        self.answer(**set_dirs(options, h["items"]))
 
     def op_srcmeta(self, h: dict) -> None:
         for relpath in h["relpaths"]:

@@ -13,7 +13,7 @@ from ..fs import filters
 from ..fs.scan import walk
 from . import ops
 from .protocol import ProtocolError, check_relpath, entry_in, error_in
-from .receive import fix_batch, link_names, receiver_options
+from .receive import fix_batch, link_names, receiver_options, set_dirs
 from .send import src_meta
 from .transport import Connection
 
@@ -60,8 +60,8 @@ class Local:
     def delete(self, items: list, dry: bool, protect: bool) -> list:
         return ops.delete(self.root, items, self.keep if protect else None, dry)
 
-    def dir_meta(self, dirs: list, owner: bool, attrs: tuple = (False, False)) -> list:
-        return ops.dir_meta(self.root, dirs, owner, attrs)
+    def set_dirs(self, items: list, token: str, spec: dict) -> dict:
+        return set_dirs(receiver_options(self.root, token, spec), items)
 
     # metadata: the SRC end's stat and attributes, the DST end's in-place fixes and hard links
 
@@ -151,9 +151,8 @@ class Remote:
         return self.control.call({"op": "delete", "root": self.root, "items": items, "dry": dry,
                                   "filter": self.filter_spec if protect else None})["found"]
 
-    def dir_meta(self, dirs: list, owner: bool, attrs: tuple = (False, False)) -> list:
-        return self.control.call({"op": "dirmeta", "root": self.root, "dirs": dirs, "owner": owner,
-                                  "attrs": list(attrs)})["errors"]
+    def set_dirs(self, items: list, token: str, spec: dict) -> dict:
+        return self.control.call({"op": "dirs", "root": self.root, "items": items, "token": token, "opts": spec})
 
     def src_meta(self, relpaths: list, follow: bool, attrs: tuple, conn: Optional[Connection] = None) -> list:
         return (conn or self.control).call({"op": "srcmeta", "root": self.root, "relpaths": relpaths,
