@@ -264,3 +264,31 @@ def test_directory_attributes_set_and_itemized_as_locally(server, tmp_path, dire
     assert " same/" not in proc.err
     assert meta_snapshot(dst) == meta_snapshot(local)
     assert rsync_diff(server, src, dst, "-X") == ""
+
+
+# --------------------------------------------------------------------------- what the DST end cannot store
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_fat_destination_warns_once_and_a_second_sync_is_a_no_op(server, tmp_path, direction):
+    """The DST end's file system is probed where it is (``fit_to_destination``): FAT stores no xattrs,
+    ACLs or modes and 2-second times; one warning per namespace, and the next sync copies nothing."""
+    from fat_helpers import fat_mount
+
+    src = tmp_path / "src"
+    make_tree(src, {f"d/f{i}": File(b"x" * i, mtime_ns=(1_600_000_001 + 2 * i) * 10**9 + 123) for i in range(6)})
+    for i in range(6):
+        os.setxattr(src / f"d/f{i}", "user.comment", b"\x00binary\xff")
+    os.setxattr(src / "d", "user.comment", b"dir")
+    with fat_mount(tmp_path) as fat:
+        dst = os.path.join(fat.path, "dst")
+        proc = pcopy(server, "copy", *ends(direction, src, dst))
+        assert proc.returncode == 0, proc.err
+        warned = [line for line in proc.err.splitlines() if "does not store extended attributes" in line]
+        assert len(warned) == 1, proc.err
+        assert sorted(os.listdir(os.path.join(dst, "d"))) == [f"f{i}" for i in range(6)]
+        if fat.driver != "vfat":
+            return  # fusefat's rename gives each file the current time (see test_fat_e2e.py)
+        assert rsync_diff(server, src, dst, "--modify-window=1", "--no-perms", "--no-owner", "--no-group") == ""
+        again = pcopy(server, "sync", *ends(direction, src, dst), "-v")
+        assert again.returncode == 0, again.err
+        assert ".f" not in again.err and ">f" not in again.err and copied_bytes(again) == 0, again.err

@@ -62,7 +62,7 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
     push = dst_spec is not None
     streams = options.jobs or min(MAX_DEFAULT_STREAMS, os.cpu_count() or 1)
     filter_spec = {"filters": list(options.filters)} if options.filters else None
-    options = options._replace(token=os.urandom(4).hex(), modify_window_ns=max(options.modify_window_ns, 0))
+    options = options._replace(token=os.urandom(4).hex())
     # all sessions at once (each costs an ssh handshake and an interpreter start): control, the
     # remote walk when DST is remote (a pull walks on control), then the data streams
     conns = _connect(spec, rsh, remote_pcopy, streams + (2 if push else 1))
@@ -85,6 +85,7 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
         dst_is_new = _preflight(src_side, dst_side, options)
         if dst_is_new and not options.dry_run:
             dst_side.make_root()
+        options = _fit(dst_side, options)
         token = options.token
         recv = {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": streams,
                 **receiver_meta(options)}
@@ -106,7 +107,32 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
 def receiver_meta(options: Options) -> dict:
     """The metadata fields of the receiver's spec (``receive.receiver_options``): plain values only."""
     return {"xattrs": options.xattrs, "acls": options.acls, "sparse": options.sparse,
-            "chmod": [list(rule) for rule in options.chmod], "chown": list(options.chown)}
+            "chmod": [list(rule) for rule in options.chmod], "chown": list(options.chown),
+            "modes": options.dst_modes, "unstored": sorted(options.dst_unstored)}
+
+
+def fit_fields(path: str, token: str, window_ns: int, owner: bool, dry_run: bool) -> dict:
+    """What DST's file system stores (``transfer.engine.fit_to_destination``'s probe), run on the
+    machine that holds DST: 2-second times, no modes, no xattrs on FAT."""
+    from ..transfer.engine import fit_to_destination
+
+    fitted = fit_to_destination(Options(src="", dst=path, token=token, modify_window_ns=window_ns, owner=owner,
+                                         dry_run=dry_run))
+    return {"window": fitted.modify_window_ns, "modes": fitted.dst_modes, "owner": fitted.owner,
+            "unstored": sorted(fitted.dst_unstored)}
+
+
+def _fit(dst, options: Options) -> Options:
+    """The run's options fitted to what the DST end stores (as a local run's, see ``fit_fields``)."""
+    if isinstance(dst, Local):
+        fields = fit_fields(dst.root, options.token, options.modify_window_ns, options.owner, options.dry_run)
+    else:
+        fields = dst.control.call({"op": "fit", "path": dst.root, "token": options.token,
+                                   "window": options.modify_window_ns, "owner": options.owner,
+                                   "dry": options.dry_run})
+    return options._replace(modify_window_ns=max(int(fields["window"]), 0), dst_modes=bool(fields["modes"]),
+                            owner=options.owner and bool(fields["owner"]),
+                            dst_unstored=frozenset(fields["unstored"]))
 
 
 def _connect(spec: transport.Spec, rsh: Optional[str], remote_pcopy: Optional[str], count: int) -> list:

@@ -62,6 +62,7 @@ def receiver_options(root: str, token: str, spec: dict) -> Options:
     return Options(src="", dst=root, token=token, owner=owner, fsync=bool(spec.get("fsync")),
                    xattrs=bool(spec.get("xattrs")), acls=bool(spec.get("acls")), chmod=chmod, chown=chown,
                    sparse=bool(spec.get("sparse")), dry_run=bool(spec.get("dry")),
+                   dst_modes=bool(spec.get("modes", True)), dst_unstored=frozenset(spec.get("unstored") or ()),
                    bwlimit=int(spec.get("bwlimit") or 0), jobs=int(spec.get("streams") or 1))
 
 

@@ -82,6 +82,12 @@ class Server:
         else:
             self.answer()
 
+    def op_fit(self, h: dict) -> None:
+        from .client import fit_fields
+
+        owner = bool(h.get("owner")) and os.geteuid() == 0
+        self.answer(**fit_fields(h["path"], str(h["token"]), int(h["window"]), owner, bool(h.get("dry"))))
+
     def op_walk(self, h: dict) -> None:
         keep = ops.make_keep(h["root"], h.get("filter"))
         for message in ops.walk_out(h["root"], bool(h.get("follow")), keep):
