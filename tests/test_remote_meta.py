@@ -14,7 +14,7 @@ import time
 
 import pytest
 import sshd_helpers as sshd
-from conftest import File, make_tree, temp_files
+from conftest import File, Link, make_tree, temp_files
 from fault_helpers import env, pcopy_cmd
 from remote_helpers import pcopy, rsync_diff
 
@@ -79,6 +79,9 @@ def test_hard_links_arrive_as_hard_links(server, tmp_path, direction):
     assert os.stat(dst / "a").st_nlink == 3
     assert "hf+++++++++" in proc.err
     assert temp_files(dst) == []
+    dry = pcopy(server, "copy", *ends(direction, src, tmp_path / "new"), "-H", "-n")
+    assert dry.returncode == 0 and dry.err.count("hf+++++++++") == 3, dry.err
+    assert not (tmp_path / "new").exists()
     again = pcopy(server, "sync", *ends(direction, src, dst), "-v")  # sync: -H by default
     assert again.returncode == 0, again.err
     assert "hf" not in again.err and ">f" not in again.err, again.err
@@ -104,7 +107,8 @@ def test_hard_link_group_whose_first_name_fails_is_not_linked_to_old_content(ser
 # --------------------------------------------------------------------------- xattrs, ACLs, --chmod/--chown
 
 def attr_tree(src):
-    make_tree(src, {"plain": b"p", "tagged": b"t" * 5000, "acl": b"a", "dir/inner": b"i", "dir/link": b""})
+    make_tree(src, {"plain": b"p", "tagged": b"t" * 5000, "acl": b"a", "dir/inner": b"i", "dir/link": Link("inner")})
+    os.setxattr(src / "dir/link", "trusted.onlink", b"as root, a symlink's own", follow_symlinks=False)
     os.setxattr(src / "tagged", "user.colour", b"blue")
     os.setxattr(src / "tagged", "user.empty", b"")
     os.setxattr(src / "dir", "user.dirnote", b"on a directory")
@@ -202,6 +206,10 @@ def test_unchanged_file_with_other_attributes_is_fixed_in_place(server, tmp_path
     os.chmod(src / "mode", 0o600)
     os.chown(src / "owner", 4321, 8765)
     os.setxattr(src / "tag", "user.new", b"value")
+    dry = pcopy(server, "sync", *ends(direction, src, dst), "-n")
+    assert dry.returncode == 0, dry.err
+    assert ".f...p..... mode" in dry.err and ".f........x tag" in dry.err and ".f....og... owner" in dry.err
+    assert xattrs(dst / "tag") == {} and os.stat(dst / "owner").st_uid != 4321
     proc = pcopy(server, "sync", *ends(direction, src, dst), "-v")
     assert proc.returncode == 0, proc.err
     assert ".f...p..... mode" in proc.err

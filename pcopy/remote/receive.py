@@ -27,7 +27,18 @@ from ..fs.beneath import unlink_quietly
 from ..fs.temps import TMP_FLAGS, temp_name
 from ..model.entries import ATTRS, FILE, SYMLINK, Task, relpath_join
 from ..model.modes import ModeRule
-from ..model.results import COPIED, DISK_FULL, ERROR, LINK_IN_PLACE, LINKED, SKIPPED, Result, failure
+from ..model.results import (
+    COPIED,
+    DISK_FULL,
+    ERROR,
+    LINK_IN_PLACE,
+    LINKED,
+    SAME_CONTENT,
+    SKIPPED,
+    UNCHANGED,
+    Result,
+    failure,
+)
 from ..options import Options
 from ..runtime import worker
 from ..transfer import dirmeta
@@ -260,7 +271,7 @@ class Receiver(BatchCopier):
 
 def fix_batch(options: Options, reldir: str, items: list) -> list:
     """Unchanged files whose mode, owner, times or attributes differ, fixed in place by the local
-    worker's own ``fix_attrs``: each item is [name, why, source meta, source attrs or None]."""
+    worker's own ``fix_attrs``: each item is [name, why, source meta, source attrs or None, -c matched]."""
     check_relpath(reldir)
     dsts = worker.dir_cache(options.token, options.dst)
     try:
@@ -272,12 +283,13 @@ def fix_batch(options: Options, reldir: str, items: list) -> list:
         copier = Receiver(options, -1, dst_fd)
         copier.reldir = reldir
         results: list = []
-        for name, why, meta, attrs in items:
+        for name, why, meta, attrs, same_content in items:
             relpath = relpath_join(reldir, check_name(name))
             try:
                 st = _meta(meta)
                 task = Task(ATTRS, name, st.st_size, why)
-                result = copier.fix_attrs(relpath, task, st, src_attrs=attrs_in(attrs))  # type: ignore[arg-type]
+                same = SAME_CONTENT if same_content else UNCHANGED
+                result = copier.fix_attrs(relpath, task, st, None, same, attrs_in(attrs))  # type: ignore[arg-type]
             except OSError as exc:
                 result = copier.error_result(relpath, FILE, exc)
             results.append(list(result))

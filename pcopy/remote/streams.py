@@ -46,12 +46,14 @@ class Mover:
         results: list = []
         tasks = list(batch.tasks)
         checks = [t for t in tasks if t.action == CHECKSUM]
+        same: list = []
         if checks:
-            tasks = [t for t in tasks if t.action != CHECKSUM] + self._compare(conn, batch.reldir, checks, results)
+            differ, same = self._compare(conn, batch.reldir, checks)
+            tasks = [t for t in tasks if t.action != CHECKSUM] + differ
         fixes = [t for t in tasks if t.action == ATTRS]
-        if fixes:
+        if fixes or same:
             tasks = [t for t in tasks if t.action != ATTRS]
-            results.extend(self.fix(conn, batch.reldir, fixes))
+            results.extend(self.fix(conn, batch.reldir, fixes + same, len(fixes)))
         if self.dry_run:
             results.extend(Result(relpath_join(batch.reldir, t.name), COPIED, SYMLINK if t.action == LINK else FILE,
                                   max(t.size, 0), None, t.why) for t in tasks)
@@ -65,34 +67,34 @@ class Mover:
             tasks = [t for t in tasks if relpath_join(batch.reldir, t.name) in again]
         return results
 
-    def _compare(self, conn: Connection, reldir: str, checks: list, results: list) -> list:
-        """-c with equal sizes: digests from each side, computed where the files are; the differing ones
-        are copied."""
+    def _compare(self, conn: Connection, reldir: str, checks: list) -> tuple:
+        """-c with equal sizes: digests from each side, computed where the files are; (the differing
+        ones, to copy; the same ones, whose other times, mode, owner or attributes are fixed in place)."""
         names = [t.name for t in checks]
         ours = self.src.digests(reldir, names, conn)
         theirs = self.dst.digests(reldir, names, conn)
-        copy = []
+        copy, same = [], []
         for task, a, b in zip(checks, ours, theirs, strict=True):
-            if a is not None and a == b:  # same content: other times, mode, owner, attributes fixed in place
-                copy.append(Task(ATTRS, task.name, task.size, "." + task.why[1] + "." + task.why[3:]))
+            if a is not None and a == b:
+                same.append(Task(ATTRS, task.name, task.size, "." + task.why[1] + "." + task.why[3:]))
             else:
                 copy.append(Task(COPY, task.name, task.size, task.why))
-        return copy
+        return copy, same
 
-    def fix(self, conn: Connection, reldir: str, tasks: list) -> list:
+    def fix(self, conn: Connection, reldir: str, tasks: list, planned: int = -1) -> list:
         """ATTRS: content unchanged, other mode, owner, times or attributes: the SRC end's stat and
-        attributes go to the DST end, which fixes them in place (nothing is sent again)."""
+        attributes go to the DST end, which fixes them in place (nothing is sent again). The tasks
+        after the first ``planned`` come from -c (their digests matched)."""
         attrs = self.attrs
-        found = self.src.src_meta([relpath_join(reldir, t.source or t.name) for t in tasks], self.follow, attrs,
-                                  conn)
+        found = self.src.src_meta([relpath_join(reldir, t.source or t.name) for t in tasks], self.follow, attrs, conn)
         items, results = [], []
-        for task, (meta, plain, error) in zip(tasks, found, strict=True):
+        for n, (task, (meta, plain, error)) in enumerate(zip(tasks, found, strict=True)):
             relpath = relpath_join(reldir, task.name)
             if meta is None:
                 gone = Result(relpath, SKIPPED, FILE, 0, None, "", VANISHED, "vanished before it could be copied")
                 results.append(failure(relpath, FILE, f"source: {error}") if error is not None else gone)
             else:
-                items.append([task.name, task.why, meta, plain])
+                items.append([task.name, task.why, meta, plain, 0 <= planned <= n])
         if items:
             spec = dict(self.spec, dry=self.dry_run)
             results.extend(result_in(r) for r in self.dst.fix(reldir, items, self.token, spec, conn))
