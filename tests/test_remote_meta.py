@@ -300,3 +300,66 @@ def test_fat_destination_warns_once_and_a_second_sync_is_a_no_op(server, tmp_pat
         again = pcopy(server, "sync", *ends(direction, src, dst), "-v")
         assert again.returncode == 0, again.err
         assert ".f" not in again.err and ">f" not in again.err and copied_bytes(again) == 0, again.err
+
+
+# --------------------------------------------------------------------------- hard links: a property
+
+HL_DIRS = ("", "a", "b", "a/c")
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_no_remote_name_gets_another_inodes_content(server, tmp_path, direction, seed):
+    """Random hard-link groups over a few directories, a DST holding old versions of some names and
+    directories in the way of others (their copy fails): every DST name holds its own source content or
+    what it held before, and DST names linked together come from one source inode (issue 11's rule)."""
+    import random
+
+    rng = random.Random(seed)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    names = []
+    for g in range(rng.randint(2, 6)):
+        for k in range(rng.randint(1, 4)):
+            d = rng.choice(HL_DIRS)
+            names.append((f"{d}/g{g}n{k}" if d else f"g{g}n{k}", g))
+    content = {g: f"group {g}\n".encode() * (g + 1) for _, g in names}
+    first: dict = {}
+    for relpath, g in names:
+        path = src / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if g in first:
+            os.link(first[g], path)
+        else:
+            path.write_bytes(content[g])
+            first[g] = path
+    before, blocked = {}, set()
+    for relpath, _ in names:
+        roll = rng.random()
+        path = dst / relpath
+        if roll < 0.3:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            before[relpath] = f"old bytes of {relpath}\n".encode()
+            path.write_bytes(before[relpath])
+        elif roll < 0.5:
+            (path / "blocker").parent.mkdir(parents=True, exist_ok=True)
+            (path / "blocker").write_bytes(b"in the way")
+            blocked.add(relpath)
+    dst.mkdir(exist_ok=True)
+    proc = pcopy(server, "copy", *ends(direction, src, dst), "-H")
+    assert proc.returncode == (3 if blocked else 0), proc.err
+    group_of = dict(names)
+    inode_group: dict = {}
+    for relpath, g in names:
+        path = dst / relpath
+        if relpath in blocked:
+            assert (path / "blocker").read_bytes() == b"in the way"
+            continue
+        data = path.read_bytes()
+        assert data in (content[g], before.get(relpath)), relpath
+        if data == content[g]:
+            assert inode_group.setdefault(os.stat(path).st_ino, g) == group_of[relpath], relpath
+    copied = [relpath for relpath, _ in names if relpath not in blocked]
+    assert all((dst / r).read_bytes() == content[group_of[r]] for r in copied), proc.err
+    for g in set(group_of.values()):  # one DST inode per group, whichever names could be written
+        assert len({os.stat(dst / r).st_ino for r in copied if group_of[r] == g}) <= 1
+    assert temp_files(dst) == []
