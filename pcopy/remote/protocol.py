@@ -28,7 +28,7 @@ from ..errors import PcopyError
 from ..model.entries import Entry, make_entry
 from ..model.results import Result
 
-PROTO = 1  # bump on any incompatible change: both ends refuse another number
+PROTO = 2  # bump on any incompatible change: both ends refuse another number (2: metadata ops and fields)
 HEAD = struct.Struct(">II")
 MAX_HEADER = 64 << 20
 MAX_PAYLOAD = 64 << 20
