@@ -329,6 +329,8 @@ class Flow:
                     self.consumer.add(failure(relpath or ".", DIR, f"cannot set directory metadata: source: {error}"))
                 continue
             items.append([relpath, relpath in self.new_dirs, meta, plain])
+            if error is not None and error not in self.report.warnings:  # its attributes could not be read
+                self.report.warnings.append(error)
         done = self.dst.set_dirs(items, options.token, self.spec)
         for outcome in done["outcomes"]:
             line = dirmeta.outcome_results(dirmeta.DirOutcome(*outcome), set())

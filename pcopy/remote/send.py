@@ -23,7 +23,7 @@ from ..content.copydata import copy_holes, looks_sparse
 from ..errors import describe
 from ..fs.beneath import DirFd
 from ..model.entries import FILE, SYMLINK, relpath_join
-from ..model.results import ERROR, NOT_REGULAR, SKIPPED, SOURCE_CHANGED, VANISHED, Result, failure
+from ..model.results import ERROR, NOT_REGULAR, NOTE, SKIPPED, SOURCE_CHANGED, VANISHED, Result, failure
 from .protocol import CHUNK, attrs_out, compress
 
 HOLD_FILES = 64  # young small files held for one pause (transfer.young's MAX_FILES, MAX_BYTES)
@@ -41,14 +41,20 @@ def policy_for(xattrs: bool, acls: bool) -> Optional[metadata.Policy]:
     return policy if policy.active else None
 
 
-def read_attrs(target, policy: Optional[metadata.Policy]) -> Optional[dict]:
-    """The source's attributes for the header (None without -X/-A; {} when they cannot be read)."""
+def read_attrs(target, policy: Optional[metadata.Policy], notes: list) -> Optional[dict]:
+    """The source's attributes for the header (None without -X/-A); as ``transfer.attrs.AttrCopier.read``:
+    {} and a note for the run's warnings when they cannot be read."""
     if policy is None:
         return None
     try:
         return attrs_out(metadata.read(target, policy))
-    except OSError:
+    except OSError as exc:
+        notes.append(attrs_note(exc))
         return {}
+
+
+def attrs_note(exc: OSError) -> str:
+    return f"cannot read extended attributes: {describe(exc)}"
 
 
 class Sender(NamedTuple):
@@ -59,6 +65,7 @@ class Sender(NamedTuple):
     stop: object
     codec: str
     policy: Optional[metadata.Policy]
+    notes: list  # one-line warnings for the run (NOTE results)
 
 
 class Held(NamedTuple):
@@ -80,7 +87,7 @@ def send_batch(root: str, reldir: str, files: list, emit: Callable, follow: bool
     decided here (a file that vanished or kept changing), as plain lists. ``attrs``: (-X, -A)."""
     out: list = []
     flags = digests.READ_FLAGS if not follow else (digests.READ_FLAGS & ~os.O_NOFOLLOW)
-    sender = Sender(emit, flags, stop, codec, policy_for(*attrs))
+    sender = Sender(emit, flags, stop, codec, policy_for(*attrs), [])
     held: list = []
     try:
         handle = DirFd(root, reldir, follow)
@@ -115,7 +122,7 @@ def send_batch(root: str, reldir: str, files: list, emit: Callable, follow: bool
         for h in held:
             os.close(h.fd)
     emit({"t": "done"})
-    return out
+    return out + [list(Result("", NOTE, FILE, 0, None, "", "", note)) for note in dict.fromkeys(sender.notes)]
 
 
 def _send_link(dir_fd: int, name: str, why: str, sender: Sender) -> None:
@@ -124,7 +131,7 @@ def _send_link(dir_fd: int, name: str, why: str, sender: Sender) -> None:
         raise OSError(0, "no longer a symbolic link")
     target = os.readlink(name, dir_fd=dir_fd)
     header = dict(_meta(st), t="link", name=name, why=why, target=target)
-    attrs = read_attrs(metadata.At(dir_fd, name), sender.policy)
+    attrs = read_attrs(metadata.At(dir_fd, name), sender.policy, sender.notes)
     if attrs:
         header["x"] = attrs
     sender.emit(header)
@@ -199,7 +206,7 @@ def _send_file(dir_fd: int, name: str, why: str, sender: Sender, held: Optional[
                 try:
                     pieces: list = []
                     digest = digests.read_through(fd, before.st_size, digests.XXH128, stop, pieces.append)
-                    attrs = read_attrs(fd, sender.policy)
+                    attrs = read_attrs(fd, sender.policy, sender.notes)
                     if young and held is None:
                         digests.confirm(fd, before, digest or "", digests.XXH128, stop, time.monotonic() - started)
                     else:
@@ -220,7 +227,7 @@ def _send_file(dir_fd: int, name: str, why: str, sender: Sender, held: Optional[
                 else:
                     digest = digests.read_through(fd, before.st_size, digests.XXH128, stop,
                                                   lambda piece: _chunks(piece, emit, sender.codec))
-                attrs = read_attrs(fd, sender.policy)
+                attrs = read_attrs(fd, sender.policy, sender.notes)
                 if young:
                     digests.confirm(fd, before, digest or "", digests.XXH128, stop, time.monotonic() - started)
                 else:
@@ -269,7 +276,8 @@ def _chunks(piece, emit: Callable, codec: str = "") -> None:
 
 def src_meta(root: str, relpaths: list, follow: bool, attrs: tuple) -> list:
     """The stat and attributes of each entry (for an in-place fix or a directory's metadata): per
-    relpath [meta dict, attrs or None, None] or [None, None, error text or None (vanished)]."""
+    relpath [meta dict, attrs or None, a note or None (attributes unreadable)] or [None, None, error
+    text or None (vanished)]."""
     policy = policy_for(*attrs)
     out: list = []
     for relpath in relpaths:
@@ -278,7 +286,8 @@ def src_meta(root: str, relpaths: list, follow: bool, attrs: tuple) -> list:
             with DirFd(root, relpath if not name else parent, follow) as fd:
                 target: metadata.Target = metadata.At(fd, name, follow) if name else fd  # "": the root
                 st = os.stat(name, dir_fd=fd, follow_symlinks=follow) if name else os.fstat(fd)
-                out.append([_meta(st), read_attrs(target, policy), None])
+                notes: list = []
+                out.append([_meta(st), read_attrs(target, policy, notes), notes[0] if notes else None])
         except FileNotFoundError:
             out.append([None, None, None])
         except OSError as exc:

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 from ..errors import PcopyError
 from ..model.entries import ATTRS, CHECKSUM, COPY, FILE, LINK, SYMLINK, Batch, Task, relpath_join
-from ..model.results import COPIED, SKIPPED, VANISHED, Result, failure
+from ..model.results import COPIED, NOTE, SKIPPED, VANISHED, Result, failure
 from ..runtime import worker as runtime_worker
 from .protocol import ProtocolError, pick_codec, result_in
 from .receive import MISMATCH, receive_batch
@@ -57,7 +57,7 @@ class Mover:
         if self.dry_run:
             results.extend(Result(relpath_join(batch.reldir, t.name), COPIED, SYMLINK if t.action == LINK else FILE,
                                   max(t.size, 0), None, t.why) for t in tasks)
-            return results
+            return notes_last(results)
         for attempt in range(RESEND + 1):
             if not tasks:
                 break
@@ -65,7 +65,7 @@ class Mover:
             again = {r.relpath for r in moved if r.reason == MISMATCH} if attempt < RESEND else set()
             results.extend(r for r in moved if r.relpath not in again)
             tasks = [t for t in tasks if relpath_join(batch.reldir, t.name) in again]
-        return results
+        return notes_last(results)
 
     def _compare(self, conn: Connection, reldir: str, checks: list) -> tuple:
         """-c with equal sizes: digests from each side, computed where the files are; (the differing
@@ -95,6 +95,8 @@ class Mover:
                 results.append(failure(relpath, FILE, f"source: {error}") if error is not None else gone)
             else:
                 items.append([task.name, task.why, meta, plain, 0 <= planned <= n])
+                if error is not None:  # its attributes could not be read: the run's warning
+                    results.append(Result("", NOTE, FILE, 0, None, "", "", error))
         if items:
             spec = dict(self.spec, dry=self.dry_run)
             results.extend(result_in(r) for r in self.dst.fix(reldir, items, self.token, spec, conn))
@@ -206,6 +208,12 @@ class Streams:
         deadline = time.monotonic() + 1.0  # bounded: a thread stuck on a cut session is a daemon
         for thread in self.threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def notes_last(results: list) -> list:
+    """Both ends' one-line warnings (NOTE results) after the files, where the consumer looks for them."""
+    notes = [r for r in results if r.status == NOTE]
+    return [r for r in results if r.status != NOTE] + notes if notes else results
 
 
 def failed(batch: Batch, message: str) -> list:
