@@ -385,3 +385,25 @@ def test_no_remote_name_gets_another_inodes_content(server, tmp_path, direction,
     for g in set(group_of.values()):  # one DST inode per group, whichever names could be written
         assert len({os.stat(dst / r).st_ino for r in copied if group_of[r] == g}) <= 1
     assert temp_files(dst) == []
+
+
+# --------------------------------------------------------------------------- all of it at once
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_sync_keeps_everything_rsync_HAX_checks_and_a_second_sync_sends_nothing(server, tmp_path, direction):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    attr_tree(src)
+    os.link(src / "tagged", src / "dir/tagged-too")
+    with open(src / "holey", "wb") as f:
+        f.truncate(4 << 20)
+        f.seek(2 << 20)
+        f.write(b"middle")
+    make_tree(src, {f"many/f{i:03d}": f"{i}\n".encode() * i for i in range(150)})
+    proc = pcopy(server, "sync", *ends(direction, src, dst), "--delete")
+    assert proc.returncode == 0, proc.err
+    assert rsync_diff(server, src, dst, "-HAX", "--delete") == ""
+    assert os.stat(dst / "tagged").st_ino == os.stat(dst / "dir/tagged-too").st_ino
+    assert blocks(dst / "holey") < 1 << 20
+    again = pcopy(server, "sync", *ends(direction, src, dst), "--delete", "-v", "--stats")
+    assert again.returncode == 0, again.err
+    assert copied_bytes(again) == 0 and not re.search(r"^[.>ch][fdL]", again.err, re.M), again.err
