@@ -231,10 +231,12 @@ class Receiver(BatchCopier):
 
     def _hole(self, out: int, hasher, count) -> None:
         """A hole of the source: skipped in the temp file (it reads as zeros, and hashes as them)."""
-        if not isinstance(count, int) or count <= 0 or self.sink is None:
+        if not isinstance(count, int) or count <= 0:
             raise ProtocolError("bad hole frame from the other end")
         if out < 0 or self.write_error is not None:
             return
+        if self.sink is None:
+            raise ProtocolError("hole frame in a file sent without holes")
         try:
             self.sink.skip(count)
         except OSError as exc:
