@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from ..content import digest as digests
 from ..content import metadata
@@ -62,7 +62,7 @@ class Sender(NamedTuple):
 
     emit: Callable
     flags: int
-    stop: object
+    stop: Any  # a threading.Event or None
     codec: str
     policy: Optional[metadata.Policy]
     notes: list  # one-line warnings for the run (NOTE results)
@@ -144,6 +144,11 @@ def _send_held(dir_fd: int, reldir: str, held: list, sender: Sender, out: list) 
         return
     items = list(held)
     held.clear()
+    stop = sender.stop
+    if stop is not None and stop.is_set():  # stopping: nothing more is sent
+        for h in items:
+            os.close(h.fd)
+        return
     try:
         digests.settle(sum(h.seconds for h in items))
     except BaseException:
