@@ -22,7 +22,7 @@ from .sides import Local, Remote
 
 MAX_DEFAULT_STREAMS = 4  # ssh sessions moving data by default: one per CPU, at most this many (plus control, walk)
 NOT_YET = ("link_dest", "manifest", "transform", "partial", "backup", "files_from", "one_file_system",
-           "prune_empty_dirs", "chmod", "chown", "exclude_if_present", "sparse", "track_renames")
+           "prune_empty_dirs", "exclude_if_present", "track_renames")
 OPTION_NAMES = {"link_dest": "--link-dest", "manifest": "--manifest", "transform": "--transform",
                 "partial": "--partial", "backup": "--backup", "files_from": "--files-from",
                 "one_file_system": "-x", "prune_empty_dirs": "-m", "chmod": "--chmod", "chown": "--chown",
@@ -53,8 +53,9 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
         dst_is_new = preflight(src_side, dst_side, options)
         if dst_is_new and not options.dry_run:
             dst_side.make_root()
+        options = fit(dst_side, options)
         token = options.token
-        recv = receiver_spec(setting)
+        recv = receiver_spec(options, setting.streams)
         local_options = None if push else receiver_options(os.path.abspath(options.dst), token, recv)
         if local_options is not None:
             dst_side.root = local_options.dst
@@ -99,15 +100,16 @@ def settle(src: str, dst: str, fields: dict, scheduler=None) -> Setting:
             raise not_yet(arg, OPTION_NAMES[name])
     streams = options.jobs or min(MAX_DEFAULT_STREAMS, os.cpu_count() or 1)
     filter_spec = {"filters": list(options.filters)} if options.filters else None
-    options = options._replace(hard_links=False, xattrs=False, acls=False, token=os.urandom(4).hex(),
-                               modify_window_ns=max(options.modify_window_ns, 0))
+    options = options._replace(token=os.urandom(4).hex())
     return Setting(options, spec, dst_spec is not None, arg, streams, filter_spec)
 
 
-def receiver_spec(setting: Setting) -> dict:
-    """What each receiver is told about writing (``receive.receiver_options``)."""
-    options = setting.options
-    return {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": setting.streams}
+def receiver_spec(options: Options, streams: int) -> dict:
+    """What each receiver is told about writing (``receive.receiver_options``): plain values only."""
+    return {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": streams,
+            "xattrs": options.xattrs, "acls": options.acls, "sparse": options.sparse,
+            "chmod": [list(rule) for rule in options.chmod], "chown": list(options.chown),
+            "modes": options.dst_modes, "unstored": sorted(options.dst_unstored)}
 
 
 def connect(setting: Setting, rsh: Optional[str], remote_pcopy: Optional[str]) -> list:
@@ -134,6 +136,30 @@ def ends(setting: Setting, conns: list) -> tuple:
         src_side = Remote(spec.path, str(spec), filter_spec, control, open_walker)
         dst_side = Local(options.dst, options.dst, filter_spec)
     return src_side, dst_side, data
+
+
+def fit_fields(path: str, token: str, window_ns: int, owner: bool, dry_run: bool) -> dict:
+    """What DST's file system stores (``transfer.engine.fit_to_destination``'s probe), run on the
+    machine that holds DST: 2-second times, no modes, no xattrs on FAT."""
+    from ..transfer.engine import fit_to_destination
+
+    fitted = fit_to_destination(Options(src="", dst=path, token=token, modify_window_ns=window_ns, owner=owner,
+                                         dry_run=dry_run))
+    return {"window": fitted.modify_window_ns, "modes": fitted.dst_modes, "owner": fitted.owner,
+            "unstored": sorted(fitted.dst_unstored)}
+
+
+def fit(dst, options: Options) -> Options:
+    """The run's options fitted to what the DST end stores (as a local run's, see ``fit_fields``)."""
+    if isinstance(dst, Local):
+        fields = fit_fields(dst.root, options.token, options.modify_window_ns, options.owner, options.dry_run)
+    else:
+        fields = dst.control.call({"op": "fit", "path": dst.root, "token": options.token,
+                                   "window": options.modify_window_ns, "owner": options.owner,
+                                   "dry": options.dry_run})
+    return options._replace(modify_window_ns=max(int(fields["window"]), 0), dst_modes=bool(fields["modes"]),
+                            owner=options.owner and bool(fields["owner"]),
+                            dst_unstored=frozenset(fields["unstored"]))
 
 
 def _connect(spec: transport.Spec, rsh: Optional[str], remote_pcopy: Optional[str], count: int) -> list:

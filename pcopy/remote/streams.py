@@ -17,8 +17,8 @@ import time
 from typing import Callable, Optional
 
 from ..errors import PcopyError
-from ..model.entries import CHECKSUM, COPY, FILE, LINK, SYMLINK, Batch, Task, relpath_join
-from ..model.results import COPIED, SAME_CONTENT, SKIPPED, Result, failure
+from ..model.entries import ATTRS, CHECKSUM, COPY, FILE, LINK, SYMLINK, Batch, Task, relpath_join
+from ..model.results import COPIED, NOTE, SKIPPED, VANISHED, Result, failure
 from ..runtime import worker as runtime_worker
 from .protocol import ProtocolError, pick_codec, result_in
 from .receive import MISMATCH, receive_batch
@@ -46,12 +46,18 @@ class Mover:
         results: list = []
         tasks = list(batch.tasks)
         checks = [t for t in tasks if t.action == CHECKSUM]
+        same: list = []
         if checks:
-            tasks = [t for t in tasks if t.action != CHECKSUM] + self._compare(conn, batch.reldir, checks, results)
+            differ, same = self._compare(conn, batch.reldir, checks)
+            tasks = [t for t in tasks if t.action != CHECKSUM] + differ
+        fixes = [t for t in tasks if t.action == ATTRS]
+        if fixes or same:
+            tasks = [t for t in tasks if t.action != ATTRS]
+            results.extend(self.fix(conn, batch.reldir, fixes + same, len(fixes)))
         if self.dry_run:
             results.extend(Result(relpath_join(batch.reldir, t.name), COPIED, SYMLINK if t.action == LINK else FILE,
                                   max(t.size, 0), None, t.why) for t in tasks)
-            return results
+            return notes_last(results)
         for attempt in range(RESEND + 1):
             if not tasks:
                 break
@@ -59,22 +65,46 @@ class Mover:
             again = {r.relpath for r in moved if r.reason == MISMATCH} if attempt < RESEND else set()
             results.extend(r for r in moved if r.relpath not in again)
             tasks = [t for t in tasks if relpath_join(batch.reldir, t.name) in again]
-        return results
+        return notes_last(results)
 
-    def _compare(self, conn: Connection, reldir: str, checks: list, results: list) -> list:
-        """-c with equal sizes: digests from each side, computed where the files are; the differing ones
-        are copied."""
+    def _compare(self, conn: Connection, reldir: str, checks: list) -> tuple:
+        """-c with equal sizes: digests from each side, computed where the files are; (the differing
+        ones, to copy; the same ones, whose other times, mode, owner or attributes are fixed in place)."""
         names = [t.name for t in checks]
         ours = self.src.digests(reldir, names, conn)
         theirs = self.dst.digests(reldir, names, conn)
-        copy = []
+        copy, same = [], []
         for task, a, b in zip(checks, ours, theirs, strict=True):
             if a is not None and a == b:
-                results.append(Result(relpath_join(reldir, task.name), SKIPPED, FILE, task.size, None, "",
-                                      SAME_CONTENT))
+                same.append(Task(ATTRS, task.name, task.size, "." + task.why[1] + "." + task.why[3:]))
             else:
                 copy.append(Task(COPY, task.name, task.size, task.why))
-        return copy
+        return copy, same
+
+    def fix(self, conn: Connection, reldir: str, tasks: list, planned: int = -1) -> list:
+        """ATTRS: content unchanged, other mode, owner, times or attributes: the SRC end's stat and
+        attributes go to the DST end, which fixes them in place (nothing is sent again). The tasks
+        after the first ``planned`` come from -c (their digests matched)."""
+        attrs = self.attrs
+        found = self.src.src_meta([relpath_join(reldir, t.source or t.name) for t in tasks], self.follow, attrs, conn)
+        items, results = [], []
+        for n, (task, (meta, plain, error)) in enumerate(zip(tasks, found, strict=True)):
+            relpath = relpath_join(reldir, task.name)
+            if meta is None:
+                gone = Result(relpath, SKIPPED, FILE, 0, None, "", VANISHED, "vanished before it could be copied")
+                results.append(failure(relpath, FILE, f"source: {error}") if error is not None else gone)
+            else:
+                items.append([task.name, task.why, meta, plain, 0 <= planned <= n])
+                if error is not None:  # its attributes could not be read: the run's warning
+                    results.append(Result("", NOTE, FILE, 0, None, "", "", error))
+        if items:
+            spec = dict(self.spec, dry=self.dry_run)
+            results.extend(result_in(r) for r in self.dst.fix(reldir, items, self.token, spec, conn))
+        return results
+
+    @property
+    def attrs(self) -> tuple:
+        return bool(self.spec.get("xattrs")), bool(self.spec.get("acls"))
 
     def _move(self, conn: Connection, reldir: str, tasks: list) -> list:
         files = [[t.name, t.why, t.action == LINK] for t in tasks]
@@ -82,11 +112,12 @@ class Mover:
             conn.send({"op": "recv", "root": self.dst.root, "token": self.token, "reldir": reldir,
                        "opts": self.spec})
             codec = pick_codec(conn.codecs) if self.compress else ""
-            sent = send_batch(self.src.root, reldir, files, conn.send, self.follow, self.stop, codec)
+            sent = send_batch(self.src.root, reldir, files, conn.send, self.follow, self.stop, codec, self.attrs)
             written = conn.answer()["results"]
         else:
             conn.send({"op": "send", "root": self.src.root, "reldir": reldir, "files": files,
-                       "follow": self.follow, "z": pick_codec(conn.codecs) if self.compress else ""})
+                       "follow": self.follow, "z": pick_codec(conn.codecs) if self.compress else "",
+                       "attrs": list(self.attrs)})
             try:
                 written = receive_batch(self.local_options, reldir, _frames(conn))
             except ProtocolError as exc:  # a hostile or broken remote: named, one line
@@ -177,6 +208,12 @@ class Streams:
         deadline = time.monotonic() + 1.0  # bounded: a thread stuck on a cut session is a daemon
         for thread in self.threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def notes_last(results: list) -> list:
+    """Both ends' one-line warnings (NOTE results) after the files, where the consumer looks for them."""
+    notes = [r for r in results if r.status == NOTE]
+    return [r for r in results if r.status != NOTE] + notes if notes else results
 
 
 def failed(batch: Batch, message: str) -> list:
