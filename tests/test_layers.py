@@ -47,6 +47,7 @@ LAYERS = [
     ["integrity.session"],
     ["integrity.tree"],
     ["integrity.manifest", "integrity.compare", "remote.hashing"],
+    ["remote.verify", "remote.verify_serve"],
     ["api", "remote.serve"],
     ["cli.output", "cli.argtypes"],
     ["cli.transfer_options", "cli.stats", "cli.jsonlog"],

@@ -83,7 +83,12 @@ def hash_remote(arg: str, write: Callable, *, algo: str, jobs: Optional[int], ca
                 break
     finally:
         conn.close()
-    data = dict(header["report"])
+    return report_from(header["report"])
+
+
+def report_from(plain: dict) -> IntegrityReport:
+    """The IntegrityReport a remote sent as ``to_dict()``."""
+    data = dict(plain)
     differences = data.pop("differences", None)
     report = IntegrityReport(**{k: v for k, v in data.items() if k in IntegrityReport.__dataclass_fields__})
     report.differences = [Difference(**d) for d in differences] if differences is not None else None
