@@ -232,6 +232,9 @@ class _Flow:
         cache = self.session.cache
         found, _, rows, hashed, nbytes, digested = compare_outcomes(a, b, cache is not None)
         report, counters = self.report, self.session.counters
+        cached = sum(1 for o in there if o[2] is None and o[3] is None)  # the remote's cache knew them
+        report.cache_hits += cached
+        report.files += cached
         report.hashed += hashed
         report.bytes_hashed += nbytes
         report.files += digested

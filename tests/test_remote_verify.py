@@ -1,0 +1,251 @@
+"""``pcopy verify`` with a remote side (pcopy.remote.verify), through the real sshd of conftest's ``server``.
+
+The "remote" is this machine reached through ssh, so a local verify of the very same two trees is
+the reference: the remote runs must print the same lines, the same report and the same json.
+Each side's hash cache is a file of the test (``PCOPY_CACHE``, passed to the remote through
+``--remote-pcopy 'env PCOPY_CACHE=...'``), never the machine's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import sshd_helpers as sshd
+from conftest import BAD_UTF8, Dir, Fifo, File, Link, children, make_tree, sample_spec
+from fault_helpers import NOBODY, SETPRIV, env, pcopy_cmd
+from remote_helpers import wait_for
+
+pytestmark = pytest.mark.skipif(sshd.missing() is not None, reason=sshd.missing() or "")
+H = sshd.HOST
+AS_NOBODY = [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+
+
+def _run(server, base, *args, remote_pcopy=None, local=(), timeout=120) -> subprocess.CompletedProcess:
+    """pcopy ARGS with each side's cache in ``base`` (the local one through the environment)."""
+    e = env()
+    e["PCOPY_CACHE"] = os.path.join(base, "local-cache.sqlite3")
+    rp = remote_pcopy or f"env PCOPY_CACHE={base}/remote-cache.sqlite3 {server.remote_pcopy}"
+    proc = subprocess.run([*local, *pcopy_cmd(*args, "-e", server.rsh, "--remote-pcopy", rp)], capture_output=True,
+                          env=e, timeout=timeout, cwd="/")
+    proc.err = proc.stderr.decode("utf-8", "surrogateescape")  # type: ignore[attr-defined]
+    return proc
+
+
+def _outcome(proc) -> tuple:
+    """(exit code, stderr lines with the summary's time cut, the json report without its time)."""
+    lines = [re.sub(r" in [0-9.]+ s$", "", line) for line in proc.err.splitlines()]
+    report = json.loads(proc.stdout) if proc.stdout.strip() else None
+    if report is not None:
+        report.pop("seconds")
+    return proc.returncode, lines, report
+
+
+def _remote_args(direction: str, src, dst) -> tuple:
+    return (src, f"{H}:{dst}") if direction == "push" else (f"{H}:{src}", dst)
+
+
+def _trees(tmp_path) -> tuple:
+    """SRC and a DST that differs from it in every way verify reports."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, sample_spec())
+    make_tree(src, {f"many/f{i:03d}": f"file {i}\n".encode() * i for i in range(300)})
+    make_tree(src, {"fifo": Fifo(), "kind/f": b"file", "gone/a/b": b"deep", "tgt": Link("one")})
+    subprocess.run(["cp", "-a", src, dst], check=True)
+    st = os.stat(src / "hello.txt")
+    (dst / "hello.txt").write_bytes(b"hellO world\n")  # same size, same mtime: only the contents tell
+    os.utime(dst / "hello.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    (dst / "new\nline").write_bytes(b"newline in the namE")
+    os.utime(dst / "new\nline", ns=(st.st_atime_ns, os.stat(src / "new\nline").st_mtime_ns))
+    (dst / BAD_UTF8).write_bytes(b"longer content for an invalid utf-8 name")
+    (dst / "empty.txt").unlink()
+    shutil.rmtree(dst / "gone")
+    (dst / "kind" / "f").unlink()
+    (dst / "kind" / "f").mkdir()
+    (dst / "tgt").unlink()
+    (dst / "tgt").symlink_to("two")
+    make_tree(dst, {"extra/x/y": b"extra", "many/f999": b"one more", "sub/deeper/deepest/leaf2": b"x"})
+    return src, dst
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_output_equals_a_local_verify_of_the_same_trees(server, tmp_path, direction):
+    src, dst = _trees(tmp_path)
+    local = _outcome(_run(server, tmp_path, "verify", src, dst, "--json", "--no-cache"))
+    assert local[0] == 4 and len(local[1]) > 8, local
+    remote = _outcome(_run(server, tmp_path, "verify", *_remote_args(direction, src, dst), "--json", "--no-cache"))
+    assert remote == local
+    same = _outcome(_run(server, tmp_path, "verify", *_remote_args(direction, src, src), "--json", "--no-cache"))
+    assert same[0] == 0 and same[2]["identical"] > 300 and same[2]["differ"] == 0, same
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_the_caches_on_both_ends_give_the_same_answers(server, tmp_path, direction):
+    src, dst = _trees(tmp_path)
+    time.sleep(2.1)  # the caches keep no digest of a file changed in the last 2 s (content.cache.RACY_NS)
+    local = _outcome(_run(server, tmp_path / "l", "verify", src, dst, "--json"))
+    first = _outcome(_run(server, tmp_path, "verify", *_remote_args(direction, src, dst), "--json"))
+    second = _outcome(_run(server, tmp_path, "verify", *_remote_args(direction, src, dst), "--json"))
+    for run in (first, second):
+        assert run[0] == local[0] == 4
+        assert run[2]["differences"] == local[2]["differences"]
+        assert {k: run[2][k] for k in ("identical", "differ", "missing", "extra", "errors")} == \
+            {k: local[2][k] for k in ("identical", "differ", "missing", "extra", "errors")}
+    assert first[2]["cache_hits"] == 0 and first[2]["hashed"] > 600, first
+    assert second[2]["hashed"] == 0 and second[2]["cache_hits"] > 600, second  # both ends remembered
+    (src / "many" / "f010").write_bytes(b"changed")  # a changed file is read again on its side
+    third = _outcome(_run(server, tmp_path, "verify", *_remote_args(direction, src, dst), "--json"))
+    assert {"kind": "differ", "path": "many/f010", "detail": "sizes differ (7 in SRC, 80 in DST)"} in \
+        third[2]["differences"]
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory nobody may enter (pytest's own are root's alone), removed afterwards."""
+    base = tempfile.mkdtemp(prefix="pcopy-rverify-")
+    os.chmod(base, 0o755)
+    yield base
+    for top, dirs, _ in os.walk(base):
+        for d in dirs:
+            os.chmod(os.path.join(top, d), 0o755)
+    shutil.rmtree(base)
+
+
+@pytest.mark.skipif(SETPRIV is None, reason="setpriv is not installed")
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_unreadable_files_and_directories_on_the_remote(server, shared_dir, direction):
+    src, dst = os.path.join(shared_dir, "src"), os.path.join(shared_dir, "dst")
+    spec = {"ok": b"same", "d/inner": b"in", "locked": Dir(), "locked/f": b"x", "secret": File(b"s", mode=0o000)}
+    make_tree(src, spec)
+    make_tree(dst, spec)
+    remote_tree = dst if direction == "push" else src
+    os.chmod(os.path.join(remote_tree, "locked"), 0o000)
+    with open(os.path.join(dst, "d", "inner"), "wb") as fh:
+        fh.write(b"IN")
+    local_tree = src if direction == "push" else dst
+    os.chmod(os.path.join(local_tree, "secret"), 0o644)  # only the remote side (run as nobody) cannot read
+    # the reference: a local verify as nobody sees what the remote (pcopy serve as nobody) sees
+    local = _outcome(_run(server, shared_dir, "verify", src, dst, "--json", "--no-cache", local=AS_NOBODY))
+    rp = " ".join([*AS_NOBODY, sys.executable, "-m", "pcopy"])
+    remote = _outcome(_run(server, shared_dir, "verify", *_remote_args(direction, src, dst), "--json", "--no-cache",
+                           remote_pcopy=rp))
+    side = "DST" if direction == "push" else "SRC"
+    assert f"pcopy: error: secret: in {side}: Permission denied" in local[1], local
+    assert f"pcopy: error: locked: cannot read directory in {side}: Permission denied" in local[1], local
+    assert local[0] == 4 and remote == local
+
+
+def test_a_manifest_checked_against_a_remote_root(server, tmp_path):
+    root = tmp_path / "root"
+    make_tree(root, sample_spec())
+    manifest = tmp_path / "m.xxh"
+    made = _run(server, tmp_path, "hash", root, "-o", manifest, "--no-cache")
+    assert made.returncode == 0, made.err
+    with open(manifest, "ab") as fh:
+        fh.write(b"not a manifest line\n" + b"0" * 32 + b"  not/there\n")
+    (root / "hello.txt").write_bytes(b"hellO world\n")
+    (root / "big.bin").unlink()
+    local = _outcome(_run(server, tmp_path, "verify", "-m", manifest, root, "--json", "--no-cache"))
+    assert local[0] == 4 and any("hello.txt (contents differ)" in line for line in local[1]), local
+    remote = _outcome(_run(server, tmp_path, "verify", "-m", manifest, f"{H}:{root}", "--json", "--no-cache"))
+    assert remote == local
+    e = env()
+    piped = subprocess.run(pcopy_cmd("verify", "-m", "-", f"{H}:{root}", "--no-cache", *server.args()),
+                           input=manifest.read_bytes(), capture_output=True, env=e, timeout=60)
+    lines = [re.sub(r" in [0-9.]+ s$", "", line) for line in piped.stderr.decode("utf-8", "surrogateescape")
+             .splitlines()]
+    assert piped.returncode == 4 and lines == [line.replace(f"{manifest}:", "<stdin>:") for line in local[1]]
+    empty = tmp_path / "empty.xxh"
+    empty.write_bytes(b"junk\n")
+    bad = _run(server, tmp_path, "verify", "-m", empty, f"{H}:{root}", "--no-cache")
+    assert bad.returncode == 1
+    assert bad.err.splitlines()[-1] == f"pcopy: error: {H}: {empty}: no properly formatted checksum lines found"
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_a_missing_remote_root_is_one_line(server, tmp_path, direction):
+    src = tmp_path / "src"
+    make_tree(src, {"f": b"x"})
+    nope = tmp_path / "nope"
+    what = "destination" if direction == "push" else "source"
+    args = (src, f"{H}:{nope}") if direction == "push" else (f"{H}:{nope}", src)
+    proc = _run(server, tmp_path, "verify", *args)
+    assert proc.returncode == 1
+    assert proc.err.splitlines() == [f"pcopy: error: {H}: {nope}: cannot read {what}: No such file or directory"]
+    assert wait_for(lambda: not sshd.serve_pids(server), 5)
+    both = _run(server, tmp_path, "verify", f"{H}:{src}", f"{H}:{src}")
+    assert both.returncode == 2 and "both remote" in both.err
+
+
+SLOW_SERVE = """\
+#!/bin/sh
+# pcopy serve whose answers reach the client at about 80 KiB/s: a verify that runs long enough to be stopped
+{python} -m pcopy "$@" | {python} -c '
+import sys, time
+r, w = sys.stdin.buffer, sys.stdout.buffer
+while True:
+    b = r.read1(4096)
+    if not b:
+        break
+    w.write(b); w.flush(); time.sleep(0.05)'
+"""
+
+
+def _slow_verify(server, tmp_path, direction):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, {f"d{d:03d}/f{i}": f"{d} {i}".encode() for d in range(300) for i in range(10)})
+    subprocess.run(["cp", "-a", src, dst], check=True)
+    script = tmp_path / "slow-serve"
+    script.write_text(SLOW_SERVE.format(python=sys.executable))
+    script.chmod(0o755)
+    e = env()
+    e["PCOPY_CACHE"] = str(tmp_path / "cache.sqlite3")
+    cmd = pcopy_cmd("verify", *_remote_args(direction, src, dst), "--no-cache", "-e", server.rsh, "--remote-pcopy",
+                    str(script))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, cwd="/")
+    assert wait_for(lambda: sshd.serve_pids(server) and _ssh(proc.pid), 30)
+    time.sleep(0.3)  # well into the run (it takes some seconds), not only the handshake
+    return proc
+
+
+def _ssh(pid: int) -> list:
+    found = []
+    for child, _ in children(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as fh:
+                if fh.read().split(b"\0")[0].endswith(b"ssh"):
+                    found.append(child)
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_a_dropped_connection_is_one_line_naming_the_host(server, tmp_path, direction):
+    proc = _slow_verify(server, tmp_path, direction)
+    for pid in _ssh(proc.pid):
+        os.kill(pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 1, err
+    assert len(lines) == 1 and lines[0].startswith(f"pcopy: error: {H}: connection lost"), err
+    assert wait_for(lambda: not sshd.serve_pids(server), 5), sshd.serve_pids(server)
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_ctrl_c_stops_both_ends(server, tmp_path, direction):
+    proc = _slow_verify(server, tmp_path, direction)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < 2.5
+    assert wait_for(lambda: not sshd.serve_pids(server), 2), sshd.serve_pids(server)
