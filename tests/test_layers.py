@@ -47,6 +47,7 @@ LAYERS = [
     ["integrity.session"],
     ["integrity.tree"],
     ["integrity.manifest", "integrity.compare", "remote.hashing"],
+    ["remote.verify_ahead"],
     ["remote.verify", "remote.verify_serve"],
     ["api", "remote.serve"],
     ["cli.output", "cli.argtypes"],

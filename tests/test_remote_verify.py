@@ -29,23 +29,30 @@ H = sshd.HOST
 AS_NOBODY = [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 
 
-def _run(server, base, *args, remote_pcopy=None, local=(), timeout=120) -> subprocess.CompletedProcess:
+def _run(server, base, *args, remote_pcopy=None, local=(), rsh=None, timeout=120) -> subprocess.CompletedProcess:
     """pcopy ARGS with each side's cache in ``base`` (the local one through the environment)."""
     e = env()
     e["PCOPY_CACHE"] = os.path.join(base, "local-cache.sqlite3")
     rp = remote_pcopy or f"env PCOPY_CACHE={base}/remote-cache.sqlite3 {server.remote_pcopy}"
-    proc = subprocess.run([*local, *pcopy_cmd(*args, "-e", server.rsh, "--remote-pcopy", rp)], capture_output=True,
-                          env=e, timeout=timeout, cwd="/")
+    proc = subprocess.run([*local, *pcopy_cmd(*args, "-e", rsh or server.rsh, "--remote-pcopy", rp)],
+                          capture_output=True, env=e, timeout=timeout, cwd="/")
     proc.err = proc.stderr.decode("utf-8", "surrogateescape")  # type: ignore[attr-defined]
     return proc
 
 
 def _outcome(proc) -> tuple:
-    """(exit code, stderr lines with the summary's time cut, the json report without its time)."""
+    """(exit code, stderr lines with the summary's time cut, the json report without its time).
+
+    The difference lines are sorted: a local verify prints a directory's own error when its march
+    reaches it and a file's difference when the file's batch comes back from the pool, so their
+    interleaving already depends on the pool's timing there (the remote run's order is path order).
+    """
     lines = [re.sub(r" in [0-9.]+ s$", "", line) for line in proc.err.splitlines()]
+    lines = sorted(lines[:-1]) + lines[-1:]
     report = json.loads(proc.stdout) if proc.stdout.strip() else None
     if report is not None:
         report.pop("seconds")
+        report["differences"] = sorted(report["differences"], key=lambda d: (d["path"], d["kind"], d["detail"]))
     return proc.returncode, lines, report
 
 
@@ -76,12 +83,20 @@ def _trees(tmp_path) -> tuple:
     return src, dst
 
 
+@pytest.mark.parametrize("opening", ["at-once", "slow"])
 @pytest.mark.parametrize("direction", ["push", "pull"])
-def test_output_equals_a_local_verify_of_the_same_trees(server, tmp_path, direction):
+def test_output_equals_a_local_verify_of_the_same_trees(server, tmp_path, direction, opening):
     src, dst = _trees(tmp_path)
     local = _outcome(_run(server, tmp_path, "verify", src, dst, "--json", "--no-cache"))
     assert local[0] == 4 and len(local[1]) > 8, local
-    remote = _outcome(_run(server, tmp_path, "verify", *_remote_args(direction, src, dst), "--json", "--no-cache"))
+    rsh = server.rsh
+    if opening == "slow":  # the whole local tree is read ahead while the session opens (remote.verify_ahead)
+        slow = tmp_path / "slow-ssh"
+        slow.write_text(f'#!/bin/sh\nsleep 1.5\nexec {rsh} "$@"\n')
+        slow.chmod(0o755)
+        rsh = str(slow)
+    remote = _outcome(_run(server, tmp_path, "verify", *_remote_args(direction, src, dst), "--json", "--no-cache",
+                           rsh=rsh))
     assert remote == local
     same = _outcome(_run(server, tmp_path, "verify", *_remote_args(direction, src, src), "--json", "--no-cache"))
     assert same[0] == 0 and same[2]["identical"] > 300 and same[2]["differ"] == 0, same
@@ -162,7 +177,8 @@ def test_a_manifest_checked_against_a_remote_root(server, tmp_path):
                            input=manifest.read_bytes(), capture_output=True, env=e, timeout=60)
     lines = [re.sub(r" in [0-9.]+ s$", "", line) for line in piped.stderr.decode("utf-8", "surrogateescape")
              .splitlines()]
-    assert piped.returncode == 4 and lines == [line.replace(f"{manifest}:", "<stdin>:") for line in local[1]]
+    assert piped.returncode == 4
+    assert sorted(lines[:-1]) + lines[-1:] == [line.replace(f"{manifest}:", "<stdin>:") for line in local[1]]
     empty = tmp_path / "empty.xxh"
     empty.write_bytes(b"junk\n")
     bad = _run(server, tmp_path, "verify", "-m", empty, f"{H}:{root}", "--no-cache")
@@ -187,15 +203,20 @@ def test_a_missing_remote_root_is_one_line(server, tmp_path, direction):
 
 SLOW_SERVE = """\
 #!/bin/sh
-# pcopy serve whose answers reach the client at about 80 KiB/s: a verify that runs long enough to be stopped
+# pcopy serve whose answers reach the client at about 80 KiB/s: a verify that runs long enough to be
+# stopped; {marker} appears once the handshake and the first directories have gone through
 {python} -m pcopy "$@" | {python} -c '
-import sys, time
+import os, sys, time
 r, w = sys.stdin.buffer, sys.stdout.buffer
+sent = 0
 while True:
     b = r.read1(4096)
     if not b:
         break
-    w.write(b); w.flush(); time.sleep(0.05)'
+    w.write(b); w.flush(); sent += len(b)
+    if sent > 8192 and not os.path.exists("{marker}"):
+        open("{marker}", "w").close()
+    time.sleep(0.05)'
 """
 
 
@@ -204,15 +225,16 @@ def _slow_verify(server, tmp_path, direction):
     make_tree(src, {f"d{d:03d}/f{i}": f"{d} {i}".encode() for d in range(300) for i in range(10)})
     subprocess.run(["cp", "-a", src, dst], check=True)
     script = tmp_path / "slow-serve"
-    script.write_text(SLOW_SERVE.format(python=sys.executable))
+    marker = tmp_path / "running"
+    script.write_text(SLOW_SERVE.format(python=sys.executable, marker=marker))
     script.chmod(0o755)
     e = env()
     e["PCOPY_CACHE"] = str(tmp_path / "cache.sqlite3")
     cmd = pcopy_cmd("verify", *_remote_args(direction, src, dst), "--no-cache", "-e", server.rsh, "--remote-pcopy",
                     str(script))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, cwd="/")
-    assert wait_for(lambda: sshd.serve_pids(server) and _ssh(proc.pid), 30)
-    time.sleep(0.3)  # well into the run (it takes some seconds), not only the handshake
+    assert wait_for(marker.exists, 30), proc.stderr  # well into the run (it takes some seconds)
+    assert sshd.serve_pids(server) and _ssh(proc.pid)
     return proc
 
 

@@ -36,6 +36,7 @@ from ..model.entries import DIR
 from ..runtime.progress import Counters
 from . import transport
 from .hashing import report_from
+from .verify_ahead import Opening, ReadAhead
 
 ALGO = "xxh128"
 SEND_EVERY = 256 << 10  # bytes of manifest per frame
@@ -150,20 +151,22 @@ class _Unit:
     __slots__ = ("reldir", "records", "names", "known", "sizes", "todo", "remote")
 
     def __init__(self, reldir: str, records: list, names: tuple, known: tuple, sizes: tuple, remote: _Remote,
-                 local: int) -> None:
+                 local: int, ahead: ReadAhead) -> None:
         self.reldir, self.records, self.names, self.known, self.sizes = reldir, records, names, known, sizes
         self.remote = remote
-        self.todo = tuple(j for j, k in enumerate(known) if k[local] is None)
+        got = ahead.got
+        self.todo = tuple(j for j, k in enumerate(known) if k[local] is None and (reldir, names[j]) not in got)
 
     def work(self):
         return (self.reldir, ALGO, tuple((0, self.names[j]) for j in self.todo)) if self.todo else None
 
 
 class _Flow:
-    def __init__(self, session: Session, root: str, push: bool, lister: _RemoteLister) -> None:
+    def __init__(self, session: Session, root: str, push: bool, lister: _RemoteLister, view: SideView,
+                 ahead: ReadAhead) -> None:
         self.session, self.report, self.root, self.push, self.lister = session, session.report, root, push, lister
         self.local = 0 if push else 1  # the local tree's index in (SRC, DST)
-        self.view = SideView(ALGO, session.cache)
+        self.view, self.ahead = view, ahead
         cached = session.cache is not None
         self.march = March(root, "", need_stat=cached, dtype_only=not cached, view=_View(), lister=lister)
         self.prune = self.march.prune = _Told()
@@ -218,7 +221,8 @@ class _Flow:
             picked = [r for r in part if type(r) is int]
             at = {j: n for n, j in enumerate(picked)}
             unit = _Unit(reldir, [at[r] if type(r) is int else r for r in part], tuple(names[j] for j in picked),
-                         tuple(known[j] for j in picked), tuple(sizes[j] for j in picked), remote, self.local)
+                         tuple(known[j] for j in picked), tuple(sizes[j] for j in picked), remote, self.local,
+                         self.ahead)
             self.session.counters.discovered(2 * len(unit.names), 2 * sum(unit.sizes))
             yield unit
 
@@ -226,7 +230,8 @@ class _Flow:
         if exc is not None:
             results = [(None, 0, None, (FAILED, f"worker failed: {describe(exc)}"))] * len(unit.todo)
         read = dict(zip(unit.todo, results or (), strict=True))
-        here = [read[j] if j in read else (k[self.local], k[2], None, None) for j, k in enumerate(unit.known)]
+        here = [read[j] if j in read else (k[self.local], k[2], None, None) if k[self.local] is not None
+                else self.ahead.take(unit.reldir, unit.names[j]) for j, k in enumerate(unit.known)]
         there = [unit.remote.out[name] for name in unit.names]
         a, b = (here, there) if self.push else (there, here)
         cache = self.session.cache
@@ -274,23 +279,30 @@ def verify_trees(src: str, dst: str, *, jobs: Optional[int] = None, backend: str
     report = IntegrityReport(differences=[] if keep else None)
     session = Session(report, counters if counters is not None else Counters(), open_cache(cache, report, on_warning),
                       on_difference)
-    conn = transport.connect(spec, rsh, remote_pcopy)
+    opening = Opening(spec, rsh, remote_pcopy, {"op": "vtree", "root": spec.path, "jobs": jobs,
+                                                "what": "destination" if push else "source",
+                                                "cache": cache is not False})
     ok = False
     try:
-        conn.send({"op": "vtree", "root": spec.path, "what": "destination" if push else "source", "jobs": jobs,
-                   "cache": cache is not False})
-        lister = _RemoteLister(conn, on_warning)
-        flow = _Flow(session, root, push, lister)
+        view = SideView(ALGO, session.cache)
+        ahead = ReadAhead(session, root, view, opening.done)
         fn = functools.partial(hash_batch, HashJob((root,)))
-        guarded(session, lambda check: session.run_units(flow.units(), fn, flow.done, jobs, backend, check), started)
-        conn.send({"t": "end"})
-        lister.finish()
+
+        def run(check: Callable) -> None:
+            session.run_units(ahead.units(), fn, ahead.done, jobs, backend, check)  # while the session opens
+            lister = _RemoteLister(opening.wait(check), on_warning)
+            flow = _Flow(session, root, push, lister, view, ahead)
+            session.run_units(flow.units(), fn, flow.done, jobs, backend, check)
+            lister.conn.send({"t": "end"})
+            lister.finish()
+
+        guarded(session, run, started)
         ok = True
     finally:
         if ok:
-            conn.close()
+            opening.conn.close()
         else:
-            conn.kill()
+            opening.kill()
     report.seconds = time.monotonic() - started
     return report
 
