@@ -271,3 +271,34 @@ def test_ctrl_c_stops_both_ends(server, tmp_path, direction):
     assert proc.returncode == 130, err
     assert time.monotonic() - started < 2.5
     assert wait_for(lambda: not sshd.serve_pids(server), 2), sshd.serve_pids(server)
+
+
+HOSTILE = """\
+import json, struct, sys
+r, w = sys.stdin.buffer, sys.stdout.buffer
+def send(h):
+    data = json.dumps(h).encode()
+    w.write(struct.pack(">II", len(data), 0) + data); w.flush()
+while True:
+    head = r.read(8)
+    if len(head) < 8:
+        break
+    n, p = struct.unpack(">II", head)
+    h = json.loads(r.read(n)); r.read(p)
+    if h.get("op") == "hello":
+        send({"ok": True, "proto": h["proto"], "version": "0.0.0"})
+    elif h.get("op") == "vtree":
+        send({"t": "dir", "reldir": "", "error": None, "entry_errors": [], "names": ["../escape"], "shape": [1],
+              "problems": [], "out": [["0" * 32, 1, True, None]]})
+"""
+
+
+def test_a_hostile_remote_name_is_refused_in_one_line(server, tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, {"f": b"x"})
+    script = tmp_path / "hostile.py"
+    script.write_text(HOSTILE)
+    proc = _run(server, tmp_path, "verify", src, f"{H}:/x", remote_pcopy=f"{sys.executable} {script}")
+    assert proc.returncode == 1, proc.err
+    assert proc.err.splitlines() == [f"pcopy: error: {H}: bad directory frame from the remote pcopy: "
+                                     "bad name from the other end: '../escape'"], proc.err

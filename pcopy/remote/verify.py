@@ -36,6 +36,7 @@ from ..model.entries import DIR
 from ..runtime.progress import Counters
 from . import transport
 from .hashing import report_from
+from .protocol import ProtocolError, check_name
 from .verify_ahead import Opening, ReadAhead
 
 ALGO = "xxh128"
@@ -88,7 +89,11 @@ class _RemoteLister:
             header, _ = self.conn.recv()
             kind = header.get("t")
             if kind == "dir":
-                return self._message(header)
+                try:
+                    return self._message(header)
+                except (KeyError, TypeError, ValueError, ProtocolError) as exc:
+                    raise PcopyError(f"{self.conn.spec.host}: bad directory frame from the remote pcopy: "
+                                     f"{exc}") from None
             if kind == "warn":
                 if self.on_warning is not None:
                     self.on_warning(f"{self.conn.spec.host}: {header['message']}")
@@ -103,7 +108,7 @@ class _RemoteLister:
         errors = tuple((name, code, text) for name, code, text in h["entry_errors"])
         if h["error"] is not None:
             return h["reldir"], None, tuple(h["error"]), errors
-        names = tuple(h["names"])
+        names = tuple(map(check_name, h["names"]))  # a hostile remote's names are only ever printed, still
         shape = tuple(_shape(s) for s in h["shape"])
         files = [name for name, s in zip(names, shape, strict=True) if type(s) is int]
         side = Side(names, shape, len(files), 0, "", tuple(tuple(p) for p in h["problems"]))
