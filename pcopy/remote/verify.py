@@ -8,6 +8,8 @@ machine reads and hashes its own files, at the same time; only listings and dige
                                                                               ▼
         compare_outcomes (the local words) ─► differences, in order ─► the same report as a local verify
 
+While the ssh session opens, the local workers already read the local tree's first files
+(``verify_ahead``); the march then takes those outcomes instead of reading the files again.
 The march walks the local tree whichever side it is; the remote lister answers every DST (or SRC)
 listing from the stream. A directory that exists on one side only is not entered on either: the
 client tells the remote (``prune``) so its walk, running ahead, skips reading it.
