@@ -156,6 +156,13 @@ def test_unreadable_files_and_directories_on_the_remote(server, shared_dir, dire
     assert f"pcopy: error: secret: in {side}: Permission denied" in local[1], local
     assert f"pcopy: error: locked: cannot read directory in {side}: Permission denied" in local[1], local
     assert local[0] == 4 and remote == local
+    locked = [os.path.join(src, "locked"), os.path.join(dst, "locked")]  # a root the remote cannot read
+    local = _outcome(_run(server, shared_dir, "verify", *locked, "--json", "--no-cache", local=AS_NOBODY))
+    remote = _outcome(_run(server, shared_dir, "verify", *_remote_args(direction, *locked), "--json", "--no-cache",
+                           remote_pcopy=rp))
+    assert local[0] == 3 and local[2]["differences"] == [
+        {"kind": "error", "path": ".", "detail": f"cannot read directory in {side}: Permission denied"}]
+    assert remote == local
 
 
 def test_a_manifest_checked_against_a_remote_root(server, tmp_path):
@@ -302,3 +309,21 @@ def test_a_hostile_remote_name_is_refused_in_one_line(server, tmp_path):
     assert proc.returncode == 1, proc.err
     assert proc.err.splitlines() == [f"pcopy: error: {H}: bad directory frame from the remote pcopy: "
                                      "bad name from the other end: '../escape'"], proc.err
+
+
+@pytest.mark.skipif(SETPRIV is None, reason="setpriv is not installed")
+def test_hash_of_a_remote_tree_reports_as_a_local_hash(server, shared_dir):
+    root = os.path.join(shared_dir, "root")
+    make_tree(root, {"ok": b"fine", "secret": File(b"s", mode=0o000)})
+    out = os.path.join(shared_dir, "out")
+    os.makedirs(out, mode=0o777)
+    os.chmod(out, 0o777)
+    local = _outcome(_run(server, shared_dir, "hash", root, "-o", f"{out}/local.xxh", "--json", "--no-cache",
+                          local=AS_NOBODY))
+    rp = " ".join([*AS_NOBODY, sys.executable, "-m", "pcopy"])
+    remote = _outcome(_run(server, shared_dir, "hash", f"{H}:{root}", "-o", f"{out}/remote.xxh", "--json",
+                           "--no-cache", remote_pcopy=rp))
+    assert local[0] == 3 and [(d["kind"], d["path"]) for d in local[2]["differences"]] == [("error", "secret")]
+    assert remote == local  # the differences too (the remote keeps none of its own; the client lists them)
+    with open(f"{out}/local.xxh", "rb") as a, open(f"{out}/remote.xxh", "rb") as b:
+        assert a.read() == b.read()
