@@ -327,3 +327,37 @@ def test_hash_of_a_remote_tree_reports_as_a_local_hash(server, shared_dir):
     assert remote == local  # the differences too (the remote keeps none of its own; the client lists them)
     with open(f"{out}/local.xxh", "rb") as a, open(f"{out}/remote.xxh", "rb") as b:
         assert a.read() == b.read()
+
+
+def test_a_big_directory_travels_in_parts(tmp_path, monkeypatch):
+    """In memory, without ssh: the remote's frames of a directory split into parts (verify_serve._frames)
+    are joined by the client into what one frame would have said."""
+    from pcopy.remote import transport, verify, verify_serve
+
+    root = tmp_path / "root"
+    make_tree(root, {**{f"f{i:02d}": b"x" * i for i in range(30)}, "sub/g": b"g", "link": Link("f01")})
+
+    def frames(limit: int) -> list:
+        monkeypatch.setattr(verify_serve, "FRAME_NAMES", limit)
+        out: list = []
+        verify_serve._stream(out.append, str(root), {"cache": False, "jobs": 1}, set())
+        return out + [{"ok": True}]
+
+    class Conn:
+        spec = transport.Spec(None, "fake", "/")
+
+        def __init__(self, items: list) -> None:
+            self.items = items
+
+        def recv(self) -> tuple:
+            return self.items.pop(0), b""
+
+    whole, parts = frames(10**6), frames(7)
+    assert len(whole) == 3 and sum(1 for f in parts if f.get("more")) == 4, parts
+    got = []
+    for items in (whole, parts):
+        lister = verify._RemoteLister(Conn(items), None)
+        got.append([(m[0], m[1].side, m[1].out) for m in (lister.get(""), lister.get("sub"))])
+        lister.finish()
+    assert got[0] == got[1]
+    assert len(got[0][0][1].names) == 32 and len(got[0][0][2]) == 30

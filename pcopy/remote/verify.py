@@ -87,11 +87,17 @@ class _RemoteLister:
         self._ahead = None
 
     def _next(self):
+        parts: list = []  # a big directory's frames before its last
         while not self.ended:
             header, _ = self.conn.recv()
             kind = header.get("t")
             if kind == "dir":
+                if header.get("more"):
+                    parts.append(header)
+                    continue
                 try:
+                    if parts:
+                        header = _joined(parts + [header])
                     return self._message(header)
                 except (KeyError, TypeError, ValueError, ProtocolError) as exc:
                     raise PcopyError(f"{self.conn.spec.host}: bad directory frame from the remote pcopy: "
@@ -137,6 +143,16 @@ class _RemoteLister:
 
     def close(self) -> None:
         pass
+
+
+def _joined(parts: list) -> dict:
+    """One directory frame from its parts (see ``verify_serve._frames``)."""
+    whole = dict(parts[0])
+    for key in ("names", "shape", "out"):
+        whole[key] = [item for part in parts for item in part[key]]
+    if any(part["reldir"] != whole["reldir"] for part in parts):
+        raise ValueError("parts of different directories")
+    return whole
 
 
 class _Told(set):

@@ -31,6 +31,7 @@ from ..runtime.progress import Counters
 from .protocol import check_relpath, error_out
 
 ALGO = "xxh128"
+FRAME_NAMES = 20_000  # names per directory frame (~2 MB of JSON; the protocol allows 64 MiB)
 
 
 class _Dir:
@@ -141,15 +142,30 @@ def _stream(emit: Callable, root: str, h: dict, prune: set) -> None:
         if part.last:
             if d.reading is not None and session.cache is not None:
                 d.reading.store(session.cache, ALGO)
-            header = d.header
-            if "names" in header:
-                header["out"] = [d.out[name] for name, shape in zip(header["names"], header["shape"], strict=True)
-                                 if type(shape) is int]
-            emit(header)
+            for frame in _frames(d):
+                emit(frame)
 
     fn = functools.partial(hash_batch, HashJob((root,)))
     guarded(session, lambda check: session.run_units(units(), fn, done, h.get("jobs"), "process", check),
             time.monotonic())
+
+
+def _frames(d: _Dir):
+    """The directory's frame; a big one in parts of FRAME_NAMES names (``more``: another part follows),
+    so that no frame nears the protocol's size limit."""
+    header = d.header
+    if "names" not in header:
+        yield header
+        return
+    names, shape, out = header["names"], header["shape"], d.out
+    for start in range(0, max(len(names), 1), FRAME_NAMES):
+        part = dict(header) if start == 0 else {"t": "dir", "reldir": header["reldir"], "error": None,
+                                                "entry_errors": [], "problems": []}
+        part["names"], part["shape"] = names[start:start + FRAME_NAMES], shape[start:start + FRAME_NAMES]
+        part["out"] = [out[name] for name, kind in zip(part["names"], part["shape"], strict=True) if type(kind) is int]
+        if start + FRAME_NAMES < len(names):
+            part["more"] = True
+        yield part
 
 
 def _pruned(reldir: str, prune: set) -> bool:
