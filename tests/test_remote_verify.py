@@ -361,3 +361,55 @@ def test_a_big_directory_travels_in_parts(tmp_path, monkeypatch):
         lister.finish()
     assert got[0] == got[1]
     assert len(got[0][0][1].names) == 32 and len(got[0][0][2]) == 30
+
+
+def test_the_remote_stops_walking_once_the_client_has_all_it_asked_for(tmp_path):
+    """In memory: after the client's ``end`` the remote's walk reads no more directories (a tree only the
+    remote holds is not hashed to the end for nothing)."""
+    import threading
+
+    from pcopy.remote import verify_serve
+
+    root = tmp_path / "root"
+    make_tree(root, {f"d{d:03d}/f": b"x" for d in range(200)})
+    first = threading.Event()
+    frames: list = []
+
+    def emit(header: dict) -> None:
+        frames.append(header)
+        first.set()
+
+    def next_frame() -> tuple:
+        assert first.wait(30)
+        return {"t": "end"}, b""
+
+    assert verify_serve.serve_tree(emit, next_frame, {"root": str(root), "cache": False, "jobs": 1}) == {}
+    assert 1 <= len(frames) < 100, len(frames)
+
+
+def test_directories_the_client_prunes_are_not_read_by_the_remote(tmp_path):
+    """In memory: the remote's walk skips the directories the client named (``prune``) before it got there."""
+    import threading
+
+    from pcopy.remote import verify_serve
+
+    root = tmp_path / "root"
+    make_tree(root, {f"d{d:03d}/sub/f": b"x" for d in range(200)})
+    last = threading.Event()
+    frames: list = []
+    said = []
+
+    def emit(header: dict) -> None:
+        frames.append(header["reldir"])
+        if header["reldir"] == "d099/sub":
+            last.set()
+
+    def next_frame() -> tuple:
+        said.append(1)
+        if len(said) == 1:
+            return {"t": "prune", "paths": [f"d{d:03d}" for d in range(100, 200)]}, b""
+        assert last.wait(30)
+        return {"t": "end"}, b""
+
+    verify_serve.serve_tree(emit, next_frame, {"root": str(root), "cache": False, "jobs": 1})
+    assert "d099/sub" in frames and not any(f.startswith("d1") for f in frames), frames[-20:]

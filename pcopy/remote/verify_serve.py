@@ -61,6 +61,7 @@ class _Prunes:
 
     def __init__(self, next_frame: Callable) -> None:
         self.paths: set = set()
+        self.ended = threading.Event()  # the client has all it asked for: read and send no more
         self.next_frame = next_frame
         self.thread = threading.Thread(target=self._read, name="pcopy-verify-prunes", daemon=True)
         self.thread.start()
@@ -76,6 +77,8 @@ class _Prunes:
                     self.paths.add(path)
         except (EOFError, OSError, PcopyError):
             return
+        finally:
+            self.ended.set()
 
 
 def serve_tree(emit: Callable, next_frame: Callable, h: dict) -> dict:
@@ -84,13 +87,13 @@ def serve_tree(emit: Callable, next_frame: Callable, h: dict) -> dict:
     require_dir(root, h.get("what", "root"))
     prunes = _Prunes(next_frame)
     try:
-        _stream(emit, root, h, prunes.paths)
+        _stream(emit, root, h, prunes.paths, prunes.ended)
     finally:
         prunes.thread.join()  # the client's ``end`` (or EOF): the next frame is an operation again
     return {}
 
 
-def _stream(emit: Callable, root: str, h: dict, prune: set) -> None:
+def _stream(emit: Callable, root: str, h: dict, prune: set, ended: Optional[threading.Event] = None) -> None:
     report = IntegrityReport(differences=None)
 
     def warning(message: str) -> None:
@@ -102,6 +105,8 @@ def _stream(emit: Callable, root: str, h: dict, prune: set) -> None:
 
     def units():
         for listing in walk(root, False, lambda reldir: True):
+            if ended is not None and ended.is_set():
+                return
             if prune and _pruned(listing.reldir, prune):
                 continue
             header: dict = {"t": "dir", "reldir": listing.reldir, "error": error_out(listing.error),
