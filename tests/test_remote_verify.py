@@ -413,3 +413,27 @@ def test_directories_the_client_prunes_are_not_read_by_the_remote(tmp_path):
 
     verify_serve.serve_tree(emit, next_frame, {"root": str(root), "cache": False, "jobs": 1})
     assert "d099/sub" in frames and not any(f.startswith("d1") for f in frames), frames[-20:]
+
+
+def test_ctrl_c_while_the_session_opens(server, tmp_path):
+    """SIGINT while ssh is still connecting (the local tree being read ahead): exit 130 at once, the
+    half-open session killed."""
+    src = tmp_path / "src"
+    make_tree(src, {f"d{d}/f{i}": b"x" for d in range(20) for i in range(20)})
+    marker = tmp_path / "connecting"
+    slow = tmp_path / "slow-ssh"
+    slow.write_text(f'#!/bin/sh\ntouch {marker}\nsleep 30\nexec {server.rsh} "$@"\n')
+    slow.chmod(0o755)
+    e = env()
+    e["PCOPY_CACHE"] = str(tmp_path / "cache.sqlite3")
+    proc = subprocess.Popen(pcopy_cmd("verify", src, f"{H}:{src}", "-e", str(slow), "--remote-pcopy",
+                                      server.remote_pcopy), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+    assert wait_for(marker.exists, 30)
+    opener = [pid for pid, _ in children(proc.pid)]
+    assert opener
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < 2.5
+    assert wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in opener), 2)
