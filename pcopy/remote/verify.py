@@ -302,30 +302,30 @@ def verify_trees(src: str, dst: str, *, jobs: Optional[int] = None, backend: str
     report = IntegrityReport(differences=[] if keep else None)
     session = Session(report, counters if counters is not None else Counters(), open_cache(cache, report, on_warning),
                       on_difference)
-    opening = Opening(spec, rsh, remote_pcopy, {"op": "vtree", "root": spec.path, "jobs": jobs,
-                                                "what": "destination" if push else "source",
-                                                "cache": cache is not False})
-    ok = False
-    try:
-        view = SideView(ALGO, session.cache)
-        ahead = ReadAhead(session, root, view, opening.done)
-        fn = functools.partial(hash_batch, HashJob((root,)))
+    request = {"op": "vtree", "root": spec.path, "jobs": jobs, "what": "destination" if push else "source",
+               "cache": cache is not False}
+    view = SideView(ALGO, session.cache)
+    fn = functools.partial(hash_batch, HashJob((root,)))
 
-        def run(check: Callable) -> None:
+    def run(check: Callable) -> None:  # under the signal guard from the start: no ssh is left behind
+        opening = Opening(spec, rsh, remote_pcopy, request)
+        ok = False
+        try:
+            ahead = ReadAhead(session, root, view, opening.done)
             session.run_units(ahead.units(), fn, ahead.done, jobs, backend, check)  # while the session opens
             lister = _RemoteLister(opening.wait(check), on_warning)
             flow = _Flow(session, root, push, lister, view, ahead)
             session.run_units(flow.units(), fn, flow.done, jobs, backend, check)
             lister.conn.send({"t": "end"})
             lister.finish()
+            ok = True
+        finally:
+            if ok:
+                opening.conn.close()
+            else:
+                opening.kill()
 
-        guarded(session, run, started)
-        ok = True
-    finally:
-        if ok:
-            opening.conn.close()
-        else:
-            opening.kill()
+    guarded(session, run, started)
     report.seconds = time.monotonic() - started
     return report
 
