@@ -1,7 +1,9 @@
 """``pcopy verify`` with a remote side (pcopy.remote.verify), through the real sshd of conftest's ``server``.
 
 The "remote" is this machine reached through ssh, so a local verify of the very same two trees is
-the reference: the remote runs must print the same lines, the same report and the same json.
+the reference: the remote runs must print the same lines (compared as sets, see ``_outcome``), the
+same report and the same json; ``rsync -anic`` through the same sshd confirms the change only the
+contents show.
 Each side's hash cache is a file of the test (``PCOPY_CACHE``, passed to the remote through
 ``--remote-pcopy 'env PCOPY_CACHE=...'``), never the machine's own.
 """
@@ -22,7 +24,7 @@ import pytest
 import sshd_helpers as sshd
 from conftest import BAD_UTF8, Dir, Fifo, File, Link, children, make_tree, sample_spec
 from fault_helpers import NOBODY, SETPRIV, env, pcopy_cmd
-from remote_helpers import wait_for
+from remote_helpers import rsync_diff, wait_for
 
 pytestmark = pytest.mark.skipif(sshd.missing() is not None, reason=sshd.missing() or "")
 H = sshd.HOST
@@ -98,6 +100,9 @@ def test_output_equals_a_local_verify_of_the_same_trees(server, tmp_path, direct
     remote = _outcome(_run(server, tmp_path, "verify", *_remote_args(direction, src, dst), "--json", "--no-cache",
                            rsh=rsh))
     assert remote == local
+    assert any(line[1:3] == "fc" and line.endswith(" hello.txt") for line in
+               rsync_diff(server, src, dst).splitlines())  # same size and mtime: only -c tells
+    assert {"kind": "differ", "path": "hello.txt", "detail": "contents differ"} in remote[2]["differences"]
     same = _outcome(_run(server, tmp_path, "verify", *_remote_args(direction, src, src), "--json", "--no-cache"))
     assert same[0] == 0 and same[2]["identical"] > 300 and same[2]["differ"] == 0, same
 
