@@ -47,6 +47,8 @@ LAYERS = [
     ["integrity.session", "watcher.session"],
     ["integrity.tree"],
     ["integrity.manifest", "integrity.compare", "remote.hashing"],
+    ["remote.verify_ahead"],
+    ["remote.verify", "remote.verify_serve"],
     ["api", "remote.serve"],
     ["cli.output", "cli.argtypes"],
     ["cli.transfer_options", "cli.stats", "cli.jsonlog"],

@@ -152,6 +152,20 @@ class Server:
 
         self.answer(**serve_hash(self.emit, h))
 
+    def op_vtree(self, h: dict) -> None:
+        from .verify_serve import serve_tree
+
+        def emit(header: dict) -> None:  # each directory at once: the client compares while we hash on
+            self.emit(header)
+            self.wfile.flush()
+
+        self.answer(**serve_tree(emit, self.next_frame, h))
+
+    def op_vmanifest(self, h: dict) -> None:
+        from .verify_serve import serve_manifest
+
+        self.answer(**serve_manifest(self.emit, self.next_frame, h))
+
     def op_send(self, h: dict) -> None:
         check_relpath(h["reldir"])
         codec = h.get("z") or ""
@@ -190,6 +204,7 @@ def main() -> int:
     signal.signal(signal.SIGIO, signal.SIG_IGN)  # lease probes of young files (content.digest.open_for_writing)
     rfile, wfile = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the protocol stream
+    sys.stdin = open(os.devnull)  # a forked worker closes sys.stdin: never the protocol stream a thread may be reading
     try:
         return Server(rfile, wfile).run()
     except (EOFError, BrokenPipeError):
