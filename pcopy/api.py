@@ -280,39 +280,64 @@ def _paths_below(root: str, paths) -> frozenset:
 
 def verify(src, dst=None, *, manifest=None, jobs: Optional[int] = None, backend: str = "process", cache=True,
            progress: bool = False, on_difference: Optional[Callable] = None,
-           on_warning: Optional[Callable] = None) -> IntegrityReport:
+           on_warning: Optional[Callable] = None, rsh: Optional[str] = None,
+           remote_pcopy: Optional[str] = None) -> IntegrityReport:
     """Compare two trees by content, or (``manifest=FILE``, ``src`` = ROOT) a tree against a manifest.
 
     Returns an ``IntegrityReport``; ``report.exit_code`` is 0 when identical,
     4 when differences were found, 3 when some files could not be checked.
     ``manifest`` may be a path, ``"-"`` (stdin) or a binary file object.
+    One side (or ROOT) may be ``[user@]host:path``: that machine hashes its
+    own files (``rsh``, ``remote_pcopy``: as for copy).
     """
-    for path in (src, dst):  # host:path: remote verify is not built yet
-        if path is not None:
-            _options.check_local(os.fspath(path))
     _options.check_run(jobs, backend)
     common = dict(jobs=jobs, backend=backend, cache=cache, counters=make_progress(progress),
                   on_difference=on_difference, on_warning=on_warning)
+    remote = [p for p in (src, dst) if p is not None and _remote(os.fspath(p))]
     if manifest is None:
         if dst is None:
             raise UsageError("verify needs SRC and DST, or a manifest and a ROOT")
+        if remote:
+            from .remote import verify as remote_verify
+
+            return remote_verify.verify_trees(os.fspath(src), os.fspath(dst), rsh=rsh, remote_pcopy=remote_pcopy,
+                                              **common)
         from .integrity import compare
 
         return compare.verify_trees(os.fspath(src), os.fspath(dst), **common)
     if dst is not None:
         raise UsageError("with a manifest, give only ROOT")
+    if remote:
+        from .remote import verify as remote_verify
+
+        remote_common = dict(jobs=jobs, cache=cache, on_difference=on_difference, on_warning=on_warning, rsh=rsh,
+                             remote_pcopy=remote_pcopy)
+        return _with_manifest(manifest, lambda stream, name: remote_verify.verify_manifest(
+            stream, os.fspath(src), manifest_name=name, **remote_common))
     from .integrity.manifest import verify_manifest
 
+    return _with_manifest(manifest, lambda stream, name: verify_manifest(stream, os.fspath(src), manifest_name=name,
+                                                                          **common))
+
+
+def _remote(path: str) -> bool:
+    from .remote import transport
+
+    return transport.parse(path) is not None
+
+
+def _with_manifest(manifest, check: Callable):
+    """``check(binary stream, name)`` on a manifest given as a file object, ``"-"`` or a path."""
     if hasattr(manifest, "read"):
-        return verify_manifest(manifest, os.fspath(src), manifest_name="manifest", **common)
+        return check(manifest, "manifest")
     name = os.fsdecode(manifest)
     if name == "-":
         import sys
 
-        return verify_manifest(sys.stdin.buffer, os.fspath(src), manifest_name="<stdin>", **common)
+        return check(sys.stdin.buffer, "<stdin>")
     try:
         stream = open(name, "rb")
     except OSError as exc:
         raise PcopyError(f"{name}: cannot read manifest: {describe(exc)}") from None
     with stream:
-        return verify_manifest(stream, os.fspath(src), manifest_name=name, **common)
+        return check(stream, name)

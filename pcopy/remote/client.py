@@ -25,7 +25,7 @@ from .receive import receiver_options
 from .sides import Local, Remote
 
 MAX_DEFAULT_STREAMS = 4  # ssh sessions moving data by default: one per CPU, at most this many (plus control, walk)
-NOT_YET = ("transform", "chmod", "chown", "sparse", "track_renames")
+NOT_YET = ("transform", "track_renames")
 WATCH_NOT_YET = ("link_dest", "manifest", "partial", "backup", "files_from", "one_file_system", "prune_empty_dirs",
                  "exclude_if_present")  # what copy/sync do over SSH (``run``) and a remote watch does not yet
 OPTION_NAMES = {"link_dest": "--link-dest", "manifest": "--manifest", "transform": "--transform",
@@ -86,8 +86,7 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
         dst_filter = dict(dst_filter or {}, listed=sorted(listed), recursive=options.recursive)
     src_filter = dict(dst_filter or {}, markers=list(options.exclude_if_present)) if options.exclude_if_present \
         else dst_filter
-    options = options._replace(hard_links=False, xattrs=False, acls=False, token=os.urandom(4).hex(),
-                               modify_window_ns=max(options.modify_window_ns, 0))
+    options = options._replace(token=os.urandom(4).hex())
     # all sessions at once (each costs an ssh handshake and an interpreter start): control, the
     # remote walk when DST is remote (a pull walks on control), then the data streams
     conns = _connect(spec, rsh, remote_pcopy, streams + (2 if push else 1))
@@ -125,8 +124,7 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
                 flow.hidden = engine.hidden_manifest(flow.options, manifest)
         backup = {"dir": options.backup_dir, "suffix": options.suffix, "token": options.token} \
             if options.backup else None
-        recv = {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": streams,
-                "manifest": options.manifest is not None, "partial": options.partial, "backup": backup}
+        more = {"manifest": options.manifest is not None, "partial": options.partial, "backup": backup}
         several = len(found) > 1
         total = Report(results=[] if keep_results else None, dry_run=options.dry_run)
         counters = counters or Counters()
@@ -141,7 +139,7 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
                             on_result, keep_results, stop_event, single=target.single)
                 flow.alone, flow.drain_walk = not several, several
                 flow.root_meta = listed is None or "" in listed  # as locally: DST's root left as it is
-                report = _run_flow(flow, conns, data, recv, compress, lambda f, v=target.view: attach(f, v))
+                report = _run_flow(flow, conns, data, streams, more, compress, lambda f, v=target.view: attach(f, v))
                 if not several:
                     manifest = None  # the flow closed it (before directory times: it may live in DST)
                     return report
@@ -165,14 +163,17 @@ def run(sources: list, dst: str, fields: dict, *, counters: Optional[Counters] =
         transport.close_all(conns)
 
 
-def _run_flow(flow: Flow, conns: list, data: list, recv: dict, compress: bool, attach: Callable) -> Report:
-    """One SRC's run: its DST root made when missing, the manifest attached, then the flow; a stop
-    kills every session."""
-    options, dst = flow.options, flow.dst
-    token = options.token
-    dst_is_new = preflight(flow.src, dst, options) if flow.single is None else False
-    if dst_is_new and not options.dry_run:
+def _run_flow(flow: Flow, conns: list, data: list, streams: int, more: dict, compress: bool,
+              attach: Callable) -> Report:
+    """One SRC's run: its DST root made when missing, the options fitted to what DST stores, the
+    manifest attached, then the flow; a stop kills every session."""
+    dst = flow.dst
+    dst_is_new = preflight(flow.src, dst, flow.options) if flow.single is None else False
+    if dst_is_new and not flow.options.dry_run:
         dst.make_root()
+    options = flow.options = fit(dst, flow.options)
+    token = options.token
+    recv = dict(receiver_spec(options, streams), **more)
     attach(flow)
     local_options = None if flow.push else receiver_options(dst.root, token, recv)
     try:
@@ -218,15 +219,16 @@ def settle(src: str, dst: str, fields: dict, scheduler=None) -> Setting:
             raise not_yet(arg, OPTION_NAMES[name])
     streams = options.jobs or min(MAX_DEFAULT_STREAMS, os.cpu_count() or 1)
     filter_spec = {"filters": list(options.filters)} if options.filters else None
-    options = options._replace(hard_links=False, xattrs=False, acls=False, token=os.urandom(4).hex(),
-                               modify_window_ns=max(options.modify_window_ns, 0))
+    options = options._replace(token=os.urandom(4).hex())
     return Setting(options, spec, dst_spec is not None, arg, streams, filter_spec)
 
 
-def receiver_spec(setting: Setting) -> dict:
-    """What each receiver is told about writing (``receive.receiver_options``)."""
-    options = setting.options
-    return {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": setting.streams}
+def receiver_spec(options: Options, streams: int) -> dict:
+    """What each receiver is told about writing (``receive.receiver_options``): plain values only."""
+    return {"owner": options.owner, "fsync": options.fsync, "bwlimit": options.bwlimit, "streams": streams,
+            "xattrs": options.xattrs, "acls": options.acls, "sparse": options.sparse,
+            "chmod": [list(rule) for rule in options.chmod], "chown": list(options.chown),
+            "modes": options.dst_modes, "unstored": sorted(options.dst_unstored)}
 
 
 def connect(setting: Setting, rsh: Optional[str], remote_pcopy: Optional[str]) -> list:
@@ -253,6 +255,30 @@ def ends(setting: Setting, conns: list) -> tuple:
         src_side = Remote(spec.path, str(spec), filter_spec, control, open_walker)
         dst_side = Local(options.dst, options.dst, filter_spec)
     return src_side, dst_side, data
+
+
+def fit_fields(path: str, token: str, window_ns: int, owner: bool, dry_run: bool) -> dict:
+    """What DST's file system stores (``transfer.engine.fit_to_destination``'s probe), run on the
+    machine that holds DST: 2-second times, no modes, no xattrs on FAT."""
+    from ..transfer.engine import fit_to_destination
+
+    fitted = fit_to_destination(Options(src="", dst=path, token=token, modify_window_ns=window_ns, owner=owner,
+                                         dry_run=dry_run))
+    return {"window": fitted.modify_window_ns, "modes": fitted.dst_modes, "owner": fitted.owner,
+            "unstored": sorted(fitted.dst_unstored)}
+
+
+def fit(dst, options: Options) -> Options:
+    """The run's options fitted to what the DST end stores (as a local run's, see ``fit_fields``)."""
+    if isinstance(dst, Local):
+        fields = fit_fields(dst.root, options.token, options.modify_window_ns, options.owner, options.dry_run)
+    else:
+        fields = dst.control.call({"op": "fit", "path": dst.root, "token": options.token,
+                                   "window": options.modify_window_ns, "owner": options.owner,
+                                   "dry": options.dry_run})
+    return options._replace(modify_window_ns=max(int(fields["window"]), 0), dst_modes=bool(fields["modes"]),
+                            owner=options.owner and bool(fields["owner"]),
+                            dst_unstored=frozenset(fields["unstored"]))
 
 
 def _connect(spec: transport.Spec, rsh: Optional[str], remote_pcopy: Optional[str], count: int) -> list:

@@ -9,13 +9,14 @@ went away) comes back DEFERRED, and the client sends it as an ordinary copy. Run
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 from ..errors import describe
 from ..model.entries import FILE, HASH, LINKDEST, Task, relpath_join
 from ..model.results import DEFERRED, Result, failure
 from ..runtime import worker
 from ..transfer.worker import BatchCopier
-from .protocol import ProtocolError, check_name, check_relpath
+from .protocol import ProtocolError, attrs_in, check_name, check_relpath
 from .receive import receiver_options
 
 ACTIONS = (HASH, LINKDEST)
@@ -31,6 +32,23 @@ def task_in(plain) -> Task:
     return Task(action, check_name(name), size, why, os.path.expanduser(source) if source else None)
 
 
+class _Given:
+    """The run's AttrCopier with SRC's attributes as the SRC end read them (``given``: name -> plain):
+    ``link_from`` links only when the snapshot's copy has the same, as locally."""
+
+    def __init__(self, inner, given: dict) -> None:
+        self.inner, self.given = inner, given
+        self.active = inner.active
+
+    def compare(self, src, dst) -> tuple:
+        wanted, have = attrs_in(self.given.get(src.name)) or {}, self.inner.read(dst)
+        x, a = self.inner.differs(wanted, have)
+        return x, a, wanted, have
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
 class _DstOnly(BatchCopier):
     """A BatchCopier without a source: what would need SRC's bytes is handed back."""
 
@@ -38,8 +56,9 @@ class _DstOnly(BatchCopier):
         return Result(relpath, DEFERRED, FILE, 0, None, why)
 
 
-def run_dst_tasks(root: str, token: str, reldir: str, tasks: list, spec: dict) -> list:
-    """One Result (as a list) per task of ``reldir`` (``spec``: the receiver's plain options)."""
+def run_dst_tasks(root: str, token: str, reldir: str, tasks: list, spec: dict, given: Optional[dict] = None) -> list:
+    """One Result (as a list) per task of ``reldir`` (``spec``: the receiver's plain options; ``given``:
+    SRC's attributes of the LINKDEST files, read on the SRC end, with -X/-A)."""
     check_relpath(reldir)
     options = receiver_options(root, token, spec)
     if spec.get("manifest"):
@@ -53,6 +72,8 @@ def run_dst_tasks(root: str, token: str, reldir: str, tasks: list, spec: dict) -
     try:
         copier = _DstOnly(options, -1, dst_fd)
         copier.reldir = reldir
+        if copier.meta.active:
+            copier.meta = _Given(copier.meta, given or {})  # type: ignore[assignment]
         return [list(copier.run_task(relpath_join(reldir, t.name), t)) for t in tasks]
     finally:
         dsts.release(dst_fd)

@@ -5,7 +5,7 @@
                               ▼                                                   │ receiver writes + hashes
                     remembered: deletions, directory metadata                     ▼
                                                                         Consumer (report, -v, logs)
-    finish: --delete (skipped after failures, refused past --max-delete), directory modes and times.
+    finish: -H links, --delete (skipped after failures, refused past --max-delete), directory metadata.
 
 The planner, the consumer, the walker, the sender's read loop and the receiver's write path are
 the local copy's own; only where each runs differs. ``push``: SRC is here, DST remote.
@@ -22,13 +22,16 @@ from typing import Optional
 from ..errors import PcopyError, describe
 from ..fs import temps
 from ..model.batching import batches
-from ..model.entries import ATTRS, CHECKSUM, COPY, DIR, FILE, HASH, LINK, LINKDEST, relpath_join
-from ..model.results import CREATED, DELETED, DISK_FULL, FAILED, REPLACED, Report, Result, failure
+from ..model.entries import ATTRS, CHECKSUM, COPY, DIR, FILE, HASH, LINK, LINKDEST, Batch, Task, relpath_join
+from ..model.results import CREATED, DELETED, DISK_FULL, FAILED, LINKED, REPLACED, Report, Result, failure
 from ..options import Options
 from ..runtime.progress import Counters
 from ..runtime.signals import SignalGuard
+from ..transfer import dirmeta
 from ..transfer.consumer import Consumer
-from ..transfer.plan import DELETING, NEW_DIR, plan_directory
+from ..transfer.plan import DELETING, NEW_DIR, NEW_FILE, hardlink_names, plan_directory
+from ..transfer.run import anchor_ok
+from .protocol import result_in
 from .streams import Mover, Streams, failed
 
 
@@ -89,12 +92,20 @@ class Flow:
         self.root_meta = True  # DST root gets SRC's mode and times (not with --files-from without ".")
         self.stop_event = stop_event
         self.stop = threading.Event()
-        self.dirs: list = []  # [reldir, mode, uid, gid, atime, mtime] for the end, parents first
+        self.dirs: list = []  # [reldir] whose metadata is set at the end, parents first
+        self.new_dirs: set = set()  # made by this run (not itemized as changed)
+        self.spec: dict = {}  # the receivers' options (client.receiver_spec)
         self.deletions: list = []  # [relpath, is_dir]
         self.broken: dict = {}  # SRC reldir -> why DST has nothing usable there
         self.dst_dirs: set = set()
         self.touched: set = set()  # DST dirs this run wrote into (its temp files are removed on a stop)
         self.disk_full = False  # DST ran out of space: the rest is not attempted
+        # -H, as transfer.run: first names by inode, the other names linked at the end (transfer.finish's rule:
+        # a name whose first name was not written is copied instead, and the rest link to it)
+        self.first_names: dict = {}
+        self.hardlinks: list = []  # (reldir, Task(HARDLINK))
+        self.anchors: set = set()  # first names whose outcome is still to come
+        self.bad_anchors: set = set()
 
     def run(self, conns: list, token: str, spec: dict, local_options: Optional[Options], dst_is_new: bool,
             compress: bool = False, targets: Optional[list] = None) -> Report:
@@ -102,7 +113,9 @@ class Flow:
         directories, through the same planner, streams and finish."""
         options = self.options
         started = time.monotonic()
+        self.spec = spec
         if dst_is_new:
+            self.new_dirs.add("")
             self.report.created["dir"] += 1
         else:
             self.dst_dirs.add("")
@@ -132,6 +145,7 @@ class Flow:
                                 streams.put(batch, self._take, guard.check)
                     counters.walk_done = True
                     streams.drain(self._take, wait=True, check=guard.check)
+                    self._link_hardlinks(mover, conns[0], guard.check)
                     self._delete()
                     if self.drain_walk:
                         listings.finish()  # the session carries the next SRC's walk (several SRCs)
@@ -205,15 +219,21 @@ class Flow:
                 self._remember_dir("", self._root_entry())
         link_dest = tuple((root, self.dst.readdir_at(root, reldir)[0] or {}) for root in options.link_dest
                           if self.single is None)
-        plan = plan_directory(reldir, entries, existing, options, link_dest, None, consumer.wants_each)
+        others, firsts = hardlink_names(self.first_names, reldir, entries) if options.hard_links else ({}, ())
+        plan = plan_directory(reldir, entries, existing, options, link_dest, others, consumer.wants_each)
         consumer.counters.discovered(
-            len(plan.tasks) + sum(1 for r in plan.results if r.kind != DIR) + plan.unchanged,
+            len(plan.tasks) + sum(1 for r in plan.results if r.kind != DIR) + plan.unchanged + len(plan.hardlinks),
             sum(t.size for t in plan.tasks if t.size > 0))
         if plan.results:
             consumer.add_many(plan.results)
             for result in plan.results:
                 if result.status == FAILED and result.kind == DIR:
                     self.broken[result.relpath] = f"destination directory: {result.message}"
+                elif result.status == FAILED and result.relpath.rpartition(os.sep)[2] in firsts:
+                    self.bad_anchors.add(result.relpath)
+        self.hardlinks.extend((reldir, task) for task in plan.hardlinks)
+        if firsts:
+            self.anchors.update(relpath_join(reldir, t.name) for t in plan.tasks if t.name in firsts)
         if plan.unchanged:
             consumer.add_unchanged(plan.unchanged)
         tasks = plan.tasks
@@ -222,8 +242,7 @@ class Flow:
         self._make_dirs(reldir, plan.subdirs, existing)
         if options.delete or options.delete_excluded:
             self.deletions.extend([relpath_join(reldir, e.name), e.kind == DIR] for e in plan.deletions)
-        tasks = [t._replace(action=COPY) if t.action == ATTRS else t for t in tasks]  # see README: not in place
-        tasks = [t for t in tasks if t.action in (COPY, LINK, CHECKSUM, HASH, LINKDEST)]
+        tasks = [t for t in tasks if t.action in (COPY, LINK, CHECKSUM, ATTRS, HASH, LINKDEST)]
         if self.single is not None and self.single[0] != self.single[1]:
             tasks = [t._replace(source=self.single[0]) for t in tasks]  # read under its SRC name
         if tasks:
@@ -272,7 +291,7 @@ class Flow:
 
     def _remember_dir(self, relpath: str, entry) -> None:
         if entry is not None:
-            self.dirs.append([relpath, entry[5], entry[9], entry[10], entry[4], entry[3]])
+            self.dirs.append([relpath])
 
     def _replace(self, reldir: str, names: list, tasks: list) -> list:
         items: list = [[relpath_join(reldir, n), True, True] for n in names]  # with --backup: kept whole
@@ -324,6 +343,7 @@ class Flow:
                     self.consumer.add(failure(relpath, DIR, message))
                     self.broken[relpath] = f"destination directory: {message}"
                 else:
+                    self.new_dirs.add(relpath)
                     self.consumer.add(Result(relpath, CREATED, DIR, 0, None, NEW_DIR))
 
     # ----------------------------------------------------------------- results and the end
@@ -337,7 +357,37 @@ class Flow:
             self.report.warnings.append(
                 "the destination is full: pcopy stopped handing out work (files in flight were finished or "
                 "failed, the rest was not attempted); free some space and run again to complete")
+        if self.anchors:
+            for result in results:
+                if result.relpath in self.anchors:
+                    self.anchors.discard(result.relpath)
+                    if not anchor_ok(result):
+                        self.bad_anchors.add(result.relpath)
         self.consumer.add_many(results)
+
+    def _link_hardlinks(self, mover: Mover, conn, check) -> None:
+        """-H: the other names of each group, linked on the DST end to their first name; where that
+        was not written, the next name is copied (on ``conn``, idle now) and the rest link to it."""
+        replaced: dict = {}  # a bad first name -> the name copied in its place (or none yet)
+        links: list = []
+        for reldir, task in self.hardlinks:
+            check()
+            relpath = relpath_join(reldir, task.name)
+            if self.options.dry_run:
+                self.consumer.add(Result(relpath, LINKED, FILE, 0, None, task.why, "", task.source))
+                continue
+            source = task.source
+            if source in self.bad_anchors:
+                source = replaced.get(source)
+                if source is None:
+                    results = mover.run(conn, Batch(reldir, (Task(COPY, task.name, task.size, NEW_FILE),)))
+                    self.consumer.add_many(results)
+                    if results and anchor_ok(results[0]):
+                        replaced[task.source] = relpath
+                    continue
+            links.append([relpath, source, task.why])
+        if links:
+            self.consumer.add_many([result_in(r) for r in self.dst.link_names(links, self.options.token)])
 
     def _delete(self) -> None:
         options, report = self.options, self.report
@@ -362,9 +412,28 @@ class Flow:
                 self.consumer.add(Result(relpath, DELETED, kind, 0, None, DELETING), source=False)
 
     def _finish_dirs(self) -> None:
+        """Directory metadata after the contents, deepest first: the SRC end's stat and attributes of
+        each, set on the DST end as the local copy sets them (``transfer.dirmeta``, itemized ``.d...p.....``)."""
+        options = self.options
         dirs = [d for d in self.dirs if d[0] not in self.broken and d[0] not in self.pending]
         dirs.sort(key=lambda d: -len(_parts(d[0])))
-        for (relpath, *_), error in zip(dirs, self.dst.dir_meta(dirs, self.options.owner), strict=True):
-            if error:
-                self.consumer.add(failure(relpath or ".", DIR, f"cannot set directory metadata: {error}"))
-
+        if not dirs:
+            return
+        found = self.src.src_meta([d[0] for d in dirs], options.follow_symlinks, (options.xattrs, options.acls))
+        items = []
+        for (relpath, *_), (meta, plain, error) in zip(dirs, found, strict=True):
+            if meta is None:  # gone from SRC since the walk: left as it is
+                if error is not None:
+                    self.consumer.add(failure(relpath or ".", DIR, f"cannot set directory metadata: source: {error}"))
+                continue
+            items.append([relpath, relpath in self.new_dirs, meta, plain])
+            if error is not None and error not in self.report.warnings:  # its attributes could not be read
+                self.report.warnings.append(error)
+        done = self.dst.set_dirs(items, options.token, self.spec)
+        for outcome in done["outcomes"]:
+            line = dirmeta.outcome_results(dirmeta.DirOutcome(*outcome), set())
+            if line is not None:
+                self.consumer.add(line)
+        for note in done["notes"]:
+            if note not in self.report.warnings:
+                self.report.warnings.append(note)

@@ -184,22 +184,6 @@ def _is_dir_beneath(root: str, relpath: str) -> bool:
         return False
 
 
-def dir_meta(root: str, dirs: list, owner: bool) -> list:
-    """Set mode (and owner as root) and times of each [reldir, mode, uid, gid, atime_ns, mtime_ns]."""
-    out: list = []
-    for reldir, mode, uid, gid, atime, mtime in dirs:
-        try:
-            with beneath.DirFd(root, reldir) as fd:
-                if owner:
-                    os.fchown(fd, uid, gid)
-                os.fchmod(fd, stat.S_IMODE(mode))
-                os.utime(fd, ns=(atime, mtime))
-            out.append(None)
-        except OSError as exc:
-            out.append(describe(exc))
-    return out
-
-
 def remove_stale(root: str, reldir: str, names: list, partials: bool = False) -> int:
     """Remove the temp files of dead writers among ``names`` (checked here: never trust the list), and
     with ``partials`` the kept copies of a --partial run (a run without --partial would never use them)."""

@@ -18,8 +18,8 @@ from ..runtime import children
 from ..version import __version__
 from . import ops
 from .protocol import PROTO, ProtocolError, check_name, check_relpath, codecs, encode, read_frame
-from .receive import receive_batch, receiver_options
-from .send import send_batch
+from .receive import fix_batch, link_names, receive_batch, receiver_options, set_dirs
+from .send import send_batch, src_meta
 
 
 class Server:
@@ -82,6 +82,12 @@ class Server:
         else:
             self.answer()
 
+    def op_fit(self, h: dict) -> None:
+        from .client import fit_fields
+
+        owner = bool(h.get("owner")) and os.geteuid() == 0
+        self.answer(**fit_fields(h["path"], str(h["token"]), int(h["window"]), owner, bool(h.get("dry"))))
+
     def op_walk(self, h: dict) -> None:
         marked: set = set()
         keep = ops.make_keep(h["root"], h.get("filter"), marked)
@@ -104,10 +110,22 @@ class Server:
         keep = ops.make_keep(h["root"], h.get("filter"))
         self.answer(found=ops.delete(h["root"], h["items"], keep, bool(h.get("dry")), h.get("backup")))
 
-    def op_dirmeta(self, h: dict) -> None:
-        for d in h["dirs"]:
-            check_relpath(d[0])
-        self.answer(errors=ops.dir_meta(h["root"], h["dirs"], bool(h.get("owner")) and os.geteuid() == 0))
+    def op_dirs(self, h: dict) -> None:
+        options = receiver_options(h["root"], h["token"], h.get("opts") or {})
+        self.answer(**set_dirs(options, h["items"]))
+
+    def op_srcmeta(self, h: dict) -> None:
+        for relpath in h["relpaths"]:
+            check_relpath(relpath)
+        attrs = tuple(bool(a) for a in (h.get("attrs") or (False, False))[:2])
+        self.answer(meta=src_meta(h["root"], h["relpaths"], bool(h.get("follow")), attrs))
+
+    def op_fix(self, h: dict) -> None:
+        options = receiver_options(h["root"], h["token"], h.get("opts") or {})
+        self.answer(results=fix_batch(options, h["reldir"], h["items"]))
+
+    def op_links(self, h: dict) -> None:
+        self.answer(results=link_names(h["root"], h["token"], h["items"]))
 
     def op_stale(self, h: dict) -> None:
         check_relpath(h["reldir"])
@@ -140,12 +158,29 @@ class Server:
         from .dstonly import run_dst_tasks, task_in
 
         tasks = [task_in(t) for t in h["tasks"]]
-        self.answer(results=run_dst_tasks(h["root"], h["token"], h["reldir"], tasks, h.get("opts") or {}))
+        given = h.get("attrs") or {}
+        if not isinstance(given, dict):
+            raise ProtocolError("bad attributes from the other end")
+        self.answer(results=run_dst_tasks(h["root"], h["token"], h["reldir"], tasks, h.get("opts") or {}, given))
 
     def op_hash(self, h: dict) -> None:
         from .hashing import serve_hash
 
         self.answer(**serve_hash(self.emit, h))
+
+    def op_vtree(self, h: dict) -> None:
+        from .verify_serve import serve_tree
+
+        def emit(header: dict) -> None:  # each directory at once: the client compares while we hash on
+            self.emit(header)
+            self.wfile.flush()
+
+        self.answer(**serve_tree(emit, self.next_frame, h))
+
+    def op_vmanifest(self, h: dict) -> None:
+        from .verify_serve import serve_manifest
+
+        self.answer(**serve_manifest(self.emit, self.next_frame, h))
 
     def op_send(self, h: dict) -> None:
         check_relpath(h["reldir"])
@@ -155,7 +190,9 @@ class Server:
         codec = h.get("z") or ""
         if codec and codec not in codecs():
             raise ProtocolError(f"unknown codec {codec!r}")
-        results = send_batch(h["root"], h["reldir"], h["files"], self.emit, bool(h.get("follow")), codec=codec)
+        attrs = tuple(bool(a) for a in (h.get("attrs") or (False, False))[:2])
+        results = send_batch(h["root"], h["reldir"], h["files"], self.emit, bool(h.get("follow")), codec=codec,
+                             attrs=attrs)
         self.answer(results=results)
 
 
@@ -183,8 +220,10 @@ def main() -> int:
         signal.signal(signum, _stop)  # unwinds: a file being received loses its temp name on the way out
     _term_with_parent()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the client went away: end now, quietly
+    signal.signal(signal.SIGIO, signal.SIG_IGN)  # lease probes of young files (content.digest.open_for_writing)
     rfile, wfile = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the protocol stream
+    sys.stdin = open(os.devnull)  # a forked worker closes sys.stdin: never the protocol stream a thread may be reading
     try:
         return Server(rfile, wfile).run()
     except (EOFError, BrokenPipeError):

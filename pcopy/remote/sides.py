@@ -14,6 +14,8 @@ from ..fs import beneath
 from ..model.entries import Entry, entry_from_stat
 from . import ops
 from .protocol import ProtocolError, check_relpath, entry_in, error_in
+from .receive import fix_batch, link_names, receiver_options, set_dirs
+from .send import src_meta
 from .transport import Connection
 
 
@@ -92,8 +94,19 @@ class Local:
     def delete(self, items: list, dry: bool, protect: bool) -> list:
         return ops.delete(self.root, items, self.keep if protect else None, dry, self.backup)
 
-    def dir_meta(self, dirs: list, owner: bool) -> list:
-        return ops.dir_meta(self.root, dirs, owner)
+    def set_dirs(self, items: list, token: str, spec: dict) -> dict:
+        return set_dirs(receiver_options(self.root, token, spec), items)
+
+    # metadata: the SRC end's stat and attributes, the DST end's in-place fixes and hard links
+
+    def src_meta(self, relpaths: list, follow: bool, attrs: tuple, conn: Optional[Connection] = None) -> list:
+        return src_meta(self.root, relpaths, follow, attrs)
+
+    def fix(self, reldir: str, items: list, token: str, spec: dict, conn: Optional[Connection] = None) -> list:
+        return fix_batch(receiver_options(self.root, token, spec), reldir, items)
+
+    def link_names(self, items: list, token: str) -> list:
+        return link_names(self.root, token, items)
 
     def remove_stale(self, reldir: str, names: list, partials: bool = False) -> int:
         return ops.remove_stale(self.root, reldir, names, partials)
@@ -184,11 +197,12 @@ class Remote:
         return (conn or self.control).call({"op": "kept", "root": self.root, "reldir": reldir,
                                             "names": names})["sizes"]
 
-    def dst_tasks(self, reldir: str, tasks: list, token: str, spec: dict, conn: Optional[Connection] = None) -> list:
+    def dst_tasks(self, reldir: str, tasks: list, token: str, spec: dict, conn: Optional[Connection] = None,
+                  given: Optional[dict] = None) -> list:
         """HASH and LINKDEST tasks done there (``dstonly``); a Result (as a list) each."""
         conn = conn or self.control
         return conn.call({"op": "dsttasks", "root": self.root, "token": token, "reldir": reldir,
-                          "tasks": [list(t) for t in tasks], "opts": spec})["results"]
+                          "tasks": [list(t) for t in tasks], "opts": spec, "attrs": given or {}})["results"]
 
     def mkdirs(self, reldirs: list) -> list:
         return self.control.call({"op": "mkdirs", "root": self.root, "reldirs": reldirs})["errors"]
@@ -199,8 +213,19 @@ class Remote:
         return self.control.call({"op": "delete", "root": self.root, "items": items, "dry": dry,
                                   "filter": self.filter_spec if protect else None, "backup": self.backup})["found"]
 
-    def dir_meta(self, dirs: list, owner: bool) -> list:
-        return self.control.call({"op": "dirmeta", "root": self.root, "dirs": dirs, "owner": owner})["errors"]
+    def set_dirs(self, items: list, token: str, spec: dict) -> dict:
+        return self.control.call({"op": "dirs", "root": self.root, "items": items, "token": token, "opts": spec})
+
+    def src_meta(self, relpaths: list, follow: bool, attrs: tuple, conn: Optional[Connection] = None) -> list:
+        return (conn or self.control).call({"op": "srcmeta", "root": self.root, "relpaths": relpaths,
+                                            "follow": follow, "attrs": list(attrs)})["meta"]
+
+    def fix(self, reldir: str, items: list, token: str, spec: dict, conn: Optional[Connection] = None) -> list:
+        return (conn or self.control).call({"op": "fix", "root": self.root, "reldir": reldir, "items": items,
+                                            "token": token, "opts": spec})["results"]
+
+    def link_names(self, items: list, token: str) -> list:
+        return self.control.call({"op": "links", "root": self.root, "items": items, "token": token})["results"]
 
     def remove_stale(self, reldir: str, names: list, partials: bool = False) -> int:
         return self.control.call({"op": "stale", "root": self.root, "reldir": reldir, "names": names,

@@ -17,8 +17,8 @@ import time
 from typing import Callable, Optional
 
 from ..errors import PcopyError
-from ..model.entries import CHECKSUM, COPY, FILE, HASH, LINK, LINKDEST, SYMLINK, Batch, Task, relpath_join
-from ..model.results import COPIED, DEFERRED, LINKED, SAME_CONTENT, SKIPPED, Result, failure
+from ..model.entries import ATTRS, CHECKSUM, COPY, FILE, HASH, LINK, LINKDEST, SYMLINK, Batch, Task, relpath_join
+from ..model.results import COPIED, DEFERRED, LINKED, NOTE, SKIPPED, VANISHED, Result, failure
 from ..runtime import worker as runtime_worker
 from . import resume
 from .dstonly import run_dst_tasks
@@ -48,14 +48,23 @@ class Mover:
         results: list = []
         tasks = list(batch.tasks)
         checks = [t for t in tasks if t.action == CHECKSUM]
+        same: list = []
+        known: dict = {}  # -c: the digests that matched (the manifest's lines for files fixed in place)
         if checks:
-            tasks = [t for t in tasks if t.action != CHECKSUM] + self._compare(conn, batch.reldir, checks, results)
+            differ, same, known = self._compare(conn, batch.reldir, checks)
+            tasks = [t for t in tasks if t.action != CHECKSUM] + differ
+        fixes = [t for t in tasks if t.action == ATTRS]
+        if fixes or same:
+            tasks = [t for t in tasks if t.action != ATTRS]
+            fixed = self.fix(conn, batch.reldir, fixes + same, len(fixes))
+            results.extend(r._replace(digest=known[r.relpath]) if r.digest is None and r.relpath in known else r
+                           for r in fixed)
         if self.dry_run:
             results.extend(Result(relpath_join(batch.reldir, t.name), LINKED, FILE, max(t.size, 0), None, t.why,
                                   "", t.source) if t.action == LINKDEST else
                            Result(relpath_join(batch.reldir, t.name), COPIED, SYMLINK if t.action == LINK else FILE,
                                   max(t.size, 0), None, t.why) for t in tasks)
-            return results
+            return notes_last(results)
         there = [t for t in tasks if t.action in (HASH, LINKDEST)]
         if there:
             tasks = [t for t in tasks if t.action not in (HASH, LINKDEST)] + self._at_dst(conn, batch.reldir, there,
@@ -67,31 +76,68 @@ class Mover:
             again = {r.relpath for r in moved if r.reason == MISMATCH} if attempt < RESEND else set()
             results.extend(r for r in moved if r.relpath not in again)
             tasks = [t for t in tasks if relpath_join(batch.reldir, t.name) in again]
-        return results
+        return notes_last(results)
 
-    def _compare(self, conn: Connection, reldir: str, checks: list, results: list) -> list:
-        """-c with equal sizes: digests from each side, computed where the files are; the differing ones
-        are copied."""
+    def _compare(self, conn: Connection, reldir: str, checks: list) -> tuple:
+        """-c with equal sizes: digests from each side, computed where the files are; (the differing
+        ones, to copy; the same ones, whose other times, mode, owner or attributes are fixed in place)."""
         ours = self.src.digests(reldir, [t.source or t.name for t in checks], conn)
         theirs = self.dst.digests(reldir, [t.name for t in checks], conn)
-        copy = []
+        copy, same, known = [], [], {}
         for task, a, b in zip(checks, ours, theirs, strict=True):
             if a is not None and a == b:
-                results.append(Result(relpath_join(reldir, task.name), SKIPPED, FILE, task.size, a, "",
-                                      SAME_CONTENT))
+                same.append(Task(ATTRS, task.name, task.size, "." + task.why[1] + "." + task.why[3:], task.source))
+                known[relpath_join(reldir, task.name)] = a
             else:
                 copy.append(Task(COPY, task.name, task.size, task.why, task.source))
-        return copy
+        return copy, same, known
+
+    def fix(self, conn: Connection, reldir: str, tasks: list, planned: int = -1) -> list:
+        """ATTRS: content unchanged, other mode, owner, times or attributes: the SRC end's stat and
+        attributes go to the DST end, which fixes them in place (nothing is sent again). The tasks
+        after the first ``planned`` come from -c (their digests matched)."""
+        attrs = self.attrs
+        found = self.src.src_meta([relpath_join(reldir, t.source or t.name) for t in tasks], self.follow, attrs, conn)
+        items, results = [], []
+        for n, (task, (meta, plain, error)) in enumerate(zip(tasks, found, strict=True)):
+            relpath = relpath_join(reldir, task.name)
+            if meta is None:
+                gone = Result(relpath, SKIPPED, FILE, 0, None, "", VANISHED, "vanished before it could be copied")
+                results.append(failure(relpath, FILE, f"source: {error}") if error is not None else gone)
+            else:
+                items.append([task.name, task.why, meta, plain, 0 <= planned <= n])
+                if error is not None:  # its attributes could not be read: the run's warning
+                    results.append(Result("", NOTE, FILE, 0, None, "", "", error))
+        if items:
+            spec = dict(self.spec, dry=self.dry_run)
+            results.extend(result_in(r) for r in self.dst.fix(reldir, items, self.token, spec, conn))
+        return results
+
+    @property
+    def attrs(self) -> tuple:
+        return bool(self.spec.get("xattrs")), bool(self.spec.get("acls"))
 
     def _at_dst(self, conn: Connection, reldir: str, tasks: list, results: list) -> list:
         """Hash (for the manifest) or hard-link (--link-dest) on the DST end (``dstonly``); returns the
         files that must be copied after all (the snapshot's copy went away)."""
         by_name = {t.name: t for t in tasks}
         copy = []
+        given: dict = {}
+        links = [t for t in tasks if t.action == LINKDEST]
+        if links and any(self.attrs):  # -X/-A: SRC's attributes, read where SRC is, decide with the rest
+            found = self.src.src_meta([relpath_join(reldir, t.name) for t in links], self.follow, self.attrs, conn)
+            for task, (meta, plain, _) in zip(links, found, strict=True):
+                if meta is None:
+                    copy.append(Task(COPY, task.name, task.size, task.why))  # the copy reports what happened
+                    tasks = [t for t in tasks if t is not task]
+                else:
+                    given[task.name] = plain
+        if not tasks:
+            return copy
         if self.dst.remote:
-            done = self.dst.dst_tasks(reldir, tasks, self.token, self.spec, conn)
+            done = self.dst.dst_tasks(reldir, tasks, self.token, self.spec, conn, given)
         else:
-            done = run_dst_tasks(self.dst.root, self.token, reldir, tasks, self.spec)
+            done = run_dst_tasks(self.dst.root, self.token, reldir, tasks, self.spec, given)
         for result in map(result_in, done):
             if result.status == DEFERRED:
                 task = by_name[result.relpath.rpartition("/")[2]]
@@ -117,11 +163,12 @@ class Mover:
                        "opts": self.spec})
             codec = pick_codec(conn.codecs) if self.compress else ""
             emit = _renaming(conn.send, renamed) if renamed else conn.send
-            sent = send_batch(self.src.root, reldir, files, emit, self.follow, self.stop, codec)
+            sent = send_batch(self.src.root, reldir, files, emit, self.follow, self.stop, codec, self.attrs)
             written = conn.answer()["results"]
         else:
             conn.send({"op": "send", "root": self.src.root, "reldir": reldir, "files": files,
-                       "follow": self.follow, "z": pick_codec(conn.codecs) if self.compress else ""})
+                       "follow": self.follow, "z": pick_codec(conn.codecs) if self.compress else "",
+                       "attrs": list(self.attrs)})
             frames = _frames(conn)
             if renamed:
                 frames = _renaming_in(frames, renamed)
@@ -237,6 +284,12 @@ class Streams:
         deadline = time.monotonic() + 1.0  # bounded: a thread stuck on a cut session is a daemon
         for thread in self.threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def notes_last(results: list) -> list:
+    """Both ends' one-line warnings (NOTE results) after the files, where the consumer looks for them."""
+    notes = [r for r in results if r.status == NOTE]
+    return [r for r in results if r.status != NOTE] + notes if notes else results
 
 
 def failed(batch: Batch, message: str) -> list:

@@ -67,6 +67,7 @@ class RemoteMirror:
         self.dst_is_new = client.preflight(self.src, self.dst, self.options)
         if self.dst_is_new:
             self.dst.make_root()
+        self.options = client.fit(self.dst, self.options)  # what the remote's file system stores
 
     def _drop(self) -> None:
         for conn in self.conns:
@@ -122,8 +123,8 @@ class RemoteMirror:
         # removed on the remote since would swallow the writes)
         options = self.options._replace(token=os.urandom(4).hex())
         flow = Flow(options, self.src, self.dst, True, Counters(), on_result, False, stop_event)
-        report = flow.run(self.data, options.token, client.receiver_spec(self.setting), None, self.dst_is_new,
-                          self.compress, targets)
+        spec = client.receiver_spec(options, self.setting.streams)
+        report = flow.run(self.data, options.token, spec, None, self.dst_is_new, self.compress, targets)
         self.dst_is_new = False
         self.backoff = RECONNECT_FIRST
         return report

@@ -42,10 +42,15 @@ from ..model.results import (
 from ..options import Options
 from ..runtime import worker as runtime_worker
 from .consumer import Consumer
-from .plan import DELETING, NEW_DIR, plan_directory
+from .plan import DELETING, NEW_DIR, hardlink_names, plan_directory
 from .ranges import Piece, Splitter
 
 ANCHOR_OK = (COPIED, LINKED, UPDATED)  # a first name of a hard-link group written (or kept) in this run
+
+
+def anchor_ok(result: Result) -> bool:
+    """-H: may the other names of a group link to this first name's DST file (written or kept in this run)?"""
+    return result.status in ANCHOR_OK or (result.status == SKIPPED and result.reason in (UNCHANGED, SAME_CONTENT))
 
 
 class Run:
@@ -295,16 +300,7 @@ class Run:
         """-H: ({name: first name's relpath} of names whose inode was seen before, {names that are first})."""
         if not self.options.hard_links:
             return {}, ()
-        names, firsts = {}, set()
-        for e in entries:
-            if e.kind == FILE and e.nlink > 1:
-                relpath = relpath_join(reldir, e.name)
-                first = self.first_names.setdefault((e.dev, e.ino), relpath)
-                if first != relpath:
-                    names[e.name] = first
-                else:
-                    firsts.add(e.name)
-        return names, firsts
+        return hardlink_names(self.first_names, reldir, entries)
 
     def _replace(self, reldir: str, names: list, kinds: dict, firsts) -> set:
         """Remove DST entries of another kind (sync); returns the names whose entry could not be removed."""
@@ -400,8 +396,7 @@ class Run:
             for result in results:
                 if result.relpath in self.anchors:
                     self.anchors.discard(result.relpath)
-                    if not (result.status in ANCHOR_OK
-                            or (result.status == SKIPPED and result.reason in (UNCHANGED, SAME_CONTENT))):
+                    if not anchor_ok(result):
                         self.bad_anchors.add(result.relpath)
         if not self.disk_full and any(r.reason == DISK_FULL for r in results):
             self.disk_full = True
