@@ -491,3 +491,23 @@ def test_a_dry_run_that_would_replace_an_entry_of_another_kind_changes_nothing(s
         mirror = local("sync", src, ref, *args)
         assert items(proc.out + proc.err) == items(mirror.out + mirror.err)
         assert (mine / "kind" / "was-a-dir").read_bytes() == b"w"
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_link_dest_does_not_link_a_file_whose_xattrs_changed(server, tmp_path, direction):
+    src, snaps = tmp_path / "src", tmp_path / "snaps"
+    make_tree(src, {"tagged": b"t", "plain": b"p"})
+    try:
+        os.setxattr(src / "tagged", "user.pcopy", b"one")
+    except OSError as exc:
+        pytest.skip(f"no user xattrs here: {exc}")
+    snaps.mkdir()
+    assert pcopy(server, "sync", *ends(direction, src, snaps / "one"), "-X").returncode == 0
+    assert os.getxattr(snaps / "one" / "tagged", "user.pcopy") == b"one"
+    os.setxattr(src / "tagged", "user.pcopy", b"two")
+    proc = pcopy(server, "sync", *ends(direction, src, snaps / "two"), "-X", "--link-dest", "../one")
+    assert proc.returncode == 0, proc.err
+    assert os.stat(snaps / "one" / "plain").st_ino == os.stat(snaps / "two" / "plain").st_ino
+    assert os.stat(snaps / "one" / "tagged").st_ino != os.stat(snaps / "two" / "tagged").st_ino
+    assert os.getxattr(snaps / "two" / "tagged", "user.pcopy") == b"two"
+    assert os.getxattr(snaps / "one" / "tagged", "user.pcopy") == b"one"  # the old snapshot is never changed
