@@ -24,7 +24,7 @@ import pytest
 import sshd_helpers as sshd
 from conftest import BAD_UTF8, Dir, Fifo, File, Link, children, make_tree, sample_spec
 from fault_helpers import NOBODY, SETPRIV, env, pcopy_cmd
-from remote_helpers import rsync_diff, wait_for
+from remote_helpers import rsync_diff, ssh_children, wait_for
 
 pytestmark = pytest.mark.skipif(sshd.missing() is not None, reason=sshd.missing() or "")
 H = sshd.HOST
@@ -250,16 +250,7 @@ def _slow_verify(server, tmp_path, direction):
     return proc
 
 
-def _ssh(pid: int) -> list:
-    found = []
-    for child, _ in children(pid):
-        try:
-            with open(f"/proc/{child}/cmdline", "rb") as fh:
-                if fh.read().split(b"\0")[0].endswith(b"ssh"):
-                    found.append(child)
-        except OSError:
-            pass
-    return found
+_ssh = ssh_children
 
 
 @pytest.mark.parametrize("direction", ["push", "pull"])
