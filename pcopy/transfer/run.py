@@ -41,6 +41,7 @@ from ..model.results import (
 )
 from ..options import Options
 from ..runtime import worker as runtime_worker
+from ..runtime.process import WorkerDied
 from .consumer import Consumer
 from .plan import DELETING, NEW_DIR, hardlink_names, plan_directory
 from .ranges import Piece, Splitter
@@ -378,6 +379,13 @@ class Run:
             self._consume_batch(bundle.batch, self.ranges.consume(bundle, results, exc, resubmit), None, resubmit)
             return
         resubmit = self.ranges.resubmitter(resubmit)  # a big file handed back is split like new work
+        if isinstance(exc, WorkerDied) and sum(len(b.tasks) for b in bundle) > 1:
+            # its worker died twice (the pool ran it once more): each file again on its own, so a file
+            # that kills its worker fails alone and the bundle's other files are copied
+            for batch in bundle:
+                for task in batch.tasks:
+                    resubmit(single(Batch(batch.reldir, (task,))))
+            return
         for i, batch in enumerate(bundle):
             self._consume_batch(batch, results[i] if exc is None else None, exc, resubmit)
 
