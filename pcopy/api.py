@@ -24,7 +24,7 @@ SourceArg = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
 def copytree(src: SourceArg, dst, *, jobs: Optional[int] = None, backend: str = "process", hash: str = "xxh128",
              manifest=None, progress: bool = False, follow_symlinks: bool = False, force: bool = False,
-             hard_links: bool = False, fsync: bool = False, sparse: bool = False, keep_results: bool = True,
+             hard_links: bool = True, fsync: bool = False, sparse: bool = False, keep_results: bool = True,
              on_result: Optional[Callable] = None, transform=None, level: Optional[int] = None,
              scheduler=None, stop_event=None, checksum: bool = False, dry_run: bool = False,
              exclude: Iterable[str] = (), include: Iterable[str] = (), exclude_from=None,
@@ -140,6 +140,8 @@ def _run(src, dst, fields: dict, progress, keep_results, on_result, stop_event, 
     hooks = dict(counters=make_progress(progress), keep_results=keep_results, on_result=on_result,
                  stop_event=stop_event, scheduler=scheduler)
     if len(sources) > 1 or not os.path.isdir(sources[0]) or os.path.islink(sources[0].rstrip(os.sep) or "/"):
+        if options.track_renames:  # its pre-pass pairs one SRC tree with one DST tree
+            raise UsageError("--track-renames takes one SRC directory (run one sync per SRC)")
         return many.copy_sources(options, sources, **hooks)
     if options.track_renames:
         from .transfer import track
@@ -178,16 +180,31 @@ def watch(src, dst, *, stop_event=None, debounce: float = 0.05, poll: bool = Fal
         raise UsageError("poll_interval must be more than 0 seconds")
     if rescan_interval is not None and rescan_interval <= 0:
         raise UsageError("rescan_interval must be more than 0 seconds")
-    options = _options.build(src, dst, delete=delete, checksum=checksum, exclude=exclude, include=include,
-                             exclude_from=exclude_from, filters=filters, delete_excluded=delete_excluded,
-                             max_delete=max_delete, link_dest=link_dest, hard_links=hard_links, jobs=jobs,
-                             backend=backend, hash=hash, follow_symlinks=follow_symlinks, force=force, fsync=fsync,
-                             sparse=sparse, transform=transform, level=level, replace=True, **_more(more))
+    fields = dict(delete=delete, checksum=checksum, exclude=exclude, include=include,
+                  exclude_from=exclude_from, filters=filters, delete_excluded=delete_excluded,
+                  max_delete=max_delete, link_dest=link_dest, hard_links=hard_links, jobs=jobs,
+                  backend=backend, hash=hash, follow_symlinks=follow_symlinks, force=force, fsync=fsync,
+                  sparse=sparse, transform=transform, level=level, replace=True, **_more(more))
+    rsh, remote_pcopy = fields.pop("rsh", None), fields.pop("remote_pcopy", None)
+    compress = bool(fields.pop("compress", False))
+    from .remote import client as remote
+
+    mirror = None
+    if remote.is_remote(os.fspath(src)) or remote.is_remote(os.fspath(dst)):  # host:DST: over ssh
+        from .remote.watch import RemoteMirror
+
+        setting = remote.settle(os.fspath(src), os.fspath(dst), fields)
+        if not setting.push:
+            raise remote.not_yet(setting.arg, "watch (the events come from this machine: watch a local SRC)")
+        options = setting.options
+        mirror = RemoteMirror(setting, rsh, remote_pcopy, compress)
+    else:
+        options = _options.build(src, dst, **fields)
     from .watcher import session as watcher  # imports watchdog: only in watch mode
 
     return watcher.watch(options, debounce=debounce, poll=poll, poll_interval=poll_interval,
                          rescan_interval=rescan_interval, on_result=on_result, on_status=on_status,
-                         stop_event=stop_event)
+                         stop_event=stop_event, mirror=mirror)
 
 
 def map_files(fn, root, *, jobs: Optional[int] = None, backend: str = "process", exclude=(),
@@ -263,39 +280,64 @@ def _paths_below(root: str, paths) -> frozenset:
 
 def verify(src, dst=None, *, manifest=None, jobs: Optional[int] = None, backend: str = "process", cache=True,
            progress: bool = False, on_difference: Optional[Callable] = None,
-           on_warning: Optional[Callable] = None) -> IntegrityReport:
+           on_warning: Optional[Callable] = None, rsh: Optional[str] = None,
+           remote_pcopy: Optional[str] = None) -> IntegrityReport:
     """Compare two trees by content, or (``manifest=FILE``, ``src`` = ROOT) a tree against a manifest.
 
     Returns an ``IntegrityReport``; ``report.exit_code`` is 0 when identical,
     4 when differences were found, 3 when some files could not be checked.
     ``manifest`` may be a path, ``"-"`` (stdin) or a binary file object.
+    One side (or ROOT) may be ``[user@]host:path``: that machine hashes its
+    own files (``rsh``, ``remote_pcopy``: as for copy).
     """
-    for path in (src, dst):  # host:path: remote verify is not built yet
-        if path is not None:
-            _options.check_local(os.fspath(path))
     _options.check_run(jobs, backend)
     common = dict(jobs=jobs, backend=backend, cache=cache, counters=make_progress(progress),
                   on_difference=on_difference, on_warning=on_warning)
+    remote = [p for p in (src, dst) if p is not None and _remote(os.fspath(p))]
     if manifest is None:
         if dst is None:
             raise UsageError("verify needs SRC and DST, or a manifest and a ROOT")
+        if remote:
+            from .remote import verify as remote_verify
+
+            return remote_verify.verify_trees(os.fspath(src), os.fspath(dst), rsh=rsh, remote_pcopy=remote_pcopy,
+                                              **common)
         from .integrity import compare
 
         return compare.verify_trees(os.fspath(src), os.fspath(dst), **common)
     if dst is not None:
         raise UsageError("with a manifest, give only ROOT")
+    if remote:
+        from .remote import verify as remote_verify
+
+        remote_common = dict(jobs=jobs, cache=cache, on_difference=on_difference, on_warning=on_warning, rsh=rsh,
+                             remote_pcopy=remote_pcopy)
+        return _with_manifest(manifest, lambda stream, name: remote_verify.verify_manifest(
+            stream, os.fspath(src), manifest_name=name, **remote_common))
     from .integrity.manifest import verify_manifest
 
+    return _with_manifest(manifest, lambda stream, name: verify_manifest(stream, os.fspath(src), manifest_name=name,
+                                                                          **common))
+
+
+def _remote(path: str) -> bool:
+    from .remote import transport
+
+    return transport.parse(path) is not None
+
+
+def _with_manifest(manifest, check: Callable):
+    """``check(binary stream, name)`` on a manifest given as a file object, ``"-"`` or a path."""
     if hasattr(manifest, "read"):
-        return verify_manifest(manifest, os.fspath(src), manifest_name="manifest", **common)
+        return check(manifest, "manifest")
     name = os.fsdecode(manifest)
     if name == "-":
         import sys
 
-        return verify_manifest(sys.stdin.buffer, os.fspath(src), manifest_name="<stdin>", **common)
+        return check(sys.stdin.buffer, "<stdin>")
     try:
         stream = open(name, "rb")
     except OSError as exc:
         raise PcopyError(f"{name}: cannot read manifest: {describe(exc)}") from None
     with stream:
-        return verify_manifest(stream, os.fspath(src), manifest_name=name, **common)
+        return check(stream, name)

@@ -35,3 +35,18 @@ def wait_for(predicate, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+def ssh_children(pid: int) -> list:
+    """The ssh clients below ``pid`` (a run's sessions), to kill the transport mid-run."""
+    from conftest import children
+
+    found = []
+    for child, _ in children(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as fh:
+                if fh.read().split(b"\0")[0].endswith(b"ssh"):
+                    found.append(child)
+        except OSError:
+            pass
+    return found

@@ -14,7 +14,8 @@ from pcopy.cli.parser import build_parser
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 COMMANDS = subcommands(build_parser())
 OTHER_TOOLS = {("verify", "--tag"),  # "a manifest written by xxhsum/sha256sum (GNU or --tag form)"
-               ("copy", "--rsync-path"), ("sync", "--rsync-path")}  # --remote-pcopy: "rsync's --rsync-path"
+               # --remote-pcopy: "rsync's --rsync-path"
+               ("copy", "--rsync-path"), ("sync", "--rsync-path"), ("watch", "--rsync-path")}
 
 
 def _texts(summary: str, sub) -> list:

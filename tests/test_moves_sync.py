@@ -99,6 +99,11 @@ def test_cli_spelling_and_usage_errors(synced, capsys):
     assert "--track-renames needs --delete" in capsys.readouterr().err
     with pytest.raises(UsageError):
         pcopy.sync(src, dst, delete=True, track_renames=True, backup=True)
+    before = sorted(os.listdir(dst))
+    for sources in ([str(src), str(src)], [str(src / "kept.txt")]):  # several SRCs, a file SRC: refused, not ignored
+        assert cli.main(["sync", *sources, str(dst), "--delete", "--track-renames", "-q"]) == 2
+        assert "--track-renames takes one SRC directory" in capsys.readouterr().err
+    assert sorted(os.listdir(dst)) == before
 
 
 # --------------------------------------------------------------------------- the property test

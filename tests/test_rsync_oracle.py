@@ -2,8 +2,8 @@
 
 pcopy's copy/sync/watch take rsync's option names with rsync's meaning
 (pcopy/cli/transfer_options.py), and ``pcopy sync SRC DST`` is meant to be
-``rsync -aH SRC/ DST/`` (pcopy keeps hard links by default in sync; ``copy``
-is ``rsync -a`` without deletions). So the simplest honest check of an
+``rsync -aH SRC/ DST/`` (pcopy keeps hard links by default, as cp -a; ``copy``
+is ``rsync -aH`` without deletions). So the simplest honest check of an
 option is to ask rsync: one SRC tree (files with distinct mtimes and sizes,
 modes, a symlink, a dangling symlink, an empty dir, nested dirs, a hard link)
 and one initial DST state (files equal, older, newer, of equal size with
@@ -137,7 +137,7 @@ def _param(case: Case):
 def run_both(tmp_path, case: Case, pcopy_args=(), rsync_args=()) -> tuple:
     """Run rsync and pcopy on two copies of the DST state; return (src, r, p, rsync proc, pcopy proc)."""
     src, r, p = oracle_pair(tmp_path, case.src() if case.src else None, dst_spec(case.conflict))
-    archive = "-aH" if case.command == "sync" else "-a"  # copy keeps hard links only with -H, as rsync
+    archive = "-aH"  # pcopy keeps hard links by default (as cp -a)
     rs = rsync_run([*case.args, *rsync_args], src, r, archive=archive, ns=case.ns)
     pc = pcopy_run(case.command, src, p, "-q", *case.args, *pcopy_args)
     return src, r, p, rs, pc
@@ -266,7 +266,7 @@ def test_dry_run_matches_rsync(tmp_path, command, args):
     the ``cd+++++++++ conflict/`` that follows."""
     src, r, p = oracle_pair(tmp_path, dst=dst_spec(conflict=command == "sync"))
     before = view(p)
-    rs = rsync_run(["-n", "-i", *args], src, r, archive="-aH" if command == "sync" else "-a")
+    rs = rsync_run(["-n", "-i", *args], src, r, archive="-aH")
     pc = pcopy_run(command, src, p, "-n", *args)
     assert rs.returncode == 0, rs.stderr
     assert pc.returncode == 0, pc.stderr

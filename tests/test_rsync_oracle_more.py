@@ -50,7 +50,7 @@ def test_copy_reports_a_conflict_and_does_the_rest_as_rsync(tmp_path):
     """copy never replaces a DST file by SRC's directory (sync does, like rsync): exit 3, an error line for
     it (and for what SRC holds below it), the rest done as rsync does it."""
     src, r, p = oracle_pair(tmp_path)
-    rs = rsync_run([], src, r, archive="-a")
+    rs = rsync_run([], src, r, archive="-aH")
     pc = pcopy_run("copy", src, p, "-q")
     assert rs.returncode == 0, rs.stderr
     assert pc.returncode == 3, pc.stderr
@@ -180,7 +180,7 @@ def test_several_sources_match_rsync(tmp_path):
     """pcopy copy A DIR1 DIR2 DST == rsync -a A DIR1 DIR2 DST/ (each as DST/NAME); one manifest for all."""
     src, r, p = oracle_pair(tmp_path, dst=dst_spec(conflict=False))
     sources = [os.path.join(src, n) for n in SEVERAL]
-    assert rsync_plain("-a", *sources, r + "/").returncode == 0
+    assert rsync_plain("-aH", *sources, r + "/").returncode == 0
     manifest = tmp_path / "m.xxh"
     pc = pcopy_run("copy", *sources, p, "-q", "--manifest", manifest)
     assert pc.returncode == 0, pc.stderr

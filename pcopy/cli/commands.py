@@ -53,7 +53,7 @@ def _copy_kwargs(args) -> dict:
 
 
 def _remote_kwargs(args) -> dict:
-    """-e/--rsh, --remote-pcopy and -z, only when given (watch does not take them yet)."""
+    """-e/--rsh, --remote-pcopy and -z, only when given."""
     return {k: getattr(args, k) for k in ("rsh", "remote_pcopy", "compress") if getattr(args, k, None) is not None}
 
 
@@ -187,7 +187,7 @@ def run_verify(args) -> int:
     dst = None if args.manifest is not None else args.paths[1]
     report = api.verify(args.paths[0], dst, manifest=args.manifest, jobs=args.jobs, backend=args.backend,
                         cache=args.cache, progress=_progress(args), on_difference=_print_difference,
-                        on_warning=_print_warning)
+                        on_warning=_print_warning, rsh=args.rsh, remote_pcopy=args.remote_pcopy)
     if not args.quiet:
         say(_integrity_summary("verified", report))
     if args.json:

@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("paths", nargs="+", metavar="SRC DST | ROOT")
     verify.add_argument("-m", "--manifest", metavar="FILE", help="check ROOT against FILE ('-' for stdin)")
     _integrity_options(verify)
+    verify.add_argument("-e", "--rsh", metavar="CMD", help="remote shell for a [user@]host:path side (default: ssh)")
+    verify.add_argument("--remote-pcopy", metavar="CMD",
+                        help="the pcopy to run on the remote (default: pcopy on its PATH, then python3 -m pcopy)")
 
     map_cmd = commands.add_parser(
         "map", help="run module:function(path) on every file under ROOT, one JSON line per file",

@@ -64,15 +64,14 @@ def add_transfer_options(sub: argparse.ArgumentParser, command: str) -> None:
                           "name (entry points 'pcopy.transforms') or module:function "
                           "(see the README section 'Transforms and map')")
     sub.add_argument("--level", type=int, metavar="N", help="compression level for --transform gzip/xz/zstd")
-    if command != "watch":
-        sub.add_argument("-e", "--rsh", metavar="CMD",
-                         help="remote shell for a [user@]host:path SRC or DST (default: ssh), as in rsync")
-        sub.add_argument("--remote-pcopy", metavar="CMD",
-                         help="the pcopy to run on the remote (default: pcopy on its PATH, then python3 -m pcopy); "
-                              "rsync's --rsync-path")
-        sub.add_argument("-z", "--compress", action="store_true", default=None,
-                         help="compress file data sent to or from a host:path (zstd when installed, else zlib); "
-                              "no effect on a local copy, as in rsync")
+    sub.add_argument("-e", "--rsh", metavar="CMD",
+                     help="remote shell for a [user@]host:path SRC or DST (default: ssh), as in rsync")
+    sub.add_argument("--remote-pcopy", metavar="CMD",
+                     help="the pcopy to run on the remote (default: pcopy on its PATH, then python3 -m pcopy); "
+                          "rsync's --rsync-path")
+    sub.add_argument("-z", "--compress", action="store_true", default=None,
+                     help="compress file data sent to or from a host:path (zstd when installed, else zlib); "
+                          "no effect on a local copy, as in rsync")
 
 
 def _workers(sub: argparse.ArgumentParser, scheduler: bool) -> None:
@@ -176,8 +175,8 @@ def _metadata(sub: argparse.ArgumentParser, command: str) -> None:
     sub.add_argument("--chown", metavar="USER:GROUP", help="give DST entries this owner and/or group (as root)")
     sub.add_argument("--chmod", metavar="CHMOD", help="change DST permissions, rsync style: D755,F644 or go-w")
     links = sub.add_mutually_exclusive_group()
-    links.add_argument("-H", "--hard-links", dest="hard_links", action="store_true", default=command != "copy",
-                       help="keep hard-linked files hard-linked in DST" + (" (default)" if command != "copy" else ""))
+    links.add_argument("-H", "--hard-links", dest="hard_links", action="store_true", default=True,
+                       help="keep hard-linked files hard-linked in DST (default, as cp -a)")
     links.add_argument("--no-hard-links", dest="hard_links", action="store_false")
 
 

@@ -45,6 +45,11 @@ def write_all(out: int, data) -> None:
         raise dst_error(exc) from None
 
 
+def looks_sparse(size: int, blocks: int) -> bool:
+    """Fewer blocks than bytes (``st_blocks``): the file has holes worth keeping."""
+    return 0 <= blocks and blocks * 512 < size and size >= SPARSE_BLOCK
+
+
 def copy_data(fd: int, out: int, size: int, hasher: Optional[Algo], stop=None, sparse: bool = False,
               blocks: int = -1, throttle=None) -> Optional[str]:
     """Copy ``size`` bytes fd → out; the digest of what was read (None without a hasher).
@@ -54,10 +59,10 @@ def copy_data(fd: int, out: int, size: int, hasher: Optional[Algo], stop=None, s
     runs of zeros into holes. ``throttle(n)`` is called for every n bytes
     written (--bwlimit). SourceChanged when the file is not ``size`` long.
     """
-    has_holes = 0 <= blocks and blocks * 512 < size and size >= SPARSE_BLOCK
+    has_holes = looks_sparse(size, blocks)
     if (sparse and size >= SPARSE_BLOCK) or has_holes:
-        sink = _SparseWriter(out, throttle)
-        digest = _copy_holes(fd, size, hasher, stop, sink) if has_holes else read_through(fd, size, hasher, stop, sink)
+        sink = SparseWriter(out, throttle)
+        digest = copy_holes(fd, size, hasher, stop, sink) if has_holes else read_through(fd, size, hasher, stop, sink)
         try:
             os.ftruncate(out, size)  # a trailing hole still counts in the size
         except OSError as exc:
@@ -77,8 +82,9 @@ def copy_data(fd: int, out: int, size: int, hasher: Optional[Algo], stop=None, s
     return read_through(fd, size, hasher, stop, write)
 
 
-def _copy_holes(fd: int, size: int, hasher: Optional[Algo], stop, sink: "_SparseWriter") -> Optional[str]:
-    """A file with holes: only its data segments are read and written; the digest covers every byte."""
+def copy_holes(fd: int, size: int, hasher: Optional[Algo], stop, sink) -> Optional[str]:
+    """A file with holes: only its data segments are read and handed to ``sink.write``, each hole to
+    ``sink.skip`` (a ``SparseWriter``, or the remote sender's frames); the digest covers every byte."""
     h = hasher.new() if hasher is not None else None
     buf = bytearray(CHUNK)
     view = memoryview(buf)
@@ -94,7 +100,7 @@ def _copy_holes(fd: int, size: int, hasher: Optional[Algo], stop, sink: "_Sparse
         if data_at > offset:  # a hole
             sink.skip(data_at - offset)
             if h is not None:
-                _hash_zeros(h, data_at - offset)
+                hash_zeros(h, data_at - offset)
             offset = data_at
             continue
         hole_at = min(os.lseek(fd, offset, os.SEEK_HOLE), size)
@@ -116,14 +122,14 @@ def _copy_holes(fd: int, size: int, hasher: Optional[Algo], stop, sink: "_Sparse
 _ZERO_CHUNK = memoryview(bytes(CHUNK))
 
 
-def _hash_zeros(h, count: int) -> None:
+def hash_zeros(h, count: int) -> None:
     while count:
         n = min(count, CHUNK)
         h.update(_ZERO_CHUNK[:n])
         count -= n
 
 
-class _SparseWriter:
+class SparseWriter:
     """Writes with holes: ``skip`` leaves one (lseek), and as a sink (``--sparse``) blocks of zeros become holes."""
 
     def __init__(self, out: int, throttle=None) -> None:

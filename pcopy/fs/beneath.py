@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Optional
+from typing import Callable, Optional
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -220,6 +220,22 @@ def link_beneath_fds(from_fd: int, from_name: str, to_fd: int, to_name: str, tmp
         unlink_quietly(tmp, to_fd)
         exc.pcopy_side = "destination"  # type: ignore[attr-defined]
         raise
+
+
+def link_unless_same(from_fd: int, from_name: str, to_fd: int, to_name: str, tmp: str,
+                     before: Optional[Callable[[], object]] = None) -> bool:
+    """-H: give ``to_name`` the inode of ``from_name`` (``link_beneath_fds``; ``before()`` just before, e.g. a
+    backup of what is replaced); False when it already has it."""
+    want = os.stat(from_name, dir_fd=from_fd, follow_symlinks=False)
+    try:
+        if same_inode(os.stat(to_name, dir_fd=to_fd, follow_symlinks=False), want):
+            return False
+    except FileNotFoundError:
+        pass
+    if before is not None:
+        before()
+    link_beneath_fds(from_fd, from_name, to_fd, to_name, tmp)
+    return True
 
 
 def same_inode(a: os.stat_result, b: os.stat_result) -> bool:

@@ -177,11 +177,13 @@ class March:
     on either side (sizes are UNKNOWN). ``view``: ``pair.dst`` is
     ``view.make(dst, listing)`` instead of a dict (see the module docstring).
     ``prune``: relpaths the caller adds so that those SRC directories are not entered.
+    ``lister``: DST listings from elsewhere (remote verify: a remote tree's stream), an object like
+    ``_Lister`` whose ``get`` always answers, so DST is never read in this process.
     """
 
     def __init__(self, src: str, dst: str, *, follow_symlinks: bool = False, keep: Optional[Callable] = None,
                  dst_keep: Optional[Callable] = None, dst_exists: bool = True, need_stat: bool = False,
-                 dtype_only: bool = False, view: Optional[View] = None) -> None:
+                 dtype_only: bool = False, view: Optional[View] = None, lister=None) -> None:
         self.src, self.dst = src, dst
         self.follow_symlinks = follow_symlinks
         self.keep, self.dst_keep = keep, dst_keep
@@ -190,7 +192,7 @@ class March:
         self.view = view
         self.prune: set = set()
         self._dst_dirs: set = {""} if dst_exists else set()  # SRC dirs known to be directories in DST
-        self._lister: Optional[_Lister] = None
+        self._lister: Optional[_Lister] = lister
 
     def start_lister(self) -> None:
         """Read DST in a forked helper (call before any thread of ours exists)."""

@@ -160,7 +160,7 @@ class _Flow:
                 reading = Reading(s, d) if cache is not None and (s.fingerprint or d.fingerprint) else None
                 yield from self._pairs(reldir, [name for name, _ in files], [size for _, size in files], reading)
                 return
-        records, names, known, hits = _records(reldir, s, d, self.march.prune, unknown)
+        records, names, known, hits = pair_records(reldir, s, d, self.march.prune, unknown)
         report.cache_hits += hits
         report.files += hits
         sizes = [k[2] for k in known]
@@ -264,8 +264,12 @@ def _record_size(record, sizes: list) -> int:
     return 2 * sizes[record] if type(record) is int else 0
 
 
-def _records(reldir: str, s: Side, d: Side, prune: set, unknown: set) -> tuple:
-    """``(records, names, known, cache hits used)``: name by name, as in ``Unit`` (see ``_Flow._directory``)."""
+def pair_records(reldir: str, s: Side, d: Side, prune: set, unknown: set) -> tuple:
+    """``(records, names, known, cache hits used)``: name by name, as in ``Unit`` (see ``_Flow._directory``).
+
+    ``prune`` gets every name that is a directory on one side only (the march, whichever tree it walks,
+    must not enter it); remote verify (``remote.verify``) shares these rules.
+    """
     src_digests = unpack(s.digests) if s.hits else {}
     dst_digests = unpack(d.digests) if d.hits else {}
     src_at = {name: i for i, name in enumerate(s.names)}
@@ -281,7 +285,7 @@ def _records(reldir: str, s: Side, d: Side, prune: set, unknown: set) -> tuple:
         a = s.shape[i] if i is not None else None
         b = d.shape[j] if j is not None else None
         path = relpath(reldir, name)
-        if a == DIRECTORY and b != DIRECTORY:
+        if (a == DIRECTORY) != (b == DIRECTORY):
             prune.add(path)
         if i is None or j is None:
             kind, shape, where = (MISSING, a, "not in DST") if j is None else (EXTRA, b, "not in SRC")
@@ -309,4 +313,4 @@ def _records(reldir: str, s: Side, d: Side, prune: set, unknown: set) -> tuple:
     return records, names, known, hits
 
 
-__all__ = ["FAILED", "verify_trees"]
+__all__ = ["FAILED", "pair_records", "verify_trees"]

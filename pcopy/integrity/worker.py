@@ -77,11 +77,18 @@ def compare_batch(job: CompareJob, batch) -> tuple:
                 read = _digest_side(root, reldir, [names[j] for j in where], hasher, max_size)
                 for j, outcome in zip(where, read, strict=True):
                     items[j] = outcome
+    return compare_outcomes(a_side, b_side, job.keys)
+
+
+def compare_outcomes(a_side: list, b_side: list, keys: bool) -> tuple:
+    """SRC outcomes against DST outcomes, pair by pair (``(digest, size, key, error)`` each, as
+    ``_digest_side`` makes them; key None: known, not read; a falsy key other than None: read, but
+    elsewhere, so nothing to cache here). Returns what ``compare_batch`` returns."""
     diffs: list = []
     deferred: list = []
     rows: list = []
     hashed = nbytes = digested = 0
-    for j, a, b in zip(range(len(names)), a_side, b_side, strict=True):
+    for j, (a, b) in enumerate(zip(a_side, b_side, strict=True)):
         a_digest, a_size, a_key, a_error = a
         b_digest, b_size, b_key, b_error = b
         if a_error is None and b_error is None:
@@ -92,7 +99,7 @@ def compare_batch(job: CompareJob, batch) -> tuple:
             if b_key is not None:
                 hashed += 1
                 nbytes += b_size
-            if job.keys:
+            if keys:
                 rows.extend((side, j, key, digest) for side, key, digest in ((0, a_key, a_digest),
                                                                              (1, b_key, b_digest)) if key)
             if a_digest != b_digest:
@@ -108,7 +115,7 @@ def compare_batch(job: CompareJob, batch) -> tuple:
                 if key is not None:  # read here, not known
                     hashed += 1
                     nbytes += size
-                    if job.keys:
+                    if keys and key:
                         rows.append((index, j, key, digest))
         error, side = (a_error, "SRC") if a_error is not None else (b_error, "DST")
         kind, message = error

@@ -64,6 +64,7 @@ def hash_remote(arg: str, write: Callable, *, algo: str, jobs: Optional[int], ca
     if cache not in (True, False):
         raise PcopyError(f"{arg}: --cache FILE names a local file; a remote tree uses the remote's default cache")
     conn = transport.connect(spec, rsh, remote_pcopy)
+    found: list = []  # the remote keeps none (its report travels without them): --json lists them as locally
     try:
         conn.send({"op": "hash", "root": spec.path, "algo": algo, "jobs": jobs, "cache": cache})
         while True:
@@ -72,8 +73,10 @@ def hash_remote(arg: str, write: Callable, *, algo: str, jobs: Optional[int], ca
             if kind == "data":
                 write(payload)
             elif kind == "diff":
+                diff = Difference(header["kind"], header["path"], header.get("detail", ""))
+                found.append(diff)
                 if on_difference is not None:
-                    on_difference(Difference(header["kind"], header["path"], header.get("detail", "")))
+                    on_difference(diff)
             elif kind == "warn":
                 if on_warning is not None:
                     on_warning(header["message"])
@@ -83,7 +86,14 @@ def hash_remote(arg: str, write: Callable, *, algo: str, jobs: Optional[int], ca
                 break
     finally:
         conn.close()
-    data = dict(header["report"])
+    report = report_from(header["report"])
+    report.differences = found
+    return report
+
+
+def report_from(plain: dict) -> IntegrityReport:
+    """The IntegrityReport a remote sent as ``to_dict()``."""
+    data = dict(plain)
     differences = data.pop("differences", None)
     report = IntegrityReport(**{k: v for k, v in data.items() if k in IntegrityReport.__dataclass_fields__})
     report.differences = [Difference(**d) for d in differences] if differences is not None else None

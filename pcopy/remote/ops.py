@@ -13,18 +13,35 @@ from typing import Callable, Iterator, Optional
 
 from ..errors import describe
 from ..fs import beneath, filters, temps
+from ..fs.backup import Backups
 from ..fs.march import read_beneath
 from ..fs.scan import walk
 from ..model.entries import DIR, entry_from_stat, keep_parents, relpath_join
 from .protocol import entry_out, error_out
 
 
-def make_keep(root: str, spec: Optional[dict]) -> Optional[Callable]:
-    """The filter a walk applies: ``spec`` = {"filters": [...], "markers": [...]} (the client's options)."""
+def make_keep(root: str, spec: Optional[dict], marked: Optional[set] = None) -> Optional[Callable]:
+    """The filter a walk applies: ``spec`` = {"filters": [...], "markers": [...], "listed": [...],
+    "recursive": bool} (the client's options: --exclude-if-present, --files-from, -r). A directory
+    left out for holding a marker is added to ``marked`` (the DST end must not delete its copy)."""
     if not spec:
         return None
-    keep = filters.make_filter(tuple(spec.get("filters") or ()))
-    return filters.restrict(keep, root, tuple(spec.get("markers") or ()))
+    listed = spec.get("listed")
+    keep = filters.restrict(filters.make_filter(tuple(spec.get("filters") or ())), root, (),
+                            frozenset(map(str, listed)) if listed is not None else None, bool(spec.get("recursive")))
+    by_marker = filters.restrict(None, root, tuple(spec.get("markers") or ()))
+    if by_marker is None:
+        return keep
+
+    def kept(relpath: str, is_dir: bool) -> bool:
+        if keep is not None and not keep(relpath, is_dir):
+            return False
+        if is_dir and not by_marker(relpath, True):
+            if marked is not None:
+                marked.add(relpath)
+            return False
+        return True
+    return kept
 
 
 def listing_out(listing) -> dict:
@@ -33,10 +50,31 @@ def listing_out(listing) -> dict:
             "entry_errors": [[name, exc.errno, exc.strerror] for name, exc in listing.entry_errors]}
 
 
-def walk_out(root: str, follow: bool, keep: Optional[Callable]) -> Iterator[dict]:
-    """Every directory of ``root`` (fs.scan's order: depth first, names sorted) as a message."""
-    for listing in walk(root, follow, keep=keep):
-        yield listing_out(listing)
+def walk_out(root: str, follow: bool, keep: Optional[Callable], xdev: bool = False,
+             marked: Optional[set] = None) -> Iterator[dict]:
+    """Every directory of ``root`` (fs.scan's order: depth first, names sorted) as a message, with the
+    directories its filter left out for holding a marker (``make_keep``)."""
+    for listing in walk_listings(root, follow, keep, xdev):
+        message = listing_out(listing)
+        if marked:
+            message["marked"] = sorted(marked)
+            marked.clear()
+        yield message
+
+
+def walk_listings(root: str, follow: bool, keep: Optional[Callable], xdev: bool = False, start: str = "",
+                  recursive: bool = True) -> Iterator:
+    """fs.scan.walk; ``xdev`` (-x): a directory on another file system is listed as an entry (its
+    mount point is made in DST) but not entered, as locally (transfer.run)."""
+    if not xdev:
+        yield from walk(root, follow, keep=keep, start=start, recursive=recursive)
+        return
+    prune: set = set()
+    dev = os.stat(root).st_dev
+    for listing in walk(root, follow, keep=keep, prune=prune, start=start, recursive=recursive):
+        yield listing
+        prune.update(relpath_join(listing.reldir, e.name) for e in listing.entries
+                     if e.kind == DIR and e.dev and e.dev != dev)
 
 
 def readdir_out(root: str, reldir: str) -> dict:
@@ -46,10 +84,11 @@ def readdir_out(root: str, reldir: str) -> dict:
             "error": error_out(error), "entry_errors": [[n, e.errno, e.strerror] for n, e in errors]}
 
 
-def root_info(path: str) -> dict:
-    """What ``path`` is: {"kind": "dir"|"file"|"other"|None, "real": realpath}."""
+def root_info(path: str, follow: bool = True) -> dict:
+    """What ``path`` is: {"kind": "dir"|"file"|"other"|None, "real": realpath} (``follow=False``: a
+    symlink itself is "other", as a SRC that names a link without -L)."""
     try:
-        st = os.stat(path)
+        st = os.stat(path) if follow else os.lstat(path.rstrip("/") or "/")
     except FileNotFoundError:
         return {"kind": None, "real": os.path.realpath(path)}
     except OSError as exc:
@@ -81,18 +120,32 @@ def mkdirs(root: str, reldirs: list) -> list:
     return out
 
 
-def delete(root: str, items: list, keep: Optional[Callable] = None, dry: bool = False) -> list:
+def backups_of(spec: Optional[dict]) -> Optional[Backups]:
+    """--backup on this end: {"dir": path or None, "suffix": ..., "token": ...} (a path there: "~" expanded)."""
+    if not spec:
+        return None
+    where = spec.get("dir")
+    return Backups(os.path.expanduser(where) if where else None, str(spec.get("suffix") or ""),
+                   str(spec.get("token") or "backup"))
+
+
+def delete(root: str, items: list, keep: Optional[Callable] = None, dry: bool = False,
+           backup: Optional[dict] = None) -> list:
     """Delete each [relpath, is_dir] beneath root, a directory with what it holds that ``keep`` keeps
-    (children first; never through a link). Returns [relpath, kind, error or None] per entry found."""
+    (children first; never through a link); with ``backup`` (--backup) moved to its backup place
+    instead, a directory whole unless there is a --backup-dir (as locally: transfer.finish).
+    Returns [relpath, kind, error or None] per entry found."""
     out: list = []
-    for relpath, is_dir in items:
+    keeper = backups_of(backup)
+    for relpath, is_dir, *whole in items:  # whole: a replaced entry, moved to its backup place whole
         if not relpath or relpath.startswith("/") or ".." in relpath.split(os.sep):
             out.append([relpath, "file", "refused: not a path beneath the root"])
             continue
         if is_dir and not _is_dir_beneath(root, relpath):
             is_dir = False  # a link (or file) where a directory was: removed itself, never followed
         found = [(relpath, DIR if is_dir else "file")]
-        if is_dir:
+        whole = keeper is not None and (keeper.backup_dir is None or bool(whole and whole[0]))
+        if is_dir and not whole:
             for listing in walk(root, keep=keep, start=relpath):
                 if listing.error is not None:
                     found.append((listing.reldir, "unreadable:" + describe(listing.error)))
@@ -109,7 +162,10 @@ def delete(root: str, items: list, keep: Optional[Callable] = None, dry: bool = 
             error = None
             if not dry:
                 try:
-                    beneath.remove_beneath(root, path, kind == DIR)
+                    if keeper is not None and (kind != DIR or whole):
+                        keeper.move_out(root, path)
+                    else:
+                        beneath.remove_beneath(root, path, kind == DIR)
                 except FileNotFoundError:
                     pass
                 except OSError as exc:
@@ -128,24 +184,9 @@ def _is_dir_beneath(root: str, relpath: str) -> bool:
         return False
 
 
-def dir_meta(root: str, dirs: list, owner: bool) -> list:
-    """Set mode (and owner as root) and times of each [reldir, mode, uid, gid, atime_ns, mtime_ns]."""
-    out: list = []
-    for reldir, mode, uid, gid, atime, mtime in dirs:
-        try:
-            with beneath.DirFd(root, reldir) as fd:
-                if owner:
-                    os.fchown(fd, uid, gid)
-                os.fchmod(fd, stat.S_IMODE(mode))
-                os.utime(fd, ns=(atime, mtime))
-            out.append(None)
-        except OSError as exc:
-            out.append(describe(exc))
-    return out
-
-
-def remove_stale(root: str, reldir: str, names: list) -> int:
-    """Remove the temp files of dead writers among ``names`` (checked here: never trust the list)."""
+def remove_stale(root: str, reldir: str, names: list, partials: bool = False) -> int:
+    """Remove the temp files of dead writers among ``names`` (checked here: never trust the list), and
+    with ``partials`` the kept copies of a --partial run (a run without --partial would never use them)."""
     removed = 0
     try:
         handle = beneath.DirFd(root, reldir)
@@ -153,7 +194,7 @@ def remove_stale(root: str, reldir: str, names: list) -> int:
         return 0
     with handle as fd:
         for name in names:
-            if temps.is_temp_name(name) and temps.is_stale_temp(name):
+            if temps.is_temp_name(name) and (temps.is_stale_temp(name) or (partials and temps.is_partial_name(name))):
                 beneath.unlink_quietly(name, fd)
                 removed += 1
     return removed

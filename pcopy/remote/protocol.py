@@ -21,6 +21,8 @@ ends with ``{"t": "done"}``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import struct
 from typing import Optional
@@ -29,7 +31,10 @@ from ..errors import PcopyError
 from ..model.entries import Entry, make_entry
 from ..model.results import Result
 
-PROTO = 2  # bump on any incompatible change: both ends refuse another number
+PROTO = 2  # bump on any incompatible change: both ends refuse another number. 2 adds: metadata ops and
+# fields (fit, srcmeta, fix, links, dirs; xattrs/ACLs in file headers, hole frames), verify ops, ropts' ops
+# (dsttasks, kept, a 4th item in send file lists), a walk streamed from a thread ending in "walked",
+# posted mkdirs (recv's "mkdir" flag) and frames in BUFFER blocks
 HEAD = struct.Struct(">II")
 MAX_HEADER = 64 << 20
 MAX_PAYLOAD = 64 << 20
@@ -125,6 +130,23 @@ def error_out(exc: Optional[OSError]) -> Optional[list]:
 
 def error_in(plain) -> Optional[OSError]:
     return None if plain is None else OSError(plain[0], plain[1])
+
+
+def attrs_out(attrs: dict) -> dict:
+    """xattrs and ACLs (name -> bytes) as JSON can carry them."""
+    return {name: base64.b64encode(value).decode("ascii") for name, value in attrs.items()}
+
+
+def attrs_in(plain) -> Optional[dict]:
+    """The attributes as sent (None: the sender read none)."""
+    if plain is None:
+        return None
+    if not isinstance(plain, dict) or not all(isinstance(n, str) and isinstance(v, str) for n, v in plain.items()):
+        raise ProtocolError("bad attributes from the other end")
+    try:
+        return {name: base64.b64decode(value, validate=True) for name, value in plain.items()}
+    except binascii.Error:
+        raise ProtocolError("bad attributes from the other end") from None
 
 
 # --------------------------------------------------------------------------- -z: chunk compression

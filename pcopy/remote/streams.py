@@ -16,128 +16,14 @@ import threading
 import time
 from typing import Callable, Optional
 
-from ..errors import PcopyError
-from ..model.entries import CHECKSUM, COPY, FILE, LINK, SYMLINK, Batch, Task, relpath_join
-from ..model.results import COPIED, SAME_CONTENT, SKIPPED, Result, failure
+from ..model.entries import CHECKSUM, FILE, LINK, SYMLINK, Batch, relpath_join
+from ..model.results import failure
 from ..runtime import worker as runtime_worker
-from .protocol import ProtocolError, pick_codec, result_in
-from .receive import MISMATCH, receive_batch
-from .send import send_batch
+from .mover import Mover
 from .transport import Connection
 
 STAGGER = 0.2  # seconds after a session came up before another one is opened for the same backlog
 BIG_BACKLOG = 64 << 20  # bytes waiting in the queue that are worth another session at once (no stagger)
-RESEND = 1  # a file whose digests differed after the transfer is sent once more, then reported
-
-
-class Mover:
-    """What one stream does with a batch; ``push``: SRC is here and DST there, else the other way."""
-
-    def __init__(self, push: bool, src, dst, token: str, spec: dict, local_options, follow: bool,
-                 dry_run: bool, stop: threading.Event, compress: bool = False,
-                 making: Optional[set] = None) -> None:
-        self.push = push
-        self.src, self.dst = src, dst
-        self.token, self.spec = token, spec
-        self.local_options = local_options  # the receiver's Options when DST is here (pull)
-        self.follow = follow
-        self.dry_run = dry_run
-        self.stop = stop
-        self.compress = compress  # -z: chunks compressed with the best codec both ends have
-        # DST dirs being made (their mkdir was posted): the receiver makes one that is missing
-        self.making = making if making is not None else set()
-
-    def run(self, conn: Connection, batch: Batch) -> list:
-        results: list = []
-        tasks = list(batch.tasks)
-        checks = [t for t in tasks if t.action == CHECKSUM]
-        if checks:
-            tasks = [t for t in tasks if t.action != CHECKSUM] + self._compare(conn, batch.reldir, checks, results)
-        if self.dry_run:
-            results.extend(Result(relpath_join(batch.reldir, t.name), COPIED, SYMLINK if t.action == LINK else FILE,
-                                  max(t.size, 0), None, t.why) for t in tasks)
-            return results
-        if tasks:
-            results.extend(self._settle(conn, batch.reldir, tasks, self._move(conn, batch.reldir, tasks)))
-        return results
-
-    def overlaps(self, batch: Batch) -> bool:
-        """Whether the batch can be sent before the previous batch's answer is read (``begin`` / ``end``):
-        anything but a dry run and -c's digest calls, which wait for their own answers."""
-        return not self.dry_run and not any(t.action == CHECKSUM for t in batch.tasks)
-
-    def begin(self, conn: Connection, batch: Batch) -> tuple:
-        """Send the batch (push: its files; pull: the request) without waiting for its answer."""
-        return batch, self._start(conn, batch.reldir, list(batch.tasks))
-
-    def end(self, conn: Connection, begun: tuple) -> list:
-        """The answer of a batch ``begin`` sent: its Results (mismatched files sent once more)."""
-        batch, sent = begun
-        tasks = list(batch.tasks)
-        return self._settle(conn, batch.reldir, tasks, self._finish(conn, batch.reldir, sent))
-
-    def _settle(self, conn: Connection, reldir: str, tasks: list, moved: list) -> list:
-        """``moved``'s Results; a file whose digests differed is sent again (RESEND times), then reported."""
-        results: list = []
-        for attempt in range(RESEND + 1):
-            again = {r.relpath for r in moved if r.reason == MISMATCH} if attempt < RESEND else set()
-            results.extend(r for r in moved if r.relpath not in again)
-            tasks = [t for t in tasks if relpath_join(reldir, t.name) in again]
-            if not tasks:
-                break
-            moved = self._move(conn, reldir, tasks)
-        return results
-
-    def _compare(self, conn: Connection, reldir: str, checks: list, results: list) -> list:
-        """-c with equal sizes: digests from each side, computed where the files are; the differing ones
-        are copied."""
-        names = [t.name for t in checks]
-        ours = self.src.digests(reldir, names, conn)
-        theirs = self.dst.digests(reldir, names, conn)
-        copy = []
-        for task, a, b in zip(checks, ours, theirs, strict=True):
-            if a is not None and a == b:
-                results.append(Result(relpath_join(reldir, task.name), SKIPPED, FILE, task.size, None, "",
-                                      SAME_CONTENT))
-            else:
-                copy.append(Task(COPY, task.name, task.size, task.why))
-        return copy
-
-    def _move(self, conn: Connection, reldir: str, tasks: list) -> list:
-        return self._finish(conn, reldir, self._start(conn, reldir, tasks))
-
-    def _start(self, conn: Connection, reldir: str, tasks: list) -> Optional[list]:
-        """Send a batch: push, its files (the Results decided here come back); pull, the request."""
-        files = [[t.name, t.why, t.action == LINK] for t in tasks]
-        if self.push:
-            conn.send({"op": "recv", "root": self.dst.root, "token": self.token, "reldir": reldir,
-                       "opts": self.spec, "mkdir": reldir in self.making})
-            codec = pick_codec(conn.codecs) if self.compress else ""
-            return send_batch(self.src.root, reldir, files, conn.send, self.follow, self.stop, codec)
-        conn.send({"op": "send", "root": self.src.root, "reldir": reldir, "files": files,
-                   "follow": self.follow, "z": pick_codec(conn.codecs) if self.compress else ""})
-        return None
-
-    def _finish(self, conn: Connection, reldir: str, sent: Optional[list]) -> list:
-        """Read a sent batch's answer (pull: receive its files first)."""
-        if self.push:
-            written = conn.answer()["results"]
-        else:
-            try:
-                written = receive_batch(self.local_options, reldir, _frames(conn))
-            except ProtocolError as exc:  # a hostile or broken remote: named, one line
-                raise PcopyError(f"{conn.spec.host}: {exc}") from None
-            sent = conn.answer()["results"]
-        return [result_in(r) for r in sent or ()] + [result_in(r) for r in written]
-
-
-def _frames(conn: Connection) -> Callable:
-    def next_frame():
-        header, payload = conn.recv()
-        if "t" not in header:
-            raise PcopyError(f"{conn.spec.host}: {header.get('error', 'the remote pcopy refused the batch')}")
-        return header, payload
-    return next_frame
 
 
 class Streams:
@@ -154,8 +40,9 @@ class Streams:
     """
 
     def __init__(self, open_session: Callable[[], Connection], count: int, mover: Mover,
-                 shared: Optional[Connection] = None) -> None:
+                 shared: Optional[Connection] = None, release: Optional[Callable[[Connection], None]] = None) -> None:
         self.open_session = open_session
+        self.release = release  # gets a stream's own session back when the stream ends cleanly
         self.shared = shared  # the control session: the first stream's, from the first batch on
         self.count = max(1, count)
         self.mover = mover
@@ -189,7 +76,7 @@ class Streams:
         if conn is not None:
             self._serve_shared(conn)
             return
-        begun: Optional[tuple] = None  # a batch sent whose answer is not read yet
+        begun: Optional[list] = None  # a batch sent whose answer is not read yet
         first = True
         try:
             while True:
@@ -204,6 +91,8 @@ class Streams:
                         continue
                 if batch is None:
                     self._end(conn, begun)
+                    if conn is not None and self.error is None and self.release is not None:
+                        self.release(conn)  # nothing in flight on it: the next flow may use it
                     return
                 with self.lock:
                     self.waiting_bytes -= _size(batch)
@@ -267,7 +156,7 @@ class Streams:
             self.opening -= counted
             self.came_up = time.monotonic()
 
-    def _end(self, conn: Optional[Connection], begun: Optional[tuple], failed: bool = False) -> None:
+    def _end(self, conn: Optional[Connection], begun: Optional[list], failed: bool = False) -> None:
         """Read the answer of the batch in ``begun`` (if any) and hand its Results on (None when it failed)."""
         if begun is None:
             return

@@ -62,6 +62,10 @@ def command(spec: Spec, rsh: Optional[str], remote_pcopy: Optional[str]) -> list
     return argv + [spec.login, remote]
 
 
+class ConnectionLost(PcopyError):
+    """A session that had shaken hands ended (ssh killed, network gone): watch reconnects on it."""
+
+
 class Connection:
     """A request/answer channel over one ssh process; ``lost`` makes the one-line error naming the host.
 
@@ -130,7 +134,14 @@ class Connection:
             raise self.lost() from None
 
     def _read(self) -> tuple:
-        self.flush()  # whatever is read next may be the answer to what is still unwritten
+        # whatever is read next may be the answer to what is still unwritten; a thread holding wlock is
+        # writing (or sends more and then reads or flushes itself): not waited for, so that a sender
+        # blocked on a full pipe never keeps us from reading what unblocks it (verify -m's manifest)
+        if self.wlock.acquire(blocking=False):
+            try:
+                self._write_out()
+            finally:
+                self.wlock.release()
         try:
             return read_frame(self.rfile)
         except (EOFError, OSError, ValueError):
@@ -223,11 +234,12 @@ class Connection:
             return PcopyError(f"{self.spec.host}: no pcopy on the remote ({said or f'exit {code}'}); "
                               "install it there or name it with --remote-pcopy")
         if code == 255:
-            return PcopyError(f"{self.spec.host}: ssh failed: {said or 'connection closed'}")
+            lost = ConnectionLost if self.ready or self.joins_run else PcopyError
+            return lost(f"{self.spec.host}: ssh failed: {said or 'connection closed'}")
         why = said or (f"ssh exited with {code}" if code is not None and code >= 0 else "ssh was killed")
         if not self.ready and not self.joins_run:
             return PcopyError(f"{self.spec.host}: cannot start pcopy there: {why}")
-        return PcopyError(f"{self.spec.host}: connection lost: {why}")
+        return ConnectionLost(f"{self.spec.host}: connection lost: {why}")
 
     # ----------------------------------------------------------------- life
 
@@ -280,13 +292,35 @@ class Connection:
 
 class Sessions:
     """Every ssh session of a run, opened when it is needed (a no-op sync needs only its control
-    session; data sessions start when batches wait for them) and killed or closed together."""
+    session; data sessions start when batches wait for them) and killed or closed together. A data
+    session a flow's stream is done with waits in ``idle`` for the next flow (several SRCs, a watch's
+    next batch): ``take`` reuses it before opening another."""
 
     def __init__(self, spec: Spec, rsh: Optional[str], remote_pcopy: Optional[str]) -> None:
         self.spec, self.rsh, self.remote_pcopy = spec, rsh, remote_pcopy
         self.lock = threading.Lock()
         self.conns: list = []
+        self.idle: list = []  # data sessions handed back (``give``), ready for another operation
         self.ended = False  # killed or closed: a session still opening is killed at once
+
+    def __iter__(self):
+        with self.lock:
+            return iter(list(self.conns))
+
+    def take(self) -> Connection:
+        """An idle data session (``give``) if one is still up, else a new one (``open``)."""
+        with self.lock:
+            while self.idle:
+                conn = self.idle.pop()
+                if not conn.closed and conn.proc.poll() is None:
+                    return conn
+        return self.open()
+
+    def give(self, conn: Connection) -> None:
+        """A data session with nothing in flight, back for the next flow."""
+        with self.lock:
+            if not self.ended and not conn.closed:
+                self.idle.append(conn)
 
     def open(self) -> Connection:
         """A new session, its handshake done (its one-line error when it fails)."""

@@ -81,6 +81,9 @@ class BoundedPool:
                 exc = future.exception()
                 if isinstance(exc, WorkerDied):
                     self.lost.append(item)
+                    if not exc.running:  # queued behind the item that died with its worker: not its fault
+                        self._extra.append(item)
+                        continue
                     if id(item) not in self._retried:  # maybe another batch's worker died: try once more
                         self._retried.add(id(item))
                         self._extra.append(item)

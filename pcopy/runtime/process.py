@@ -29,7 +29,12 @@ JOIN_TIMEOUT = 2.0  # seconds a stopping worker may take before it is killed
 
 
 class WorkerDied(Exception):
-    """The worker process running this item exited (killed, out of memory)."""
+    """The worker process holding this item exited (killed, out of memory). ``running``: the item was
+    the one it was working on, not one queued behind it (which did nothing to kill it)."""
+
+    def __init__(self, message: str, running: bool = True) -> None:
+        super().__init__(message)
+        self.running = running
 
 
 class WorkerError(Exception):
@@ -219,9 +224,11 @@ class ProcessBackend:
         """A worker died (or its pipe broke): fail what it held, make sure it is gone, start another."""
         target.stop(kill=True)
         target.reap(JOIN_TIMEOUT)
+        running = True  # the pipe is FIFO: the first unanswered item is the one it was working on
         while target.sent:
             target.sent.popleft().set_exception(WorkerDied(f"worker process {target.process.pid} died "
-                                                           f"(exit code {target.process.exitcode})"))
+                                                           f"(exit code {target.process.exitcode})", running))
+            running = False
         self._workers[self._workers.index(target)] = _Worker(self._context, self.stop_event)
 
     def lost_items(self) -> list:

@@ -60,10 +60,16 @@ def apply_dirs(options: Options, srcs: DirCache, dsts: DirCache, chunk) -> tuple
     return outcomes, list(dict.fromkeys(meta.notes)) if meta is not None else []
 
 
-def apply_dir(options: Options, srcs: DirCache, dsts: DirCache, meta: Optional[AttrCopier], reldir: str,
-              new: bool) -> DirOutcome:
+def apply_dir(options: Options, srcs: Optional[DirCache], dsts: DirCache, meta: Optional[AttrCopier], reldir: str,
+              new: bool, source: Optional[tuple] = None) -> DirOutcome:
+    """One directory's metadata; ``source``: the SRC directory's (stat, attributes) when it is on
+    another machine (``remote.receive.set_dirs``), else read through ``srcs``."""
     try:
-        st, attrs = _source_dir(srcs, reldir, options.follow_symlinks, meta)
+        if source is not None:
+            st, attrs = source
+        else:
+            assert srcs is not None
+            st, attrs = _source_dir(srcs, reldir, options.follow_symlinks, meta)
         mode, uid, gid = wanted_attrs(options, st.st_mode, st.st_uid, st.st_gid, True)
         with dsts.dir(reldir) as fd:
             before = os.fstat(fd)

@@ -64,7 +64,7 @@ def preflight(options: Options, keep: Optional[Callable] = None) -> bool:
         raise PcopyError(f"{dst}: destination exists and is not a directory")
     if options.delete and not options.delete_anyway and not dst_is_new:
         _guard_mistaken_dst(src, dst, None if options.delete_excluded else keep)
-    _check_manifest_path(options, dst_is_new, real_dst)
+    check_manifest_path(options, dst_is_new, real_dst)
     return dst_is_new
 
 
@@ -87,7 +87,7 @@ def _guard_mistaken_dst(src: str, dst: str, keep: Optional[Callable]) -> None:
                      f"'pcopy sync {src} {target} --delete'? (--delete-anyway to go ahead)")
 
 
-def _check_manifest_path(options: Options, dst_is_new: bool, real_dst: str) -> None:
+def check_manifest_path(options: Options, dst_is_new: bool, real_dst: str) -> None:
     if options.manifest is None:
         return
     parent = os.path.dirname(os.path.abspath(options.manifest))
@@ -114,7 +114,7 @@ def preflight_file(options: Options, single: tuple) -> None:
             raise PcopyError(f"{target}: source and destination are the same file")
     except FileNotFoundError:
         pass
-    _check_manifest_path(options, False, os.path.realpath(options.dst))
+    check_manifest_path(options, False, os.path.realpath(options.dst))
 
 
 def fit_to_destination(options: Options) -> Options:
@@ -150,7 +150,7 @@ def _create_dst(dst: str) -> None:
         raise PcopyError(f"{dst}: cannot create destination: {describe(exc)}") from None
 
 
-def _hidden(options: Options, manifest: Optional[ManifestWriter]) -> frozenset:
+def hidden_manifest(options: Options, manifest: Optional[ManifestWriter]) -> frozenset:
     """The manifest's own path when it lies inside DST: the run neither copies over nor deletes it."""
     if manifest is None:
         return frozenset()
@@ -212,7 +212,7 @@ def copy_tree(options: Options, *, counters: Optional[Counters] = None, keep_res
     fatal = None
     with SignalGuard(stop_event) as guard:
         consumer = Consumer(report, counters, manifest, on_result)
-        run = Run(options, consumer, dst_is_new, guard.check, keep, targets, _hidden(options, manifest), single)
+        run = Run(options, consumer, dst_is_new, guard.check, keep, targets, hidden_manifest(options, manifest), single)
         if listed is not None and "" not in listed and "" in run.dirs:
             run.dirs.remove("")  # --files-from without "." leaves DST's root as it is, as rsync does
         run.start_lister()  # forks: before any thread of ours exists

@@ -60,16 +60,10 @@ def make_hardlink(run: Run, relpath: str, reldir: str, task, source: str) -> Res
     digest = None
     try:
         with run.dst_dirs.dir(parent) as from_fd, run.dst_dirs.dir(reldir) as to_fd:
-            want = os.stat(first, dir_fd=from_fd, follow_symlinks=False)
-            try:
-                have = os.stat(task.name, dir_fd=to_fd, follow_symlinks=False)
-                if beneath.same_inode(have, want):
-                    return Result(relpath, SKIPPED, FILE, 0, None, "", LINK_IN_PLACE)
-            except FileNotFoundError:
-                pass
-            if options.backup:
-                backups(options).keep(to_fd, options.dst, reldir, task.name)
-            beneath.link_beneath_fds(from_fd, first, to_fd, task.name, temp_name(options.token))
+            keep = (functools.partial(backups(options).keep, to_fd, options.dst, reldir, task.name)
+                    if options.backup else None)
+            if not beneath.link_unless_same(from_fd, first, to_fd, task.name, temp_name(options.token), keep):
+                return Result(relpath, SKIPPED, FILE, 0, None, "", LINK_IN_PLACE)
             if options.manifest and options.hash != "none":
                 from ..content import digest as digests
 

@@ -65,11 +65,12 @@ class InPlaceTasks:
         return self.fix_attrs(relpath, same, src.stat, digest, SAME_CONTENT)
 
     def fix_attrs(self, relpath: str, task, st: Optional[os.stat_result] = None, digest: Optional[str] = None,
-                  same: str = UNCHANGED) -> Result:
+                  same: str = UNCHANGED, src_attrs: Optional[dict] = None) -> Result:
         """Same content, other times, permissions, owner or attributes: fix them in place (``.f..tpog.ax``).
 
         ``st``, ``digest``: the source's, when the caller has them (-c); ``same``: the reason when
-        nothing needed fixing.
+        nothing needed fixing; ``src_attrs``: the source's xattrs and ACLs when the source is on another
+        machine (``remote.receive``).
         """
         src_name = task.source or task.name
         if st is None:
@@ -78,7 +79,11 @@ class InPlaceTasks:
         mode, uid, gid = self.attrs(st)
         item = task.why
         if self.meta.active:  # attributes too: planned when SRC changed after DST was written (always for -c)
-            x, a, wanted, have = self.meta.compare(At(self.src_fd, src_name), At(self.dst_fd, task.name))
+            if src_attrs is not None:
+                wanted, have = src_attrs, self.meta.read(At(self.dst_fd, task.name))
+                x, a = self.meta.differs(wanted, have)
+            else:
+                x, a, wanted, have = self.meta.compare(At(self.src_fd, src_name), At(self.dst_fd, task.name))
             item = mark_item(item, "L" if is_link else "f", x, a)
         if not item[2:].strip("."):  # the attribute check found nothing to change
             return Result(relpath, SKIPPED, SYMLINK if is_link else FILE, st.st_size, digest, "", same)

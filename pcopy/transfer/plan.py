@@ -62,6 +62,21 @@ def wanted_attrs(options: Options, mode: int, uid: int, gid: int, is_dir: bool) 
     return mode, uid, gid
 
 
+def hardlink_names(first_names: dict, reldir: str, entries: list) -> tuple:
+    """-H: ({name: first name's relpath} of names whose inode was seen before, {names that are first});
+    ``first_names`` ((dev, ino) -> relpath) remembers the run's groups across directories."""
+    names, firsts = {}, set()
+    for e in entries:
+        if e.kind == FILE and e.nlink > 1:
+            relpath = relpath_join(reldir, e.name)
+            first = first_names.setdefault((e.dev, e.ino), relpath)
+            if first != relpath:
+                names[e.name] = first
+            else:
+                firsts.add(e.name)
+    return names, firsts
+
+
 def _as_wanted(options: Options, entry: Entry) -> Entry:
     mode, uid, gid = wanted_attrs(options, entry.mode, entry.uid, entry.gid, entry.kind == DIR)
     return entry._replace(mode=mode, uid=uid, gid=gid)

@@ -48,11 +48,16 @@ def renames_allowed(options: Options) -> bool:
 
 def same_entry(dst: os.stat_result, src: os.stat_result) -> bool:
     """Is this DST entry what pcopy would have made of the SRC entry? (kind; size and mtime for non-dirs)"""
-    if stat.S_IFMT(dst.st_mode) != stat.S_IFMT(src.st_mode):
+    return same_facts(dst, src.st_mode, src.st_size, src.st_mtime_ns)
+
+
+def same_facts(dst: os.stat_result, mode: int, size: int, mtime_ns: int) -> bool:
+    """``same_entry`` against the SRC entry's mode, size and mtime (as they travel to a remote DST)."""
+    if stat.S_IFMT(dst.st_mode) != stat.S_IFMT(mode):
         return False
-    if stat.S_ISDIR(src.st_mode):
+    if stat.S_ISDIR(mode):
         return True  # its contents are compared by the re-read that follows
-    return dst.st_size == src.st_size and dst.st_mtime_ns == src.st_mtime_ns
+    return dst.st_size == size and dst.st_mtime_ns == mtime_ns
 
 
 def _same_as(src: os.stat_result, dst: os.stat_result) -> bool:
@@ -224,28 +229,38 @@ def apply_moves(options: Options, moves: list) -> list:
     if not moves or not renames_allowed(options):
         return []
     moves = [m for m in moves if m.old and m.new] + pair_halves(options, moves)
-    dst_root = options.dst
-    by_old = _index(moves)
     src_dir = src_dir_mode(options.src, options.follow_symlinks)
-    done = []
+    return [moved(move, src_st) for move, src_st in checked_moves(options, moves)
+            if rename_checked(options.dst, move.old, move.new, functools.partial(_same_as, src_st), src_dir)
+            is not None]
+
+
+def checked_moves(options: Options, moves: list) -> list:
+    """(Move, lstat of the SRC entry at its final name) for each move worth trying, in order."""
+    by_old = _index(moves)
+    found = []
     for i, move in enumerate(moves):
         if not move.old or not move.new or move.old == move.new:
             continue
         try:
-            src_st = _stat_src(options, final_name(moves, i, by_old))
+            found.append((move, _stat_src(options, final_name(moves, i, by_old))))
         except OSError:
             continue  # moved out of the tree or deleted since: the re-read deletes it (--delete)
-        if rename_checked(dst_root, move.old, move.new, functools.partial(_same_as, src_st), src_dir) is None:
-            continue
-        kind, item = kind_item(src_st.st_mode)
-        done.append(Result(move.new, MOVED, kind, 0 if kind == DIR else src_st.st_size, None, item, "", move.old))
-    return done
+    return found
 
 
-def pair_halves(options: Options, moves: list) -> list:
+def moved(move: Move, src_st: os.stat_result) -> Result:
+    """The MOVED Result of a rename done (itemized as rsync would the entry at the new name)."""
+    kind, item = kind_item(src_st.st_mode)
+    return Result(move.new, MOVED, kind, 0 if kind == DIR else src_st.st_size, None, item, "", move.old)
+
+
+def pair_halves(options: Options, moves: list, dst_stat: Optional[Callable] = None,
+                dst_digest: Optional[Callable[[str], Optional[str]]] = None) -> list:
     """Moves from a file deletion and a file creation of the same batch: the created SRC file and the
     deleted name's DST file have one size and mtime, shared by no other candidate, and one xxh128
-    (read: the kernel did not say they are one file; reading is still no writing)."""
+    (read: the kernel did not say they are one file; reading is still no writing). ``dst_stat`` and
+    ``dst_digest``: how DST's side is seen when it is not here (a remote DST; default: beneath options.dst)."""
     gone = {m.old for m in moves if not m.new}
     born = {m.new for m in moves if not m.old}
     if not gone or not born:
@@ -254,7 +269,8 @@ def pair_halves(options: Options, moves: list) -> list:
     for side, names in (("gone", gone), ("born", born)):
         for name in names:
             try:
-                st = lstat_beneath(options.dst, name) if side == "gone" else _stat_src(options, name)
+                st = (dst_stat or functools.partial(lstat_beneath, options.dst))(name) if side == "gone" \
+                    else _stat_src(options, name)
                 if side == "gone" and os.path.lexists(os.path.join(options.src, name)):
                     continue  # deleted and made again: not the old half of a move
             except OSError:
@@ -265,10 +281,10 @@ def pair_halves(options: Options, moves: list) -> list:
     if not pairs:
         return []
     hashes = Digests()  # a guess by size and mtime alone could rename the wrong file: the contents decide
+    digest_of = dst_digest or functools.partial(hashes.get, options.dst)
     try:
         return [Move(old, new) for old, new in pairs
-                if hashes.get(options.dst, old) is not None and hashes.get(options.dst, old) == hashes.get(
-                    options.src, new)]
+                if (theirs := digest_of(old)) is not None and theirs == hashes.get(options.src, new)]
     finally:
         hashes.close()
 

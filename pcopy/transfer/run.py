@@ -41,11 +41,17 @@ from ..model.results import (
 )
 from ..options import Options
 from ..runtime import worker as runtime_worker
+from ..runtime.process import WorkerDied
 from .consumer import Consumer
-from .plan import DELETING, NEW_DIR, plan_directory
+from .plan import DELETING, NEW_DIR, hardlink_names, plan_directory
 from .ranges import Piece, Splitter
 
 ANCHOR_OK = (COPIED, LINKED, UPDATED)  # a first name of a hard-link group written (or kept) in this run
+
+
+def anchor_ok(result: Result) -> bool:
+    """-H: may the other names of a group link to this first name's DST file (written or kept in this run)?"""
+    return result.status in ANCHOR_OK or (result.status == SKIPPED and result.reason in (UNCHANGED, SAME_CONTENT))
 
 
 class Run:
@@ -295,16 +301,7 @@ class Run:
         """-H: ({name: first name's relpath} of names whose inode was seen before, {names that are first})."""
         if not self.options.hard_links:
             return {}, ()
-        names, firsts = {}, set()
-        for e in entries:
-            if e.kind == FILE and e.nlink > 1:
-                relpath = relpath_join(reldir, e.name)
-                first = self.first_names.setdefault((e.dev, e.ino), relpath)
-                if first != relpath:
-                    names[e.name] = first
-                else:
-                    firsts.add(e.name)
-        return names, firsts
+        return hardlink_names(self.first_names, reldir, entries)
 
     def _replace(self, reldir: str, names: list, kinds: dict, firsts) -> set:
         """Remove DST entries of another kind (sync); returns the names whose entry could not be removed."""
@@ -382,6 +379,13 @@ class Run:
             self._consume_batch(bundle.batch, self.ranges.consume(bundle, results, exc, resubmit), None, resubmit)
             return
         resubmit = self.ranges.resubmitter(resubmit)  # a big file handed back is split like new work
+        if isinstance(exc, WorkerDied) and sum(len(b.tasks) for b in bundle) > 1:
+            # its worker died twice (the pool ran it once more): each file again on its own, so a file
+            # that kills its worker fails alone and the bundle's other files are copied
+            for batch in bundle:
+                for task in batch.tasks:
+                    resubmit(single(Batch(batch.reldir, (task,))))
+            return
         for i, batch in enumerate(bundle):
             self._consume_batch(batch, results[i] if exc is None else None, exc, resubmit)
 
@@ -400,8 +404,7 @@ class Run:
             for result in results:
                 if result.relpath in self.anchors:
                     self.anchors.discard(result.relpath)
-                    if not (result.status in ANCHOR_OK
-                            or (result.status == SKIPPED and result.reason in (UNCHANGED, SAME_CONTENT))):
+                    if not anchor_ok(result):
                         self.bad_anchors.add(result.relpath)
         if not self.disk_full and any(r.reason == DISK_FULL for r in results):
             self.disk_full = True

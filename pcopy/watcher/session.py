@@ -13,10 +13,11 @@
                           │  Watcher.run (caller's thread): wait until no event came for `debounce`
                           │  seconds (at most `max_delay` after the first one), then coalesce:
                           ▼  drop targets covered by a recursive ancestor
-    renames.apply_moves (--delete): the batch's moves as renames in DST, each checked first
+    mirror.moves (--delete): the batch's moves as renames in DST, each checked first
                           ▼
-    engine.copy_tree(options, targets=[(reldir, recursive), ...], pool=<one long-lived pool>)
-                          │  same planner, pool and worker as `sync`: one copy path
+    mirror.sync(targets=[(reldir, recursive), ...])   local.LocalMirror: engine.copy_tree on one
+                          │  long-lived pool; remote.watch.RemoteMirror (host:DST): remote.flow over
+                          │  ssh sessions kept open. Same planner as `sync`: one copy path
                           ▼
                      results ─► on_result (-v lines), failures ─► retried with the next batch
                                 ("source changed while being copied": retried right away)
@@ -42,10 +43,10 @@ from ..fs.temps import TMP_PREFIX
 from ..model.entries import DIR
 from ..model.results import SOURCE_CHANGED, Report
 from ..options import Options
-from ..runtime.pool import ABORT_GRACE, BoundedPool, make_pool
 from ..runtime.signals import SignalGuard
-from ..transfer import engine, renames, track
+from ..transfer import renames
 from .events import FULL, coalesce, map_event, move_of, parent_of
+from .local import LocalMirror, Mirror
 from .observer import Observation
 
 DEFAULT_DEBOUNCE = 0.05  # seconds without events before a batch is applied
@@ -85,13 +86,13 @@ class WatchStatus:
 
 
 class Watcher:
-    """One watch session: observer + debounced batches through ``engine.copy_tree`` on one pool."""
+    """One watch session: observer + debounced batches through its mirror (``local``, or a host:DST's)."""
 
     def __init__(self, options: Options, *, debounce: float = DEFAULT_DEBOUNCE, max_delay: Optional[float] = None,
                  poll: bool = False,
                  poll_interval: float = DEFAULT_POLL_INTERVAL, rescan_interval: Optional[float] = None,
                  on_result: Optional[Callable] = None, on_status: Optional[Callable] = None,
-                 stop_event: Optional[threading.Event] = None) -> None:
+                 stop_event: Optional[threading.Event] = None, mirror: Optional[Mirror] = None) -> None:
         self.options = options
         self.debounce = debounce
         self.max_delay = max_delay if max_delay is not None else max(MAX_DELAY_FLOOR, 10 * debounce)
@@ -106,8 +107,11 @@ class Watcher:
         self.failures: dict = {}  # relpath -> Result of the last batch's failures
         self._root = os.path.realpath(options.src)
         self._prefix = self._root.rstrip(os.sep) + os.sep
-        self._dst_prefix = os.path.realpath(options.dst).rstrip(os.sep) + os.sep
         self._keep = make_filter(options.filters)
+        self.mirror: Mirror = mirror if mirror is not None else LocalMirror(options, self._keep)
+        self.mirror.warn = self.warn_now
+        local_dst = self.mirror.local_dst
+        self._dst_prefix = os.path.realpath(local_dst).rstrip(os.sep) + os.sep if local_dst else None
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pending: set = set()
@@ -118,7 +122,6 @@ class Watcher:
         self._last_at = 0.0
         self._retry: set = set()  # targets of failed paths: retried with the next batch
         self._observer: Optional[Observation] = None
-        self._pool: Optional[BoundedPool] = None
         self._next_rescan = float("inf")
         self._full_retry_at = float("inf")  # DST was full: retry what was not attempted, backing off
         self._full_backoff = FULL_RETRY_FIRST
@@ -133,7 +136,7 @@ class Watcher:
             return ""
         if not path.startswith(self._prefix):
             return None
-        if path.startswith(self._dst_prefix):
+        if self._dst_prefix is not None and path.startswith(self._dst_prefix):
             return IGNORE  # DST inside SRC (preflight refuses it; never chase our own writes)
         rel = path[len(self._prefix):]
         if rel.rpartition(os.sep)[2].startswith(TMP_PREFIX):
@@ -195,6 +198,11 @@ class Watcher:
         self._warn(reason)
         self._add([FULL])
 
+    def warn_now(self, message: str) -> None:
+        """A warning shown at once (the mirror's, while a batch waits on it: a lost connection)."""
+        self._warn(message)
+        self._report_status()
+
     def _warn(self, message: str) -> None:
         with self._lock:
             if not self.status.warnings or self.status.warnings[-1] != message:
@@ -211,13 +219,11 @@ class Watcher:
         its ``report`` attribute holding the session's report.
         """
         started = time.monotonic()
-        # Validate SRC/DST before any thread starts (nothing is created by a dry preflight).
-        engine.preflight(self.options._replace(dry_run=True), self._keep)
+        self.mirror.preflight()
         clean = False
         with SignalGuard() as guard:
             try:
-                self._pool = make_pool(self.options.backend, self.options.jobs)
-                self._warm_pool()
+                self.mirror.start()
                 guard.check()
                 self._start_observer()
                 self._cycle(initial=True)
@@ -251,6 +257,8 @@ class Watcher:
             if now - last_health >= HEALTH_EVERY:
                 last_health = now
                 self._check_observer()
+                if not self.mirror.healthy():
+                    self._add([FULL])  # a session to DST ended: the mirror reconnects, then re-reads all
             due = self._due()
             if due <= now:
                 self._cycle()
@@ -283,18 +291,15 @@ class Watcher:
             self._first_at = None
             self.status.pending = 0
         self._retry.clear()
-        if initial or now >= self._next_rescan or not os.path.isdir(self.options.dst):
+        if initial or now >= self._next_rescan or not self.mirror.dst_present():
             targets = [FULL]
         if targets == [FULL] and self.rescan_interval:
             self._next_rescan = now + self.rescan_interval
         if not targets:
             return
         started = time.monotonic()
-        self._replay(track.track_renames(self.options, self._keep, self.options.track_renames) if initial
-                     and self.options.track_renames else renames.apply_moves(self.options, moves))
-        report = engine.copy_tree(self.options, on_result=self._result,
-                                  stop_event=self.stop_event, targets=None if targets == [FULL] else targets,
-                                  pool=self._pool)
+        self._replay(self.mirror.moves(moves, initial))
+        report = self.mirror.sync(None if targets == [FULL] else targets, self._result, self.stop_event)
         self._account(report, targets)
         self.status.cycles += 1
         self.status.last_sync = time.time()
@@ -358,11 +363,6 @@ class Watcher:
 
     # ---- resources
 
-    def _warm_pool(self) -> None:
-        """Start the workers now, before the observer's threads exist (fork-safety, first-event latency)."""
-        if self._pool is not None:
-            self._pool.backend.start()
-
     def _start_observer(self) -> None:
         self._observer = Observation(self._root, self.on_event, self.request_full_rescan, self._warn)
         self.status.observer = self._observer.start(self.poll, self.poll_interval)
@@ -384,12 +384,7 @@ class Watcher:
         if self._observer is not None:
             self._observer.stop()
             self._observer = None
-        if self._pool is not None:
-            if clean:
-                self._pool.close()
-            else:
-                self._pool.abort(ABORT_GRACE)
-            self._pool = None
+        self.mirror.close(clean)
 
 
 def watch(options: Options, **kwargs) -> Report:

@@ -134,3 +134,27 @@ def remote(rounds: int, keep: bool, files: int = 20_000, large_mib: int = 256) -
         clear(small)
         clear(large)
     return rows
+
+
+def remote_verify(rounds: int, keep: bool, files: int = 20_000) -> Row:
+    """``pcopy verify SRC host:DST --no-cache`` against ``rsync -anc`` (both read every file on both
+    machines) over the same loopback sshd; DST is an up-to-date copy made off the clock."""
+    why = next((f"{tool} is not installed" for tool in ("ssh", "ssh-keygen", "rsync") if not shutil.which(tool)),
+               None if os.access(sshfs.SSHD, os.X_OK) else f"{sshfs.SSHD} is not installed (openssh-server)")
+    if why:
+        return Row("remote-verify", "remote verify over ssh", skipped=why)
+    small, dst = os.path.join(ROOT, "remote-small"), os.path.join(ROOT, "remote-verify-dst")
+    trees.build_small(small, files=files, dirs=files // 100)
+    subprocess.run(["rsync", "-a", "--delete", small + "/", dst + "/"], check=True)
+    with server(0.0) as config:
+        rsh = f"ssh -F {shlex.quote(config)}"
+        table = {"rsync -anc": ["rsync", "-anc", "-e", rsh, "{src}/", f"{HOST}:{{dst}}/"],
+                 "pcopy verify (ssh)": [*PCOPY, "verify", "--no-cache", "{src}", f"{HOST}:{{dst}}", *QUIET, "-e", rsh,
+                                        "--remote-pcopy", shlex.join(PCOPY)]}
+        row = Row("remote-verify", f"remote verify over ssh: {os.path.basename(small)}, no cache",
+                  headline="pcopy verify (ssh)", reference="rsync -anc", files=count_tree(small)[0])
+        row.times = time_table(table, rounds, src=small, dst=dst, prepare=lambda name, target: None)
+    if not keep:
+        clear(small)
+        clear(dst)
+    return row
