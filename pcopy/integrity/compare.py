@@ -249,15 +249,7 @@ class _Flow:
                 session.difference(diffs[j][0], relpath(unit.reldir, unit.names[j]), diffs[j][1])
             report.identical += len(unit.names) - len(diffs)
             return
-        for record in unit.records:
-            if record is True:
-                report.identical += 1
-            elif type(record) is Difference:
-                session.difference(*record)
-            elif record in diffs:
-                session.difference(diffs[record][0], relpath(unit.reldir, unit.names[record]), diffs[record][1])
-            else:
-                report.identical += 1
+        report_records(session, unit.records, diffs, unit.reldir, unit.names)
 
 
 def _record_size(record, sizes: list) -> int:
@@ -314,3 +306,18 @@ def pair_records(reldir: str, s: Side, d: Side, prune: set, unknown: set) -> tup
 
 
 __all__ = ["FAILED", "pair_records", "verify_trees"]
+
+
+def report_records(session, records, diffs: dict, reldir: str, names) -> None:
+    """A directory's outcomes in march order: True (identical), a Difference found by the march, or
+    the index of a hashed file, a difference when ``diffs`` ({index: (kind, detail)}) holds it."""
+    report = session.report
+    for record in records:
+        if record is True:
+            report.identical += 1
+        elif type(record) is Difference:
+            session.difference(*record)
+        elif record in diffs:
+            session.difference(diffs[record][0], relpath(reldir, names[record]), diffs[record][1])
+        else:
+            report.identical += 1

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 from ..errors import PcopyError, UsageError, describe
 from ..fs.march import March
 from ..fs.scan import require_dir
-from ..integrity.compare import pair_records
+from ..integrity.compare import pair_records, report_records
 from ..integrity.report import ERROR, Difference, IntegrityReport
 from ..integrity.session import Session, open_cache, relpath
 from ..integrity.sides import DIRECTORY, Side, SideView
@@ -273,16 +273,7 @@ class _Flow:
             for _, _, key, digest in rows:
                 cache.put(ALGO, key, digest)
         diffs = {j: (kind, detail) for j, kind, detail in found}
-        session = self.session
-        for record in unit.records:
-            if record is True:
-                report.identical += 1
-            elif type(record) is Difference:
-                session.difference(*record)
-            elif record in diffs:
-                session.difference(diffs[record][0], relpath(unit.reldir, unit.names[record]), diffs[record][1])
-            else:
-                report.identical += 1
+        report_records(self.session, unit.records, diffs, unit.reldir, unit.names)
 
 
 def verify_trees(src: str, dst: str, *, jobs: Optional[int] = None, backend: str = "process", cache=True,
