@@ -117,8 +117,8 @@ def test_the_caches_on_both_ends_give_the_same_answers(server, tmp_path, directi
     for run in (first, second):
         assert run[0] == local[0] == 4
         assert run[2]["differences"] == local[2]["differences"]
-        assert {k: run[2][k] for k in ("identical", "differ", "missing", "extra", "errors")} == \
-            {k: local[2][k] for k in ("identical", "differ", "missing", "extra", "errors")}
+        assert {k: run[2][k] for k in ("files", "identical", "differ", "missing", "extra", "errors")} == \
+            {k: local[2][k] for k in ("files", "identical", "differ", "missing", "extra", "errors")}
     assert first[2]["cache_hits"] == 0 and first[2]["hashed"] > 600, first
     assert second[2]["hashed"] == 0 and second[2]["cache_hits"] > 600, second  # both ends remembered
     (src / "many" / "f010").write_bytes(b"changed")  # a changed file is read again on its side

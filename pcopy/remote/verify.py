@@ -227,8 +227,7 @@ class _Flow:
             local = self.view.make(self.root, pair.src)
             s, d = (local, remote.side) if self.push else (remote.side, local)
             records, names, known, hits = pair_records(reldir, s, d, self.prune, unknown)
-            self.report.cache_hits += hits
-            self.report.files += hits
+            self.report.cache_hits += hits  # the remote side has no hits: each pair is counted in ``digested``
             yield from self._units(reldir, records, names, known, remote)
         self._tell()
 
@@ -262,8 +261,7 @@ class _Flow:
         found, _, rows, hashed, nbytes, digested = compare_outcomes(a, b, cache is not None)
         report, counters = self.report, self.session.counters
         cached = sum(1 for o in there if o[2] is None and o[3] is None)  # the remote's cache knew them
-        report.cache_hits += cached
-        report.files += cached
+        report.cache_hits += cached  # (counted in ``digested`` with the rest: their digests came along)
         report.hashed += hashed
         report.bytes_hashed += nbytes
         report.files += digested
