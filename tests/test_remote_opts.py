@@ -56,6 +56,7 @@ def tree(tmp_path):
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_manifest_describes_dst_as_written_like_a_local_run(server, tree, tmp_path, direction):
     dst, manifest = tmp_path / "dst", tmp_path / "remote.xxh"
+    os.link(tree / "many" / "f010", tree / "many" / "f010-link")  # a hard link's other name has its line too
     proc = pcopy(server, "copy", *ends(direction, tree, dst), "--manifest", manifest)
     assert proc.returncode == 0, proc.err
     ref, ref_manifest = tmp_path / "ref", tmp_path / "local.xxh"
@@ -71,6 +72,7 @@ def test_manifest_describes_dst_as_written_like_a_local_run(server, tree, tmp_pa
     assert "copied 0 files" in again.err
     lines = manifest.read_bytes().splitlines()
     assert len(lines) == len(ref_manifest.read_bytes().splitlines())
+    assert sum(line.endswith((b"  many/f010", b"  many/f010-link")) for line in lines) == 2
     digest = xxhash.xxh3_128(changed).hexdigest().encode()
     assert digest + b"  hello.txt" in lines  # what DST holds, not what SRC holds
     if XXHSUM:

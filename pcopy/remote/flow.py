@@ -24,7 +24,18 @@ from ..errors import PcopyError, describe
 from ..fs import temps
 from ..model.batching import batches
 from ..model.entries import ATTRS, CHECKSUM, COPY, DIR, FILE, HASH, LINK, LINKDEST, Batch, Task, relpath_join
-from ..model.results import CREATED, DELETED, DISK_FULL, FAILED, LINKED, REPLACED, Report, Result, failure
+from ..model.results import (
+    CREATED,
+    DELETED,
+    DISK_FULL,
+    FAILED,
+    LINK_IN_PLACE,
+    LINKED,
+    REPLACED,
+    Report,
+    Result,
+    failure,
+)
 from ..options import Options
 from ..runtime.progress import Counters
 from ..runtime.signals import SignalGuard
@@ -73,6 +84,7 @@ class Flow:
         self.first_names: dict = {}
         self.hardlinks: list = []  # (reldir, Task(HARDLINK))
         self.anchors: set = set()  # first names whose outcome is still to come
+        self.anchor_digests: dict = {}  # --manifest: first name -> its digest (its other names' line)
         self.bad_anchors: set = set()
 
     def run(self, sessions, streams_max: int, token: str, spec: dict, local_options: Optional[Options],
@@ -347,6 +359,8 @@ class Flow:
             for result in results:
                 if result.relpath in self.anchors:
                     self.anchors.discard(result.relpath)
+                    if result.digest and self.consumer.manifest is not None:
+                        self.anchor_digests[result.relpath] = result.digest
                     if not anchor_ok(result):
                         self.bad_anchors.add(result.relpath)
         self.consumer.add_many(results)
@@ -373,10 +387,14 @@ class Flow:
                     self.consumer.add_many(results)
                     if results and anchor_ok(results[0]):
                         replaced[task.source] = relpath
+                        self.anchor_digests[relpath] = results[0].digest
                     continue
             links.append([relpath, source, task.why])
         if links:
-            self.consumer.add_many([result_in(r) for r in self.dst.link_names(links, self.options.token)])
+            found = [result_in(r) for r in self.dst.link_names(links, self.options.token)]
+            digests = self.anchor_digests  # a linked name's manifest line is its first name's
+            self.consumer.add_many([r._replace(digest=digests.get(link[1])) if r.digest is None and (
+                r.status == LINKED or r.reason == LINK_IN_PLACE) else r for r, link in zip(found, links, strict=True)])
 
     def _delete(self) -> None:
         options, report = self.options, self.report
